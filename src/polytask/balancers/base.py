@@ -1,0 +1,107 @@
+"""The :class:`Balancer` contract: per-task losses in, weights chosen, one backward pass done.
+
+The trainer (or a user's own loop) calls::
+
+    weights = balancer.backward(losses, shared_params=model.shared_parameters(),
+                                features=representation)
+    optimizer.step()
+
+``losses`` maps task names to scalar losses; tasks without labels in the batch are simply absent
+and get no weight. After ``backward`` every parameter holds an ordinary ``.grad``, so any
+``torch.optim`` optimizer applies. Balancers are stateful; their ``state_dict`` is saved in
+checkpoints. The trainer never names a method: methods are found by name in the registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from polytask.errors import ConfigError, did_you_mean
+
+
+class Balancer(ABC):
+    """Base class of loss-weighting and gradient-balancing methods."""
+
+    name: ClassVar[str]
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        if not task_names or len(set(task_names)) != len(task_names):
+            raise ValueError(f"task names must be unique and non-empty, got {list(task_names)}")
+        self.task_names = tuple(task_names)
+
+    @abstractmethod
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        *,
+        shared_params: Iterable[torch.nn.Parameter] | None = None,
+        features: Tensor | None = None,
+    ) -> dict[str, float]:
+        """Backpropagate the balanced loss into ``.grad`` and return the weight of each task."""
+
+    def parameters(self) -> list[Tensor]:
+        """Trainable parameters of the method itself (e.g. log-variances); the trainer adds them
+        to its optimizer."""
+        return []
+
+    def epoch_end(self, mean_losses: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
+        """Called once per epoch with each task's mean training loss (DWA uses it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume; tensors, numbers, lists and dicts only."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless default
+        """Restore :meth:`state_dict` output."""
+
+    def present(self, losses: Mapping[str, Tensor]) -> list[str]:
+        """Task names present in ``losses``, in the balancer's order; unknown names raise."""
+        unknown = [name for name in losses if name not in self.task_names]
+        if unknown:
+            raise KeyError(f"{self.name}: unknown task {unknown[0]!r}; known {self.task_names}")
+        return [name for name in self.task_names if name in losses]
+
+
+BALANCERS: dict[str, type[Balancer]] = {}
+
+
+def register_balancer(*names: str) -> Callable[[type[Balancer]], type[Balancer]]:
+    """Class decorator: address a balancer by ``name`` (and aliases) in configs."""
+
+    def decorate(cls: type[Balancer]) -> type[Balancer]:
+        for name in names:
+            if name in BALANCERS:
+                raise ValueError(f"balancer name {name!r} registered twice")
+            BALANCERS[name] = cls
+        cls.name = names[0]
+        return cls
+
+    return decorate
+
+
+def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:
+    """Instantiate the balancer registered as ``name``; unknown options raise a ConfigError."""
+    if name not in BALANCERS:
+        raise ConfigError(
+            f"balancer.name: unknown balancer '{name}'{did_you_mean(name, BALANCERS)}; "
+            f"choose from {sorted(BALANCERS)}"
+        )
+    cls = BALANCERS[name]
+    parameters = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in parameters if p not in ("self", "task_names")]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"balancer.{key}: '{name}' has no option '{key}'{did_you_mean(key, accepted)}; "
+                f"its options are {accepted}"
+            )
+    try:
+        return cls(task_names, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"balancer '{name}': {exc}") from exc

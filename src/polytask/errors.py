@@ -1,0 +1,28 @@
+"""One exception family. The CLI turns any :class:`PolytaskError` into one line and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PolytaskError(Exception):
+    """Base class for every error caused by the user's input (config, data, run directory)."""
+
+
+class ConfigError(PolytaskError):
+    """A config file or option is invalid."""
+
+
+class DataError(PolytaskError):
+    """A table, column or value cannot be used."""
+
+
+class RunError(PolytaskError):
+    """A run directory is missing, incomplete or corrupt."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""`` when none is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""

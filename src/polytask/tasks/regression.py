@@ -1,0 +1,108 @@
+"""Regression tasks: one or more numeric targets, standardised for training, reported in units."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+from torch import Tensor
+
+from polytask.errors import ConfigError, DataError
+from polytask.tasks.base import (
+    Metric,
+    Task,
+    masked_columns_mean,
+    numeric_labels,
+    register_task_type,
+    require_columns,
+)
+
+
+def _metric(name: str, direction, fn) -> Metric:
+    return Metric(name, direction, lambda y, p, m: masked_columns_mean(y, p, m, fn))
+
+
+@register_task_type
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RegressionTask(Task):
+    """Numeric targets. :meth:`fit` learns each column's mean and standard deviation so that the
+    loss works on standardised values (comparable across tasks); metrics and predictions use the
+    original units. With several columns, metrics are averaged over columns."""
+
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    kind: ClassVar[str] = "regression"
+    losses: ClassVar = {
+        "mse": lambda out, y: F.mse_loss(out, y, reduction="none"),
+        "mae": lambda out, y: F.l1_loss(out, y, reduction="none"),
+        "huber": lambda out, y: F.huber_loss(out, y, reduction="none"),
+    }
+    metric_table: ClassVar = {
+        "mae": _metric("mae", "lower", skm.mean_absolute_error),
+        "rmse": _metric("rmse", "lower", skm.root_mean_squared_error),
+        "r2": _metric("r2", "higher", skm.r2_score),
+    }
+    default_loss: ClassVar[str] = "mse"
+    default_metrics: ClassVar = ("mae", "rmse")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if value and len(value) != len(self.columns):
+                raise ConfigError(f"task '{self.name}': {name} needs one value per column")
+            object.__setattr__(self, name, value)
+
+    @property
+    def output_size(self) -> int:
+        return len(self.columns)
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.mean)
+
+    def _values(self, frame: pd.DataFrame, source: str) -> np.ndarray:
+        require_columns(frame, self.columns, self.name, source)
+        return np.stack([numeric_labels(frame, c, self.name, source) for c in self.columns], axis=1)
+
+    def fit(self, frame: pd.DataFrame, source: str = "data") -> Self:
+        values = self._values(frame, source)
+        counts = (~np.isnan(values)).sum(0)
+        if (counts == 0).any():
+            column = self.columns[int(np.argmin(counts))]
+            raise DataError(f"{source}: task '{self.name}' column '{column}' has no labels")
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return dataclasses.replace(self, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+
+    def _scale(self) -> tuple[Tensor, Tensor]:
+        if not self.is_fitted:
+            raise ConfigError(f"task '{self.name}' must be fitted before encoding labels")
+        return torch.tensor(self.mean), torch.tensor(self.std)
+
+    def encode(self, frame: pd.DataFrame, source: str = "data") -> tuple[Tensor, Tensor]:
+        values = torch.from_numpy(self._values(frame, source))
+        mean, std = self._scale()
+        mask = ~torch.isnan(values)
+        standardised = torch.where(mask, (values - mean) / std, 0.0)
+        return standardised.float(), mask
+
+    def scores(self, output: Tensor) -> np.ndarray:
+        mean, std = self._scale()
+        return (output.detach().float().cpu() * std + mean).numpy()
+
+    def target_scores(self, target: Tensor) -> np.ndarray:
+        return self.scores(target)
+
+    def decode(self, output: Tensor) -> dict[str, np.ndarray]:
+        values = self.scores(output)
+        if len(self.columns) == 1:
+            return {self.name: values[:, 0]}
+        return {f"{self.name}.{c}": values[:, j] for j, c in enumerate(self.columns)}
