@@ -38,3 +38,9 @@ class MultiTaskModel(nn.Module, ABC):
     @abstractmethod
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         """Parameters used by ``task`` alone (its head or tower)."""
+
+    def regularization(self) -> Tensor | None:
+        """An extra loss term the architecture needs (e.g. soft sharing's penalty), or None.
+
+        Trainers backpropagate it next to the balanced task losses."""
+        return None

@@ -1,0 +1,247 @@
+"""The config schema (pydantic) and its loader.
+
+Every section forbids unknown keys; a typo is reported with its location and the closest valid
+key. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from polytask.errors import ConfigError, did_you_mean
+
+TaskType = Literal["binary", "multiclass", "multilabel", "regression"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Section):
+    """How rows are split when the data does not say: fractions and seed, or a split column."""
+
+    validation: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+    seed: int = 0
+    column: str | None = None
+
+
+class DataConfig(_Section):
+    """The shared input table (a built-in name or a CSV/Parquet path) and the task sampler."""
+
+    source: str | None = None
+    split: SplitConfig = SplitConfig()
+    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    temperature: float = Field(2.0, gt=0)
+
+
+class FeaturesConfig(_Section):
+    """Feature columns; inferred from dtypes (excluding targets and drops) when not declared."""
+
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+    drop: list[str] = []
+
+
+class TaskConfig(_Section):
+    """One task: what to predict, from which column(s), with which loss, metrics and weight."""
+
+    name: str = Field(min_length=1)
+    type: TaskType
+    target: str | list[str] | None = None
+    positive: str | None = None
+    loss: str | None = None
+    metrics: list[str] | None = None
+    weight: float = Field(1.0, ge=0)
+    lr_multiplier: float = Field(1.0, gt=0)
+    data: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if self.target is None:
+            return (self.name,)
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target)
+
+
+class ModelConfig(_Section):
+    """The network: architecture, trunk and head widths, dropout."""
+
+    arch: Literal["hard"] = "hard"
+    trunk: list[int] = [256, 128]
+    head: list[int] = [64]
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop when validation Δm has not improved by ``min_delta`` points for ``patience`` epochs."""
+
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainingConfig(_Section):
+    """Optimisation budget, shared by the multi-task model and its single-task baselines."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int = 0
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class BalancerConfig(BaseModel):
+    """A balancer by registered name; the other keys are that method's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = "equal"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EvaluationConfig(_Section):
+    """How Δm averages: over tasks (metrics averaged within a task first) or over all metrics."""
+
+    delta_m: Literal["per_task", "per_metric"] = "per_task"
+
+
+class Config(_Section):
+    """A whole experiment."""
+
+    name: str | None = None
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    tasks: list[TaskConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    balancer: BalancerConfig = BalancerConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_names(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        names = [t.name for t in tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"task name '{repeated[0]}' is used twice")
+        return tasks
+
+    @model_validator(mode="after")
+    def _every_task_has_data(self) -> Config:
+        if self.data.source is None:
+            missing = [t.name for t in self.tasks if t.data is None]
+            if missing:
+                raise ValueError(
+                    f"task '{missing[0]}' has no data: set data.source or the task's own 'data'"
+                )
+        return self
+
+    def resolve_paths(self, base: Path) -> Config:
+        """Make relative data paths absolute against ``base`` (built-in names stay as they are)."""
+        from polytask.data.builtin import BUILTIN_DATASETS
+
+        def fix(path: str | None) -> str | None:
+            if path is None or path in BUILTIN_DATASETS or Path(path).is_absolute():
+                return path
+            return str((base / path).resolve())
+
+        data = self.data.model_copy(update={"source": fix(self.data.source)})
+        tasks = [t.model_copy(update={"data": fix(t.data)}) for t in self.tasks]
+        return self.model_copy(update={"data": data, "tasks": tasks})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML (or JSON) config file; any problem raises one ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    config = parse_config(raw, source=str(path))
+    if config.name is None:
+        config = config.model_copy(update={"name": path.stem})
+    return config.resolve_paths(path.parent)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a config mapping; the first error becomes a ConfigError naming its key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_error(exc.errors()[0], raw)}") from exc
+
+
+def describe_error(error: Any, raw: dict[str, Any]) -> str:
+    """One line for a pydantic error: where, what, and for typos the closest valid key."""
+    loc = tuple(error["loc"])
+    where = _location(loc, raw)
+    if error["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        valid = _valid_keys(loc[:-1])
+        return f"unknown key '{where}'{did_you_mean(key, valid)}; valid keys here: {valid}"
+    if error["type"] == "missing":
+        return f"missing required key '{where}'"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _location(loc: tuple[Any, ...], raw: Any) -> str:
+    """``tasks[1].target`` style path; task entries also show their name."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+                if isinstance(node, dict) and "name" in node:
+                    label = f"[{item}] ({node['name']})"
+            parts.append(label)
+        else:
+            node = node.get(item) if isinstance(node, dict) else None
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section found at ``loc`` in the schema."""
+    model: Any = Config
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item)
+        if field is None:
+            return []
+        model = _section_type(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None

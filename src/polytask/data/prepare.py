@@ -1,0 +1,200 @@
+"""From a config to encoded, split, labelled data: the one entry point the CLI and runs use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from polytask.config import Config, TaskConfig
+from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
+from polytask.data.dataset import MultiTaskData
+from polytask.data.features import FeatureEncoder, infer_features, select_columns
+from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
+from polytask.data.splits import SPLITS, column_split, random_split
+from polytask.data.tables import check_not_empty, read_table
+from polytask.errors import DataError
+from polytask.tasks import Task, check_labelled, task_from_dict
+
+SHARED = "shared"
+"""Name of the shared table among the training sources."""
+
+
+@dataclass
+class Table:
+    """A raw table, where it came from, and which tasks take their labels from it."""
+
+    name: str
+    source: str
+    frame: pd.DataFrame
+    task_names: list[str]
+    splits: dict[str, np.ndarray]
+
+
+@dataclass
+class PreparedData:
+    """Fitted tasks and features, and the encoded splits of every table."""
+
+    tasks: list[Task]
+    encoder: FeatureEncoder
+    train: dict[str, MultiTaskData]
+    validation: MultiTaskData
+    test: MultiTaskData
+
+    def train_source(self, batch_size: int, policy: str, temperature: float) -> BatchSource:
+        """One shared table: shuffled batches; several tables: a task mixture."""
+        if len(self.train) == 1:
+            return ShuffledBatches(next(iter(self.train.values())), batch_size)
+        return TaskMixture(self.train, batch_size, policy, temperature)  # type: ignore[arg-type]
+
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        """Labelled rows per task in each split."""
+        train = {t.name: 0 for t in self.tasks}
+        for data in self.train.values():
+            for name, count in data.label_counts().items():
+                train[name] += count
+        return {
+            "train": train,
+            "validation": self.validation.label_counts(),
+            "test": self.test.label_counts(),
+        }
+
+
+def build_task(spec: TaskConfig) -> Task:
+    """An unfitted :class:`Task` from its config entry."""
+    data = {
+        "type": spec.type,
+        "name": spec.name,
+        "columns": spec.columns,
+        "loss": spec.loss or "",
+        "metrics": tuple(spec.metrics or ()),
+        "weight": spec.weight,
+    }
+    if spec.positive is not None:
+        data["positive"] = spec.positive
+    return task_from_dict(data)
+
+
+def load_source(source: str) -> tuple[pd.DataFrame, str]:
+    """A built-in dataset by name, or a table file; returns the frame and a label for messages."""
+    if source in BUILTIN_DATASETS:
+        return get_builtin(source).load(), f"built-in dataset '{source}'"
+    if not Path(source).suffix:
+        get_builtin(source)  # raises with the list of built-in names
+    return read_table(source), source
+
+
+def prepare_data(config: Config) -> PreparedData:
+    """Read, split, infer features, fit tasks and encoders, encode every split."""
+    split = config.data.split
+    tables = _read_tables(config)
+    for table in tables:
+        if split.column is not None and split.column in table.frame.columns:
+            table.splits = column_split(
+                table.frame,
+                split.column,
+                validation=split.validation,
+                seed=split.seed,
+                source=table.source,
+            )
+        elif split.column is not None and table.name == SHARED:
+            raise DataError(f"{table.source}: split column '{split.column}' is missing")
+        else:
+            table.splits = random_split(
+                len(table.frame), validation=split.validation, test=split.test, seed=split.seed
+            )
+
+    encoder = _feature_encoder(config, tables)
+    train_frames = [t.frame.iloc[t.splits["train"]] for t in tables]
+    encoder.fit(pd.concat([f[encoder.numeric + encoder.categorical] for f in train_frames]))
+
+    tasks: list[Task] = []
+    for spec in config.tasks:
+        table = next(t for t in tables if spec.name in t.task_names)
+        train = table.frame.iloc[table.splits["train"]]
+        tasks.append(build_task(spec).fit(train, f"{table.source} (training rows)"))
+
+    encoded = {name: [_encode(table, name, tasks, encoder) for table in tables] for name in SPLITS}
+    prepared = PreparedData(
+        tasks=tasks,
+        encoder=encoder,
+        train={t.name: data for t, data in zip(tables, encoded["train"], strict=True)},
+        validation=MultiTaskData.concat(encoded["validation"]),
+        test=MultiTaskData.concat(encoded["test"]),
+    )
+    for task in tasks:
+        source = next(t.source for t in tables if task.name in t.task_names)
+        train_masks = [d.masks[task.name] for d in prepared.train.values()]
+        if not any(bool(m.any()) for m in train_masks):
+            check_labelled(task, train_masks[0][:0], f"{source} (training rows)")
+    return prepared
+
+
+def encode_frame(
+    frame: pd.DataFrame, tasks: list[Task], encoder: FeatureEncoder, source: str
+) -> MultiTaskData:
+    """Encode a table holding the features and (where present) every task's label columns.
+
+    Tasks whose columns are all absent get fully masked targets (prediction-only data)."""
+    check_not_empty(frame, source)
+    inputs = encoder.transform(frame, source)
+    targets, masks = {}, {}
+    for task in tasks:
+        present = [c for c in task.columns if c in frame.columns]
+        if present and len(present) < len(task.columns):
+            task.encode(frame, source)  # raises naming the missing column
+        labels = frame if present else _unlabelled(task, len(frame))
+        targets[task.name], masks[task.name] = task.encode(labels, source)
+    return MultiTaskData(inputs, targets, masks)
+
+
+def _unlabelled(task: Task, n_rows: int) -> pd.DataFrame:
+    return pd.DataFrame({c: [np.nan] * n_rows for c in task.columns})
+
+
+def _encode(table: Table, split: str, tasks: list[Task], encoder: FeatureEncoder) -> MultiTaskData:
+    frame = table.frame.iloc[table.splits[split]]
+    labelled = frame.copy()
+    for task in tasks:
+        if task.name not in table.task_names:
+            labelled = labelled.drop(
+                columns=[c for c in task.columns if c in labelled], errors="ignore"
+            )
+    return encode_frame(labelled, tasks, encoder, f"{table.source} ({split} rows)")
+
+
+def _read_tables(config: Config) -> list[Table]:
+    tables: list[Table] = []
+    shared_tasks = [t.name for t in config.tasks if t.data is None]
+    if config.data.source is not None and shared_tasks:
+        frame, source = load_source(config.data.source)
+        tables.append(Table(SHARED, source, frame, shared_tasks, {}))
+    for spec in config.tasks:
+        if spec.data is not None:
+            frame, source = load_source(spec.data)
+            tables.append(Table(spec.name, source, frame, [spec.name], {}))
+    for table in tables:
+        check_not_empty(table.frame, table.source)
+    return tables
+
+
+def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
+    declared = config.features
+    first = tables[0]
+    select_columns(first.frame, declared.drop, f"{first.source} (features.drop)")
+    if declared.numeric is not None or declared.categorical is not None:
+        numeric, categorical = list(declared.numeric or []), list(declared.categorical or [])
+    else:
+        targets = [c for spec in config.tasks for c in spec.columns]
+        exclude = [*targets, *declared.drop]
+        if config.data.split.column:
+            exclude.append(config.data.split.column)
+        numeric, categorical = infer_features(first.frame, exclude)
+    if not numeric and not categorical:
+        raise DataError(f"{first.source}: no feature columns left after removing targets")
+    encoder = FeatureEncoder(numeric, categorical)
+    for table in tables:
+        encoder.check_columns(table.frame, table.source)
+    return encoder

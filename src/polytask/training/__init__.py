@@ -1,0 +1,5 @@
+"""Training: the trainer loop, optimizers with per-task learning rates, checkpoints."""
+
+from polytask.training.trainer import EarlyStopping, EpochLog, Evaluation, Trainer
+
+__all__ = ["EarlyStopping", "EpochLog", "Evaluation", "Trainer"]

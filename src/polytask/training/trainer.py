@@ -1,0 +1,298 @@
+"""The :class:`Trainer`: epochs of balanced multi-task steps, validation, model selection,
+early stopping and checkpoints. It never names a method: balancers and architectures plug in.
+
+Model selection uses validation data only: the score of an epoch is its validation Δm% against a
+reference (the single-task baselines' validation metrics when given, else the model's own
+first-epoch metrics), and the best epoch's weights are restored at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from polytask.balancers import Balancer, EqualWeights
+from polytask.data.dataset import Batch, MultiTaskData
+from polytask.data.sampling import BatchSource, ShuffledBatches
+from polytask.evaluation.delta_m import Scores, delta_m
+from polytask.models.base import MultiTaskModel
+from polytask.tasks import Task
+from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from polytask.training.optim import parameter_groups
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop after ``patience`` epochs without a validation-score gain above ``min_delta``."""
+
+    patience: int = 3
+    min_delta: float = 0.0
+
+
+@dataclass
+class EpochLog:
+    """What one epoch measured."""
+
+    epoch: int
+    train_loss: dict[str, float]
+    val_loss: dict[str, float] = field(default_factory=dict)
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    score: float = math.nan
+    weights: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """Per-task metrics and mean loss on one dataset."""
+
+    metrics: dict[str, dict[str, float]]
+    loss: dict[str, float]
+
+
+class Trainer:
+    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source)."""
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tasks: Sequence[Task],
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        balancer: Balancer | None = None,
+        epochs: int = 10,
+        batch_size: int = 256,
+        seed: int = 0,
+        early_stopping: EarlyStopping | None = None,
+        reference: Scores | None = None,
+        delta_m_average: Literal["per_task", "per_metric"] = "per_task",
+        grad_clip: float | None = None,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = False,
+        label: str = "multi-task",
+        eval_batch_size: int = 8192,
+    ) -> None:
+        missing = [t.name for t in tasks if t.name not in model.task_names]
+        if missing:
+            raise ValueError(f"the model has no output for task {missing[0]!r}")
+        self.model = model
+        self.tasks = list(tasks)
+        self.balancer = balancer or EqualWeights([t.name for t in tasks])
+        self.optimizer = optimizer or torch.optim.Adam(
+            parameter_groups(model, 1e-3, extra=self.balancer.parameters())
+        )
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.early_stopping = early_stopping
+        self.reference = reference
+        self.delta_m_average = delta_m_average
+        self.grad_clip = grad_clip
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+        self.label = label
+        self.eval_batch_size = eval_batch_size
+        self.history: list[EpochLog] = []
+        self.best_epoch: int | None = None
+        self._shared = list(model.shared_parameters())
+        self._directions = {t.name: {m: t.direction(m) for m in t.metrics} for t in self.tasks}
+
+    # -- one step ----------------------------------------------------------------------------
+    def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """One optimisation step; returns the (detached) task losses and the balancer weights."""
+        self.model.train()
+        outputs, representation = self.model.forward_with_representation(batch.inputs)
+        losses: dict[str, Tensor] = {}
+        for task in self.tasks:
+            loss = task.loss_value(
+                outputs[task.name], batch.targets[task.name], batch.masks[task.name]
+            )
+            if loss is not None:
+                losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        weights = self.balancer.backward(
+            losses, shared_params=self._shared, features=representation
+        )
+        penalty = self.model.regularization()
+        if penalty is not None:
+            penalty.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return {k: v.detach() for k, v in losses.items()}, weights
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(
+        self,
+        train: MultiTaskData | BatchSource,
+        validation: MultiTaskData | None = None,
+        *,
+        resume: bool = False,
+    ) -> list[EpochLog]:
+        """Train for the configured epochs (or until early stopping); returns the history."""
+        source = (
+            ShuffledBatches(train, self.batch_size) if isinstance(train, MultiTaskData) else train
+        )
+        state = self._restore() if resume else None
+        start = state["epoch"] + 1 if state else 1
+        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if state and self._best_weights is not None:
+            best_state = self._best_weights
+        stale = state["stale_epochs"] if state else 0
+        best_score = state["best_score"] if state else -math.inf
+
+        with self._progress_bar(source.steps_per_epoch()) as bar:
+            for epoch in range(start, self.epochs + 1):
+                if self.early_stopping and stale >= self.early_stopping.patience:
+                    break
+                log = self._train_epoch(source, epoch, bar)
+                if validation is not None:
+                    evaluation = self.evaluate(validation)
+                    log.val_metrics, log.val_loss = evaluation.metrics, evaluation.loss
+                    if self.reference is None:
+                        self.reference = evaluation.metrics
+                    log.score = delta_m(
+                        log.val_metrics, self.reference, self._directions, self.delta_m_average
+                    )
+                    score = log.score if math.isfinite(log.score) else -math.inf
+                    min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
+                    if self.best_epoch is None or score > best_score + min_delta:
+                        best_score, self.best_epoch, stale = score, epoch, 0
+                        best_state = {
+                            k: v.detach().clone() for k, v in self.model.state_dict().items()
+                        }
+                    else:
+                        stale += 1
+                self.history.append(log)
+                if self.checkpoint_dir is not None:
+                    self._save(epoch, best_state, best_score, stale)
+        if validation is not None and self.best_epoch is not None:
+            self.model.load_state_dict(best_state)
+        return self.history
+
+    def _train_epoch(self, source: BatchSource, epoch: int, bar: Progress | None) -> EpochLog:
+        started = time.perf_counter()
+        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
+        names = [t.name for t in self.tasks]
+        loss_sums = {n: torch.zeros(()) for n in names}
+        counts = dict.fromkeys(names, 0)
+        weight_sums = dict.fromkeys(names, 0.0)
+        weight_counts = dict.fromkeys(names, 0)
+        if bar is not None:
+            bar.reset(bar.task_ids[0], description=f"{self.label} epoch {epoch}/{self.epochs}")
+        for batch in source.epoch(self.seed, epoch):
+            losses, weights = self.step(batch)
+            for name, loss in losses.items():
+                loss_sums[name] += loss
+                counts[name] += 1
+            for name, weight in weights.items():
+                weight_sums[name] += weight
+                weight_counts[name] += 1
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+        train_loss = {n: float(loss_sums[n]) / counts[n] if counts[n] else math.nan for n in names}
+        self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
+        mean_weights = {n: weight_sums[n] / weight_counts[n] for n in names if weight_counts[n]}
+        seconds = time.perf_counter() - started
+        return EpochLog(epoch, train_loss, weights=mean_weights, seconds=seconds)
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: MultiTaskData) -> dict[str, Tensor]:
+        """Raw outputs per task for every row of ``data`` (eval mode, batched)."""
+        self.model.eval()
+        parts: dict[str, list[Tensor]] = {t.name: [] for t in self.tasks}
+        for batch in data.batches(self.eval_batch_size):
+            outputs = self.model(batch.inputs)
+            for name in parts:
+                parts[name].append(outputs[name])
+        return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+    def evaluate(self, data: MultiTaskData) -> Evaluation:
+        """Metrics and mean loss per task on the labelled rows of ``data``."""
+        outputs = self.predict(data)
+        metrics, losses = {}, {}
+        for task in self.tasks:
+            target, mask = data.targets[task.name], data.masks[task.name]
+            metrics[task.name] = task.evaluate(outputs[task.name], target, mask)
+            loss = task.loss_value(outputs[task.name], target, mask)
+            losses[task.name] = float(loss) if loss is not None else math.nan
+        return Evaluation(metrics, losses)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    _best_weights: dict[str, Tensor] | None = None
+
+    def _save(self, epoch: int, best: dict[str, Tensor], best_score: float, stale: int) -> None:
+        assert self.checkpoint_dir is not None
+        state = {
+            "epoch": epoch,
+            "history": [asdict(log) for log in self.history],
+            "best_epoch": self.best_epoch,
+            "best_score": best_score if math.isfinite(best_score) else None,
+            "stale_epochs": stale,
+            "reference": self.reference,
+        }
+        save_checkpoint(
+            self.checkpoint_dir,
+            epoch,
+            Checkpoint(
+                model=self.model.state_dict(),
+                best_model=best,
+                optimizer=self.optimizer.state_dict(),
+                balancer=self.balancer.state_dict(),
+                state=state,
+            ),
+        )
+
+    def _restore(self) -> dict[str, Any] | None:
+        if self.checkpoint_dir is None:
+            return None
+        checkpoint = load_checkpoint(self.checkpoint_dir)
+        if checkpoint is None:
+            return None
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.balancer.load_state_dict(checkpoint.balancer)
+        state = checkpoint.state
+        self.history = [EpochLog(**log) for log in state["history"]]
+        self.best_epoch = state["best_epoch"]
+        self.reference = state["reference"] or self.reference
+        self._best_weights = checkpoint.best_model
+        if state["best_score"] is None:
+            state["best_score"] = -math.inf
+        return state
+
+    def _progress_bar(self, total: int) -> Any:
+        if not self.progress:
+            return _NoProgress()
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        bar.add_task(self.label, total=total)
+        return bar
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def mean_weights(history: Sequence[EpochLog]) -> Mapping[str, list[float]]:
+    """Per task, the balancer's mean weight in each epoch (for plots)."""
+    names = {n for log in history for n in log.weights}
+    return {n: [log.weights.get(n, math.nan) for log in history] for n in sorted(names)}
