@@ -1,0 +1,133 @@
+"""DB-MTL: dual balancing of loss scales and gradient magnitudes (Lin & Zhang 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from polytask.balancers._common import LOG_EPS, reorder, stack_losses
+from polytask.balancers.base import Balancer, register_balancer
+
+
+@register_balancer("db_mtl", "db-mtl")
+class DualBalancing(Balancer):
+    """DB-MTL from "Dual-Balancing for Multi-Task Learning" (Lin, Ye, Zhang & Kwok, 2023).
+
+    Loss-scale balance: every task loss is replaced by ``log(L_i + ε)`` (``ε = 1e-8``), so
+    multiplying a loss by a constant changes nothing. Gradient-magnitude balance: per-task
+    gradients ``g_i = ∇log(L_i + ε)`` w.r.t. the shared parameters (``mode='params'``) or the
+    shared representation ``features`` (``mode='features'``) are averaged over steps,
+    ``ĝ_i ← β_t·ĝ_i + (1 − β_t)·g_i`` with ``β_t = β / t^σ`` (``β = beta``, ``σ = beta_sigma``,
+    ``t`` the task's step count; ``ĝ_i = g_i`` on its first step), and the shared update is
+    ``Σ α_i·ĝ_i`` with ``α_i = max_j ‖ĝ_j‖ / ‖ĝ_i‖`` (every task at the largest norm). Task-specific
+    parameters get ``∇Σ log(L_i + ε)``. Returned weights are ``α_i`` (factors on the averaged
+    log-loss gradients).
+
+    Needs one ``torch.autograd.grad`` per present task on the shared part, then one ordinary
+    backward whose result on the shared part is corrected to ``Σ α_i·ĝ_i``. In features mode the
+    average is over per-sample representation gradients (as the authors' code does); it restarts
+    when the batch shape changes. Absent tasks keep their average and step count.
+    """
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        beta: float = 0.9,
+        beta_sigma: float = 0.5,
+        mode: Literal["params", "features"] = "params",
+    ) -> None:
+        super().__init__(task_names)
+        if not 0 <= beta < 1 or beta_sigma < 0:
+            raise ValueError(f"need 0 <= beta < 1 and beta_sigma >= 0, got {beta}, {beta_sigma}")
+        if mode not in ("params", "features"):
+            raise ValueError(f"mode must be 'params' or 'features', got {mode!r}")
+        self.beta, self.beta_sigma, self.mode = float(beta), float(beta_sigma), mode
+        self.buffer: Tensor | None = None  # (T, n) averaged flat gradients
+        self.steps = torch.zeros(len(self.task_names))
+        self._position = {n: i for i, n in enumerate(self.task_names)}
+
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        *,
+        shared_params: Iterable[torch.nn.Parameter] | None = None,
+        features: Tensor | None = None,
+    ) -> dict[str, float]:
+        inputs: list[Tensor]
+        if self.mode == "features":
+            if features is None:
+                raise ValueError("db_mtl: mode='features' needs the shared representation")
+            inputs = [features]
+        else:
+            if shared_params is None:
+                raise ValueError("db_mtl: mode='params' needs shared_params")
+            inputs = [p for p in shared_params if p.requires_grad]
+        stacked = stack_losses(self, losses, nonnegative=True)
+        if stacked is None:
+            return {}
+        names, values = stacked
+        log_losses = torch.log(values + LOG_EPS)
+
+        grads = torch.stack([self._flat_grad(log_losses[i], inputs) for i in range(len(names))])
+        rows = torch.tensor([self._position[n] for n in names])
+        averaged = self._average(rows, grads)
+        norms = averaged.norm(dim=1)
+        alpha = norms.max() / (norms + 1e-8)
+        correction = alpha @ averaged - grads.sum(0)  # what Σ log L's backward adds, fixed up
+
+        if self.mode == "features":
+            torch.autograd.backward(
+                [log_losses.sum(), features],
+                [torch.ones((), dtype=log_losses.dtype, device=log_losses.device),
+                 correction.view_as(features)],
+            )  # fmt: skip
+        else:
+            log_losses.sum().backward()
+            offset = 0
+            with torch.no_grad():
+                for p in inputs:
+                    piece = correction[offset : offset + p.numel()].view_as(p)
+                    offset += p.numel()
+                    if p.grad is None:
+                        p.grad = piece.clone()
+                    else:
+                        p.grad.add_(piece)
+        return dict(zip(names, alpha.tolist(), strict=True))
+
+    @staticmethod
+    def _flat_grad(loss: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+        return torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(x)).reshape(-1)
+                for g, x in zip(grads, inputs, strict=True)
+            ]
+        ).detach()
+
+    def _average(self, rows: Tensor, grads: Tensor) -> Tensor:
+        """Fold ``grads`` (one row per present task) into the running averages; return theirs."""
+        size = (len(self.task_names), grads.shape[1])
+        if self.buffer is None or self.buffer.shape != size:
+            self.buffer = torch.zeros(size, dtype=grads.dtype, device=grads.device)
+            self.steps.zero_()
+        self.buffer = self.buffer.to(grads.device)
+        self.steps[rows] += 1
+        t = self.steps[rows].to(grads.device, grads.dtype)
+        beta_t = torch.where(t > 1, self.beta / t.pow(self.beta_sigma), torch.zeros_like(t))
+        new = grads + beta_t.unsqueeze(1) * (self.buffer[rows.to(grads.device)] - grads)
+        self.buffer[rows.to(grads.device)] = new
+        return new
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "task_names": list(self.task_names),
+            "steps": self.steps.clone(),
+            "buffer": None if self.buffer is None else self.buffer.cpu().clone(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps = reorder(state, self.task_names, "steps").float()
+        self.buffer = None if state["buffer"] is None else reorder(state, self.task_names, "buffer")
