@@ -56,6 +56,10 @@ class DualBalancing(Balancer):
         shared_params: Iterable[torch.nn.Parameter] | None = None,
         features: Tensor | None = None,
     ) -> dict[str, float]:
+        stacked = stack_losses(self, losses, nonnegative=True)
+        if stacked is None:
+            return {}
+        names, values = stacked
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:
@@ -65,10 +69,6 @@ class DualBalancing(Balancer):
             if shared_params is None:
                 raise ValueError("db_mtl: mode='params' needs shared_params")
             inputs = [p for p in shared_params if p.requires_grad]
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return {}
-        names, values = stacked
         log_losses = torch.log(values + LOG_EPS)
 
         grads = torch.stack([self._flat_grad(log_losses[i], inputs) for i in range(len(names))])

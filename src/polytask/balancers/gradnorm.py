@@ -76,13 +76,13 @@ class GradNorm(Balancer):
         shared_params: Iterable[torch.nn.Parameter] | None = None,
         features: Tensor | None = None,
     ) -> dict[str, float]:
-        if shared_params is None:
-            raise ValueError("gradnorm needs shared_params (its last layer is W)")
-        layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         stacked = stack_losses(self, losses)
         if stacked is None:
             return {}
         names, values = stacked
+        if shared_params is None:
+            raise ValueError("gradnorm needs shared_params (its last layer is W)")
+        layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         index = self._index(names)
         w = select(self.weights, index).clone()
         norms = torch.stack([self._grad_norm(values[i], layer) for i in range(len(names))])
