@@ -8,7 +8,7 @@ from polytask.models.heads import mlp
 from polytask.models.mmoe import MMoE
 from polytask.models.ple import CGC, PLE
 from polytask.models.registry import ARCHITECTURES, ModelParts, build_model, options_for
-from polytask.models.soft import Regularized, SoftSharing
+from polytask.models.soft import SoftSharing
 from polytask.models.tabular import TabularEncoder
 from polytask.models.tied import TiedCopies
 
@@ -23,7 +23,6 @@ __all__ = [
     "MMoE",
     "ModelParts",
     "MultiTaskModel",
-    "Regularized",
     "SoftSharing",
     "TabularEncoder",
     "TiedCopies",

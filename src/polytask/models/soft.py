@@ -8,7 +8,8 @@ No parameter is used by more than one task, so :meth:`shared_parameters` is empt
 ``params`` mode have nothing to reconcile. The representation is the stack of the tower outputs,
 ``(N, T, width)``; task ``t`` reads slice ``[:, t]`` only, so ``features``-mode gradients of
 different tasks are disjoint (well defined, but no gradient conflict to resolve). Towers interact
-through :meth:`regularization` alone, which the trainer adds to the balanced loss.
+through :meth:`regularization` alone, which the trainer backpropagates next to the balanced
+loss (see :meth:`MultiTaskModel.regularization`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +33,6 @@ from polytask.models.parts import (
 
 Penalty = Literal["l2", "trace"]
 PENALTIES: tuple[Penalty, ...] = ("l2", "trace")
-
-
-@runtime_checkable
-class Regularized(Protocol):
-    """A model with a penalty to add to the training loss (backpropagated once per step)."""
-
-    def regularization(self) -> Tensor: ...
 
 
 class SoftSharing(MultiTaskModel):
