@@ -1,0 +1,140 @@
+"""The ``polytask`` command line: thin wrappers that parse, call the library and print.
+
+Every :class:`~polytask.errors.PolytaskError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from polytask.config import Config, load_config, parse_config
+from polytask.data.builtin import BUILTIN_DATASETS
+from polytask.errors import PolytaskError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multi-task learning on PyTorch: train, compare with single-task baselines, predict.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _run(config: Config, *, baselines: bool, resume: bool) -> None:
+    from polytask.experiment import run_experiment
+    from polytask.reporting.tables import results_table, summary_table
+
+    result = run_experiment(
+        config,
+        baselines=baselines,
+        resume=resume,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    console.print(results_table(result))
+    console.print(summary_table(result))
+    console.print(f"results, weights and loss curves written to [bold]{result.run_dir}[/]")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for runs.")] = Path("runs"),
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 12,
+) -> None:
+    """Train income + marital status on the built-in Adult data, against single-task baselines."""
+    raw = BUILTIN_DATASETS["adult"].config(
+        name="adult-demo",
+        output_dir=str(output),
+        model={"trunk": [128, 64], "head": [32], "dropout": 0.1},
+        training={
+            "epochs": epochs,
+            "batch_size": 256,
+            "lr": 2e-3,
+            "early_stopping": {"patience": 4},
+        },
+    )
+    _run(parse_config(raw, source="demo"), baselines=True, resume=False)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Skip the single-task baselines.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest unfinished run of this config.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override output_dir.")
+    ] = None,
+) -> None:
+    """Train the configured multi-task model (and its single-task baselines)."""
+    loaded = load_config(config)
+    if output is not None:
+        loaded = loaded.model_copy(update={"output_dir": str(output)})
+    _run(loaded, baselines=not no_baselines, resume=resume)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table with the feature columns.")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the predictions.")],
+) -> None:
+    """Write one column per task: class and probability, or value."""
+    from polytask.predict import load_run, load_table
+    from polytask.training.checkpoint import atomic_write_text
+
+    run = load_run(run_dir)
+    frame, source = load_table(data)
+    predictions = run.predict(frame, source)
+    atomic_write_text(out, predictions.to_csv(index=False))
+    console.print(f"{len(predictions)} predictions for {len(run.tasks)} tasks written to {out}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Path, typer.Argument(help="A labelled CSV or Parquet table.")],
+) -> None:
+    """Print each task's metrics on a labelled table."""
+    from polytask.predict import load_run, load_table
+    from polytask.reporting.tables import metrics_table
+
+    run = load_run(run_dir)
+    frame, source = load_table(data)
+    console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets with their tasks and sizes."""
+    table = Table(title="Built-in datasets")
+    for column in ("name", "rows", "tasks", "description", "licence"):
+        table.add_column(column)
+    for dataset in BUILTIN_DATASETS.values():
+        tasks = ", ".join(f"{t['name']} ({t['type']})" for t in dataset.tasks)
+        rows = len(dataset.load())
+        table.add_row(dataset.name, f"{rows:,}", tasks, dataset.description, dataset.licence)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app()
+    except PolytaskError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

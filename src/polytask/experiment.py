@@ -1,0 +1,306 @@
+"""One experiment end to end: data → single-task baselines → multi-task model → test report →
+run directory. The CLI's ``train`` and ``demo`` are thin wrappers around :func:`run_experiment`.
+
+Run directory layout::
+
+    <output_dir>/<name>/            one per run; a new run never reuses a finished run's folder
+      config.json                   the resolved config
+      data.json                     fitted feature encoder and tasks (for predict/evaluate)
+      checkpoint/                   per-epoch checkpoint for --resume
+      model.safetensors             the selected (best-validation) multi-task weights
+      metrics.json                  per-task metrics, Δm, parameters, wall time, history
+      loss_curves.png               per-task training and validation loss
+    <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polytask.balancers import build_balancer
+from polytask.config import BalancerConfig, Config
+from polytask.data.prepare import PreparedData, prepare_data
+from polytask.data.sampling import ShuffledBatches
+from polytask.errors import RunError
+from polytask.evaluation.delta_m import delta_m, relative_changes
+from polytask.models.build import build_model, count_parameters
+from polytask.reporting.plots import plot_loss_curves
+from polytask.tasks import Task
+from polytask.training.checkpoint import (
+    atomic_write_json,
+    save_weights,
+)
+from polytask.training.optim import build_optimizer, parameter_groups
+from polytask.training.trainer import EarlyStopping, EpochLog, Trainer
+
+RESULT = "metrics.json"
+
+
+@dataclass
+class ModelResult:
+    """How one trained model (multi-task or a single-task baseline) did."""
+
+    validation: dict[str, dict[str, float]]
+    test: dict[str, dict[str, float]]
+    parameters: int
+    seconds: float
+    best_epoch: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """Everything a run measured; also written to ``metrics.json``."""
+
+    run_dir: Path
+    tasks: list[Task]
+    multitask: ModelResult
+    baselines: dict[str, ModelResult]
+    label_counts: dict[str, dict[str, int]]
+    delta_m_test: float = math.nan
+    delta_m_validation: float = math.nan
+    changes_test: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "tasks": [t.to_dict() for t in self.tasks],
+            "multitask": asdict(self.multitask),
+            "baselines": {k: asdict(v) for k, v in self.baselines.items()},
+            "label_counts": self.label_counts,
+            "delta_m_test": self.delta_m_test,
+            "delta_m_validation": self.delta_m_validation,
+            "changes_test": self.changes_test,
+        }
+
+
+Reporter = Callable[[str], None]
+
+
+def run_experiment(
+    config: Config,
+    *,
+    baselines: bool = True,
+    resume: bool = False,
+    progress: bool = False,
+    report: Reporter = lambda message: None,
+) -> RunResult:
+    """Train baselines (or reuse them) and the multi-task model; write and return the results."""
+    output = Path(config.output_dir)
+    run_dir = _run_directory(output, config.name or "run", resume)
+    report(f"run directory: {run_dir}")
+    data = prepare_data(config)
+    atomic_write_json(run_dir / "config.json", config.model_dump(mode="json"))
+    atomic_write_json(
+        run_dir / "data.json",
+        {"features": data.encoder.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
+    )
+    counts = data.label_counts()
+    report(
+        "labelled rows per task (train / validation / test): "
+        + ", ".join(
+            f"{t.name} {counts['train'][t.name]}/{counts['validation'][t.name]}"
+            f"/{counts['test'][t.name]}"
+            for t in data.tasks
+        )
+    )
+    source = data.train_source(
+        config.training.batch_size, config.data.sampler, config.data.temperature
+    )
+    report(source.describe())
+
+    baseline_results = {}
+    if baselines:
+        for task in data.tasks:
+            baseline_results[task.name] = train_baseline(
+                config, data, task, output / "baselines", progress=progress, report=report
+            )
+    reference = _scores(baseline_results, "validation") or None
+
+    trainer = make_trainer(
+        config,
+        data,
+        data.tasks,
+        reference=reference,
+        progress=progress,
+        label="multi-task",
+        checkpoint_dir=run_dir / "checkpoint",
+    )
+    started = time.perf_counter()
+    history = trainer.fit(source, data.validation, resume=resume)
+    seconds = sum(log.seconds for log in history) if resume else time.perf_counter() - started
+    multitask = _result(trainer, data, history, seconds)
+    save_weights(trainer.model.state_dict(), run_dir / "model.safetensors")
+
+    result = RunResult(run_dir, data.tasks, multitask, baseline_results, counts)
+    if baseline_results:
+        directions = {t.name: {m: t.direction(m) for m in t.metrics} for t in data.tasks}
+        average = config.evaluation.delta_m
+        result.delta_m_test = delta_m(
+            multitask.test, _scores(baseline_results, "test"), directions, average
+        )
+        result.delta_m_validation = delta_m(
+            multitask.validation, _scores(baseline_results, "validation"), directions, average
+        )
+        result.changes_test = relative_changes(
+            multitask.test, _scores(baseline_results, "test"), directions
+        )
+    plot_loss_curves(
+        {"multi-task": history}, [t.name for t in data.tasks], run_dir / "loss_curves.png"
+    )
+    atomic_write_json(run_dir / RESULT, result.to_dict())
+    return result
+
+
+def make_trainer(
+    config: Config,
+    data: PreparedData,
+    tasks: list[Task],
+    *,
+    reference: dict[str, dict[str, float]] | None,
+    progress: bool,
+    label: str,
+    checkpoint_dir: Path | None,
+) -> Trainer:
+    """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
+    training = config.training
+    torch.manual_seed(training.seed)
+    model = build_model(config.model, data.encoder, tasks)
+    names = [t.name for t in tasks]
+    balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
+    multipliers = {t.name: t.lr_multiplier for t in config.tasks}
+    optimizer = build_optimizer(
+        training.optimizer,
+        parameter_groups(model, training.lr, multipliers, balancer.parameters()),
+        lr=training.lr,
+        weight_decay=training.weight_decay,
+        momentum=training.momentum,
+    )
+    stopping = training.early_stopping
+    return Trainer(
+        model,
+        tasks,
+        optimizer=optimizer,
+        balancer=balancer,
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        seed=training.seed,
+        early_stopping=EarlyStopping(stopping.patience, stopping.min_delta) if stopping else None,
+        reference=reference,
+        delta_m_average=config.evaluation.delta_m,
+        grad_clip=training.grad_clip,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        label=label,
+    )
+
+
+def train_baseline(
+    config: Config,
+    data: PreparedData,
+    task: Task,
+    folder: Path,
+    *,
+    progress: bool = False,
+    report: Reporter = lambda message: None,
+) -> ModelResult:
+    """The single-task network for ``task`` with the same trunk, budget and seed; reused when
+    the same baseline was already trained in ``folder``."""
+    directory = folder / f"{task.name}-{baseline_key(config, task)}"
+    saved = directory / RESULT
+    if saved.is_file():
+        try:
+            result = ModelResult(**json.loads(saved.read_text()))
+            report(f"baseline '{task.name}': reused {directory}")
+            return result
+        except (ValueError, TypeError):
+            report(f"baseline '{task.name}': {saved} is unreadable, training it again")
+    spec = next(s for s in config.tasks if s.name == task.name)
+    single = config.model_copy(
+        update={"balancer": BalancerConfig()}
+    )  # one task: nothing to balance
+    trainer = make_trainer(
+        single,
+        data,
+        [task],
+        reference=None,
+        progress=progress,
+        label=f"baseline {task.name}",
+        checkpoint_dir=directory / "checkpoint",
+    )
+    source = data.train_source(config.training.batch_size, "proportional", 1.0)
+    if spec.data is not None:
+        source = ShuffledBatches(data.train[task.name], config.training.batch_size)
+    started = time.perf_counter()
+    history = trainer.fit(source, data.validation, resume=True)
+    result = _result(trainer, data, history, time.perf_counter() - started)
+    save_weights(trainer.model.state_dict(), directory / "model.safetensors")
+    atomic_write_json(saved, asdict(result))
+    return result
+
+
+def baseline_key(config: Config, task: Task) -> str:
+    """A hash of everything that determines a task's baseline (data, features, task, model,
+    training budget, Δm convention); balancer and other tasks do not enter it."""
+    spec = next(s for s in config.tasks if s.name == task.name)
+    relevant = {
+        "data": config.data.model_dump(mode="json"),
+        "features": config.features.model_dump(mode="json"),
+        "task": spec.model_dump(mode="json"),
+        "model": config.model.model_dump(mode="json"),
+        "training": config.training.model_dump(mode="json"),
+    }
+    text = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _result(
+    trainer: Trainer, data: PreparedData, history: list[EpochLog], seconds: float
+) -> ModelResult:
+    validation = trainer.evaluate(data.validation).metrics
+    test = trainer.evaluate(data.test).metrics
+    return ModelResult(
+        validation=validation,
+        test=test,
+        parameters=count_parameters(trainer.model),
+        seconds=seconds,
+        best_epoch=trainer.best_epoch,
+        history=[asdict(log) for log in history],
+    )
+
+
+def _scores(results: dict[str, ModelResult], split: str) -> dict[str, dict[str, float]]:
+    return {name: getattr(result, split)[name] for name, result in results.items()}
+
+
+def _run_directory(output: Path, name: str, resume: bool) -> Path:
+    """A fresh folder for a new run, or the latest unfinished one for ``--resume``."""
+    candidates = sorted(
+        (p for p in output.glob(f"{name}*") if p.is_dir() and _is_run_of(p.name, name)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if resume:
+        unfinished = [p for p in candidates if not (p / RESULT).is_file()]
+        if not unfinished:
+            raise RunError(f"{output}: no unfinished run named '{name}' to resume")
+        return unfinished[-1]
+    path, suffix = output / name, 1
+    while path.exists():
+        suffix += 1
+        path = output / f"{name}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _is_run_of(folder: str, name: str) -> bool:
+    rest = folder[len(name) :]
+    return rest == "" or (rest.startswith("-") and rest[1:].isdigit())

@@ -1,0 +1,1 @@
+"""Reporting: terminal tables and figures."""

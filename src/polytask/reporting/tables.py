@@ -1,0 +1,84 @@
+"""Rich tables for the terminal: single-task vs multi-task metrics, Δm, size and time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from rich.table import Table
+
+from polytask.experiment import RunResult
+from polytask.tasks import Task
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def results_table(result: RunResult) -> Table:
+    """Per task and metric: baseline, multi-task, sign-corrected relative change."""
+    table = Table(title="Test metrics: single-task baselines vs multi-task model")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("better", justify="center")
+    table.add_column("single-task", justify="right")
+    table.add_column("multi-task", justify="right")
+    table.add_column("change %", justify="right")
+    for task in result.tasks:
+        for metric in task.metrics:
+            baseline = result.baselines.get(task.name)
+            single = baseline.test[task.name][metric] if baseline else math.nan
+            change = result.changes_test.get(task.name, {}).get(metric, math.nan)
+            style = "green" if change > 0 else "red" if change < 0 else ""
+            table.add_row(
+                task.name,
+                metric,
+                "↑" if task.direction(metric) == "higher" else "↓",
+                _fmt(single),
+                _fmt(result.multitask.test[task.name][metric]),
+                f"[{style}]{_fmt(change, 2)}[/]" if style else _fmt(change, 2),
+            )
+    return table
+
+
+def summary_table(result: RunResult) -> Table:
+    """Δm, parameter counts and wall time of the multi-task model against all baselines."""
+    table = Table(title="Summary")
+    table.add_column("")
+    table.add_column("single-task (all)", justify="right")
+    table.add_column("multi-task", justify="right")
+    base = result.baselines.values()
+    table.add_row(
+        "parameters",
+        f"{sum(b.parameters for b in base):,}" if base else "—",
+        f"{result.multitask.parameters:,}",
+    )
+    table.add_row(
+        "training wall time (s)",
+        f"{sum(b.seconds for b in base):.1f}" if base else "—",
+        f"{result.multitask.seconds:.1f}",
+    )
+    table.add_row("Δm% on test (validation)", "", _delta(result))
+    return table
+
+
+def _delta(result: RunResult) -> str:
+    if not result.baselines:
+        return "— (no baselines)"
+    test, val = result.delta_m_test, result.delta_m_validation
+    style = "green" if test > 0 else "red"
+    return f"[{style}]{test:+.2f}[/] ({val:+.2f})"
+
+
+def metrics_table(
+    metrics: Mapping[str, Mapping[str, float]], tasks: list[Task], title: str
+) -> Table:
+    """A plain metrics table (for ``polytask evaluate``)."""
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for task in tasks:
+        for metric in task.metrics:
+            table.add_row(task.name, metric, _fmt(metrics[task.name][metric]))
+    return table
