@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from polytask.models import GroupSharing
 
@@ -31,3 +32,11 @@ def test_one_trunk_per_group_and_singletons_own_their_trunk():
 def test_groups_must_cover_every_task_once(groups, match):
     with pytest.raises(ValueError, match=match):
         GroupSharing(encoder, WIDTH, OUTPUT_SIZES, groups=groups)
+
+
+def test_each_head_reads_its_groups_trunk():
+    model = make("groups", groups=[["reg"], ["cls", "bin"]])
+    x, _ = toy_data(n=5)
+    outputs = model(x)
+    torch.testing.assert_close(outputs["reg"], model.heads["reg"](model.trunks[0](x)))
+    torch.testing.assert_close(outputs["bin"], model.heads["bin"](model.trunks[1](x)))

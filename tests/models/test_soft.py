@@ -15,7 +15,7 @@ def _equalize(model: SoftSharing) -> None:
 def _distance(model: SoftSharing) -> float:
     towers = list(model.towers.values())
     return sum(
-        float((a - b).pow(2).sum())
+        float((a - b).detach().pow(2).sum())
         for a, b in zip(towers[0].parameters(), towers[1].parameters(), strict=True)
     )
 
@@ -53,7 +53,7 @@ def test_trace_penalty_is_smallest_when_towers_are_equal():
     model = make("soft", penalty="trace", strength=1.0)
     _equalize(model)
     equal = model.regularization().item()
-    norms = sum(float(p.norm()) for p in model.towers["reg"].parameters())
+    norms = sum(float(p.detach().norm()) for p in model.towers["reg"].parameters())
     assert equal == pytest.approx(3**0.5 * norms, rel=1e-4)  # rank one: √T·‖w‖ per layer
     with torch.no_grad():
         for p in model.towers["bin"].parameters():
