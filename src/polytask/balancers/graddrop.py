@@ -1,0 +1,127 @@
+"""GradDrop: Gradient Sign Dropout.
+
+Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov (2020), "Just Pick a Sign: Optimizing
+Deep Multitask Models with Gradient Sign Dropout" (NeurIPS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers.gramian import (
+    check_mode,
+    nonfinite_losses,
+    params_jacobian,
+    shared_list,
+    skip_step,
+    task_jacobians,
+)
+from polytask.balancers.pcgrad import RandomState, seeded_generator
+
+
+def sign_masks(signals: Tensor, generator: torch.Generator, eps: float = 1e-7) -> Tensor:
+    """Keep masks (T × …, bool) from per-task gradient signals ``S`` (T × …).
+
+    Sign purity ``P = ½(1 + ΣᵢSᵢ / Σᵢ|Sᵢ|)``; with ``U ~ Uniform(0,1)`` per coordinate, task i
+    keeps a coordinate when ``P > U`` and ``Sᵢ > 0``, or ``P < U`` and ``Sᵢ < 0``.
+    """
+    purity = 0.5 * (1 + signals.sum(0) / (signals.abs().sum(0) + eps))
+    uniform = torch.rand(purity.shape, generator=generator, dtype=purity.dtype).to(purity.device)
+    positive = (purity > uniform).unsqueeze(0)
+    return (positive & (signals > 0)) | (~positive & (purity < uniform) & (signals < 0))
+
+
+def dropped(grads: Tensor, masks: Tensor, leak: float) -> Tensor:
+    """``Σᵢ (leak + (1 − leak)·Mᵢ) ⊙ ∇ᵢ`` (masks broadcast over ``grads``' batch dimension)."""
+    factor = leak + (1 - leak) * masks.to(grads.dtype)
+    while factor.dim() < grads.dim():
+        factor = factor.unsqueeze(1)
+    return (factor * grads).sum(0)
+
+
+@register_balancer("graddrop")
+class GradDrop(RandomState, Balancer):
+    """Drop, per coordinate, the gradients of the sign that is in the minority (randomly, with
+    probability given by sign purity). Needs per-coordinate signs, so it uses task Jacobians, not
+    the Gramian, and returns nominal weights 1.0 (it masks, it does not weight).
+
+    Modes:
+    ``features`` (default, as in the paper): GradDrop acts on the shared representation; signals
+    are the batch sums of ``sign(features) ⊙ ∇ᵢ``; the masked sum is backpropagated through the
+    trunk together with ``Σᵢ Lᵢ`` for the heads in one backward call (heads get the ordinary
+    gradient of their own loss).
+    ``params``: masks over the coordinates of the shared parameters' T×P Jacobian; after an
+    ordinary backward of ``Σᵢ Lᵢ`` the shared ``.grad`` is corrected to the masked sum (this
+    edits ``.grad`` after backward, so it does not suit DDP's overlapping all-reduce).
+    ``leak`` ∈ [0, 1] lets each task's gradient through regardless of the mask.
+    """
+
+    modes = ("features", "params")
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        mode: str = "features",
+        leak: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(task_names)
+        self.mode = check_mode("GradDrop", mode, self.modes)
+        if not 0 <= leak <= 1:
+            raise ValueError(f"leak must be in [0, 1], got {leak}")
+        self.leak = float(leak)
+        self.generator = seeded_generator(seed)
+
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        *,
+        shared_params: Iterable[torch.nn.Parameter] | None = None,
+        features: Tensor | None = None,
+    ) -> dict[str, float]:
+        names = self.present(losses)
+        if not names:
+            return {}
+        loss_list = [losses[n] for n in names]
+        params = list(shared_params) if shared_params is not None else []
+        bad = nonfinite_losses(losses, names)
+        if bad:
+            return skip_step(self.name, names, bad, "loss", loss_list, params)
+        total = torch.stack([loss.reshape(()) for loss in loss_list]).sum()
+        if self.mode == "features":
+            if features is None:
+                raise ValueError("graddrop: mode 'features' needs features=<representation>")
+            grads = task_jacobians(loss_list, [features])[0]
+            bad = [n for n, g in zip(names, grads, strict=True) if not torch.isfinite(g).all()]
+            if bad:
+                return skip_step(self.name, names, bad, "gradient", loss_list, params)
+            signals = (features.detach().sign().unsqueeze(0) * grads).sum(1)
+            combined = dropped(grads, sign_masks(signals, self.generator), self.leak)
+            # Σᵢ Lᵢ already sends Σᵢ ∇ᵢ into features; add the difference to the masked sum.
+            torch.autograd.backward(
+                [total, features], [torch.ones_like(total), combined - grads.sum(0)]
+            )
+        else:
+            shared = shared_list(params)
+            blocks = params_jacobian(loss_list, shared, features)
+            bad = [n for k, n in enumerate(names) if not all(b[k].isfinite().all() for b in blocks)]
+            if bad:
+                return skip_step(self.name, names, bad, "gradient", loss_list, params)
+            total.backward()
+            with torch.no_grad():
+                for p, block in zip(shared, blocks, strict=True):
+                    masks = sign_masks(block, self.generator)
+                    correction = dropped(block.unsqueeze(1), masks, self.leak)[0] - block.sum(0)
+                    p.grad = correction if p.grad is None else p.grad + correction
+        return dict.fromkeys(names, 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.random_state()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.load_random_state(state)

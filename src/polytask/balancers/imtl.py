@@ -1,0 +1,46 @@
+"""IMTL-G: impartial multi-task learning, gradient part.
+
+Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang (2021), "Towards Impartial Multi-task Learning"
+(ICLR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from polytask.balancers._qp import normalized
+from polytask.balancers.base import register_balancer
+from polytask.balancers.gramian import GramianBalancer
+
+
+def imtl_g_weights(gramian: Tensor) -> Tensor:
+    """The paper's closed form ``α₂:T = g₁Uᵀ(DUᵀ)⁻¹``, ``α₁ = 1 − Σα₂:T`` with
+    ``D = [g₁ − gᵢ]`` and ``U = [u₁ − uᵢ]`` (``uᵢ = gᵢ/‖gᵢ‖``), all entries read off the Gramian
+    (least squares where ``DUᵀ`` is singular)."""
+    g = normalized(gramian).double().cpu()
+    count = g.shape[0]
+    if count == 1:
+        return torch.ones(1, dtype=torch.float64)
+    norms = torch.diagonal(g).clamp_min(1e-30).sqrt()
+    gu = g / norms[None, :]  # gu[a, b] = gₐ·u_b
+    g1_u = gu[0, 0] - gu[0, 1:]  # g₁·(u₁ − uⱼ)
+    d_u = gu[0, 0] - gu[0, None, 1:] - gu[1:, 0, None] + gu[1:, 1:]  # (g₁ − gᵢ)·(u₁ − uⱼ)
+    rest = torch.linalg.lstsq(d_u.T, g1_u[:, None]).solution[:, 0]
+    return torch.cat([(1 - rest.sum())[None], rest])
+
+
+@register_balancer("imtl_g", "imtl-g")
+class IMTLG(GramianBalancer):
+    """Weights (summing to 1) making the update's projection onto every unit task gradient equal.
+
+    The direction is invariant to scaling one loss (only its length changes); weights are
+    invariant to scaling all losses together. Weights can be negative, as in the paper.
+
+    Modes: ``features`` (default) and ``params``; ``update_every``.
+    """
+
+    def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
+        return imtl_g_weights(gramian)
