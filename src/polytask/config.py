@@ -68,13 +68,36 @@ class TaskConfig(_Section):
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
 
-class ModelConfig(_Section):
-    """The network: architecture, trunk and head widths, dropout."""
+class ModelConfig(BaseModel):
+    """The network: architecture, trunk (or tower/expert) and head widths, dropout; any other
+    key is an option of the architecture (e.g. ``experts`` for ``mmoe``), checked by name."""
 
-    arch: Literal["hard"] = "hard"
-    trunk: list[int] = [256, 128]
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    arch: str = "hard"
+    trunk: list[int] = Field([256, 128], min_length=1)
     head: list[int] = [64]
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_arch_and_options(self) -> ModelConfig:
+        import dataclasses
+
+        from polytask.models.registry import options_for
+
+        try:
+            fields = [f.name for f in dataclasses.fields(options_for(self.arch))]
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("model.arch: ")) from exc
+        for key in self.options:
+            if key not in fields:
+                valid = ["arch", "trunk", "head", "dropout", *fields]
+                raise ValueError(f"unknown key 'model.{key}'{did_you_mean(key, valid)}")
+        return self
 
 
 class EarlyStoppingConfig(_Section):

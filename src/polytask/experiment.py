@@ -32,7 +32,7 @@ from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
 from polytask.errors import RunError
 from polytask.evaluation.delta_m import delta_m, relative_changes
-from polytask.models.build import build_model, count_parameters
+from polytask.models.build import build_network, count_parameters
 from polytask.reporting.plots import plot_loss_curves
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
@@ -174,7 +174,7 @@ def make_trainer(
     """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
     training = config.training
     torch.manual_seed(training.seed)
-    model = build_model(config.model, data.encoder, tasks)
+    model = build_network(config.model, data.encoder, tasks)
     names = [t.name for t in tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
     multipliers = {t.name: t.lr_multiplier for t in config.tasks}

@@ -16,7 +16,7 @@ from polytask.data.tables import read_table
 from polytask.errors import RunError
 from polytask.experiment import RESULT
 from polytask.models.base import MultiTaskModel
-from polytask.models.build import build_model
+from polytask.models.build import build_network
 from polytask.tasks import Task, task_from_dict
 from polytask.training.checkpoint import load_weights
 from polytask.training.trainer import Trainer
@@ -66,7 +66,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         tasks = [task_from_dict(t) for t in data["tasks"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{run_dir}: config.json or data.json is corrupt ({exc})") from exc
-    model = build_model(config.model, encoder, tasks)
+    model = build_network(config.model, encoder, tasks)
     weights = load_weights(run_dir / "model.safetensors")
     try:
         model.load_state_dict(weights)

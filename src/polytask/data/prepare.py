@@ -17,6 +17,7 @@ from polytask.data.splits import SPLITS, column_split, random_split
 from polytask.data.tables import check_not_empty, read_table
 from polytask.errors import DataError
 from polytask.tasks import Task, check_labelled, task_from_dict
+from polytask.tasks.base import require_columns
 
 SHARED = "shared"
 """Name of the shared table among the training sources."""
@@ -106,6 +107,10 @@ def prepare_data(config: Config) -> PreparedData:
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
 
+    specs = {s.name: s for s in config.tasks}
+    for table in tables:  # a missing label column is a clearer error than what follows from it
+        for name in table.task_names:
+            require_columns(table.frame, specs[name].columns, name, table.source)
     encoder = _feature_encoder(config, tables)
     train_frames = [t.frame.iloc[t.splits["train"]] for t in tables]
     encoder.fit(pd.concat([f[encoder.numeric + encoder.categorical] for f in train_frames]))

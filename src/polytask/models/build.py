@@ -1,30 +1,54 @@
-"""Build the configured network for a set of fitted tasks and an input encoder."""
+"""Build the configured network for a set of fitted tasks and a tabular feature encoder."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from polytask.config import ModelConfig
 from polytask.data.features import FeatureEncoder
 from polytask.models.base import MultiTaskModel
-from polytask.models.hard import HardSharing
 from polytask.models.heads import mlp
+from polytask.models.registry import build_model
 from polytask.models.tabular import TabularEncoder
 from polytask.tasks import Task
 
 
-def build_model(
+def build_network(
     config: ModelConfig, encoder: FeatureEncoder, tasks: Sequence[Task]
 ) -> MultiTaskModel:
-    """A tabular trunk over the encoded features and one MLP head per task."""
-    trunk = TabularEncoder(
-        len(encoder.numeric), encoder.cardinalities, config.trunk, dropout=config.dropout
+    """The configured architecture over the tabular encoder, with MLP heads.
+
+    The body is a sequence of blocks (the embedding + first layer, then one block per further
+    trunk width), so layer-wise architectures (cross-stitch, tied) can address its layers.
+    """
+    n_numeric, cardinalities = len(encoder.numeric), encoder.cardinalities
+
+    def body() -> nn.Module:
+        first = TabularEncoder(n_numeric, cardinalities, config.trunk[:1], dropout=config.dropout)
+        blocks = [
+            mlp(width, [out], dropout=config.dropout)
+            for width, out in zip(config.trunk, config.trunk[1:], strict=False)
+        ]
+        return nn.Sequential(first, *blocks)
+
+    def head(in_features: int, out_features: int) -> nn.Module:
+        return mlp(in_features, config.head, out_features, dropout=config.dropout)
+
+    def gate(n_experts: int) -> nn.Module:
+        inputs = TabularEncoder(n_numeric, cardinalities, [])
+        return nn.Sequential(inputs, nn.Linear(inputs.out_features, n_experts))
+
+    return build_model(
+        config.arch,
+        encoder_factory=body,
+        encoder_width=config.trunk[-1],
+        output_sizes={t.name: t.output_size for t in tasks},
+        head_factory=head,
+        gate_factory=gate,
+        **config.options,
     )
-    heads = {
-        t.name: mlp(trunk.out_features, config.head, t.output_size, dropout=config.dropout)
-        for t in tasks
-    }
-    return HardSharing(trunk, heads)
 
 
 def count_parameters(model: MultiTaskModel) -> int:
