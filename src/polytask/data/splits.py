@@ -17,8 +17,8 @@ def random_split(
     if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
         raise DataError("split fractions must lie in [0, 1) and leave rows for training")
     order = np.random.default_rng(seed).permutation(n_rows)
-    n_test = int(round(test * n_rows))
-    n_val = int(round(validation * n_rows))
+    n_test = round(test * n_rows)
+    n_val = round(validation * n_rows)
     parts = {
         "test": order[:n_test],
         "validation": order[n_test : n_test + n_val],

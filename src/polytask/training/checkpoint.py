@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -103,7 +104,7 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         path = directory / latest["path"]
         state = json.loads((path / "state.json").read_text())
         extra = torch.load(path / "optim.pt", weights_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise RunError(f"{directory}: the checkpoint is corrupt or incomplete ({exc})") from exc
     return Checkpoint(
         model=load_weights(path / "model.safetensors"),
