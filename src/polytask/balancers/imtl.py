@@ -36,8 +36,10 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
 class IMTLG(GramianBalancer):
     """Weights (summing to 1) making the update's projection onto every unit task gradient equal.
 
-    The direction is invariant to scaling one loss (only its length changes); weights are
-    invariant to scaling all losses together. Weights can be negative, as in the paper.
+    The update's line is invariant to scaling one loss (its length, and with the paper's
+    ``Σα = 1`` normalisation even its sign, may change: when ``1ᵀG⁻¹‖g‖ < 0`` every projection
+    is negative); weights are invariant to scaling all losses together. Weights can be
+    negative, as in the paper. Pair with a loss-scale method (IMTL-L) for the full IMTL.
 
     Modes: ``features`` (default) and ``params``; ``update_every``.
     """

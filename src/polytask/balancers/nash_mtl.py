@@ -24,7 +24,7 @@ def _objective(c: Tensor, a: Tensor) -> float:
     return float(0.5 * a @ c @ a - torch.log(a).sum())
 
 
-def solve_cosine(cosines: Tensor, tol: float = 1e-10, max_iter: int = 100) -> tuple[Tensor, float]:
+def solve_cosine(cosines: Tensor, tol: float = 1e-12, max_iter: int = 100) -> tuple[Tensor, float]:
     """``a > 0`` with ``C a = 1/a`` for a unit-diagonal PSD ``C``, and the residual reached.
 
     ``C a = 1/a`` is the stationarity condition of the strictly convex
@@ -43,19 +43,24 @@ def solve_cosine(cosines: Tensor, tol: float = 1e-10, max_iter: int = 100) -> tu
         if residual < tol:
             break
         grad = ca - 1 / a
-        step = -torch.linalg.solve(c + eye / a**2, grad)
+        step, info = torch.linalg.solve_ex(c + eye / a**2, -grad)
+        if int(info) != 0 or not bool(torch.isfinite(step).all()):
+            break  # Hessian numerically singular: the iterates are diverging
         t = 1.0
         shrink = step < 0
         if bool(shrink.any()):
             t = min(1.0, 0.99 * float((-a[shrink] / step[shrink]).min()))
         f0, slope = _objective(c, a), float(grad @ step)
-        while t > 1e-12 and _objective(c, a + t * step) > f0 + 1e-4 * t * slope:
+        slack = 1e-13 * (1 + abs(f0))  # round-off in f near the optimum
+        while t > 1e-12 and _objective(c, a + t * step) > f0 + 1e-4 * t * slope + slack:
             t *= 0.5
         a = a + t * step
+    else:
+        residual = float((a * (c @ a) - 1).abs().max())
     return a, residual
 
 
-def nash_weights(gramian: Tensor, tol: float = 1e-10) -> Tensor:
+def nash_weights(gramian: Tensor, tol: float = 1e-9) -> Tensor:
     """``α > 0`` with ``Gα = 1/α``, solved on the cosine matrix: with ``N = diag(‖gᵢ‖)``,
     ``α = N⁻¹a`` where ``(N⁻¹GN⁻¹) a = 1/a`` — exact rescaling, so loss scales do not matter.
 
@@ -77,7 +82,7 @@ def nash_weights(gramian: Tensor, tol: float = 1e-10) -> Tensor:
         )
     n = norms[live]
     cosines = g[live][:, live] / n[:, None] / n[None, :]
-    a, residual = solve_cosine(cosines, tol)
+    a, residual = solve_cosine(cosines)
     if not residual < tol or not bool(torch.isfinite(a).all()):
         raise NashSolveError(
             f"Nash-MTL: Newton solve of Gα = 1/α failed (max residual |αᵢ(Gα)ᵢ - 1| = "
