@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean bench-env
 
 setup: $(STAMP)
 
@@ -28,3 +28,20 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Benchmark environment (benchmarks/step_overhead.py): polytask plus the peers it is compared
+# with, kept out of the package's dependencies. torch first and pinned, so nothing upgrades it.
+# LibMTL's PyPI release (1.1.5) requires torchvision, which it imports only for its ResNet models
+# (from a module torchvision no longer has); the benchmark loads its weighting classes alone, so
+# it is installed with --no-deps.
+BENCH_VENV := .venv-bench
+bench-env: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/pip install --quiet -e . 'torch==2.13.0'
+	$(BENCH_VENV)/bin/pip install --quiet 'torchjd[full]' numpy scipy 'torch==2.13.0'
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps LibMTL
+	touch $@
