@@ -44,7 +44,7 @@ def test_task_with_no_labels_at_all(tmp_path):
     frame["spend"] = float("nan")
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match="task 'spend' column 'spend' has no labels"):
+    with pytest.raises(DataError, match="task 'spend' has no labels at all"):
         prepare_data(parse_config(config_dict(str(path))))
 
 

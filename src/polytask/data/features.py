@@ -52,6 +52,11 @@ class FeatureEncoder:
                     f"{did_you_mean(column, map(str, frame.columns))}"
                 )
 
+    def validate(self, frame: pd.DataFrame, source: str) -> None:
+        """Check columns and numeric values of a whole table, so errors name its own rows."""
+        self.check_columns(frame, source)
+        self._numeric_values(frame, source)
+
     def fit(self, frame: pd.DataFrame, source: str = "data") -> FeatureEncoder:
         """Learn standardisation statistics and vocabularies from training rows."""
         self.check_columns(frame, source)

@@ -16,8 +16,8 @@ from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.data.splits import SPLITS, column_split, random_split
 from polytask.data.tables import check_not_empty, read_table
 from polytask.errors import DataError
-from polytask.tasks import Task, check_labelled, task_from_dict
-from polytask.tasks.base import require_columns
+from polytask.tasks import Task, task_from_dict
+from polytask.tasks.base import label_strings, require_columns
 
 SHARED = "shared"
 """Name of the shared table among the training sources."""
@@ -108,9 +108,9 @@ def prepare_data(config: Config) -> PreparedData:
             )
 
     specs = {s.name: s for s in config.tasks}
-    for table in tables:  # a missing label column is a clearer error than what follows from it
+    for table in tables:  # missing labels are clearer errors than what would follow from them
         for name in table.task_names:
-            require_columns(table.frame, specs[name].columns, name, table.source)
+            _check_labels_exist(table, specs[name])
     encoder = _feature_encoder(config, tables)
     train_frames = [t.frame.iloc[t.splits["train"]] for t in tables]
     encoder.fit(pd.concat([f[encoder.numeric + encoder.categorical] for f in train_frames]))
@@ -129,12 +129,16 @@ def prepare_data(config: Config) -> PreparedData:
         validation=MultiTaskData.concat(encoded["validation"]),
         test=MultiTaskData.concat(encoded["test"]),
     )
-    for task in tasks:
-        source = next(t.source for t in tables if task.name in t.task_names)
-        train_masks = [d.masks[task.name] for d in prepared.train.values()]
-        if not any(bool(m.any()) for m in train_masks):
-            check_labelled(task, train_masks[0][:0], f"{source} (training rows)")
     return prepared
+
+
+def _check_labels_exist(table: Table, spec: TaskConfig) -> None:
+    require_columns(table.frame, spec.columns, spec.name, table.source)
+    if not any(label_strings(table.frame[c])[1].any() for c in spec.columns):
+        raise DataError(
+            f"{table.source}: task '{spec.name}' has no labels at all "
+            f"(column(s) {', '.join(spec.columns)} are empty)"
+        )
 
 
 def encode_frame(
@@ -201,5 +205,5 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
         raise DataError(f"{first.source}: no feature columns left after removing targets")
     encoder = FeatureEncoder(numeric, categorical)
     for table in tables:
-        encoder.check_columns(table.frame, table.source)
+        encoder.validate(table.frame, table.source)
     return encoder

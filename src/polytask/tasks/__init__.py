@@ -5,7 +5,6 @@ from polytask.tasks.base import (
     Direction,
     Metric,
     Task,
-    check_labelled,
     register_task_type,
     task_from_dict,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "MultilabelTask",
     "RegressionTask",
     "Task",
-    "check_labelled",
     "register_task_type",
     "task_from_dict",
 ]

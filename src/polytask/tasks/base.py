@@ -223,12 +223,6 @@ def zero_filled(values: np.ndarray, present: np.ndarray, dtype: torch.dtype) -> 
     )
 
 
-def check_labelled(task: Task, mask: Tensor, source: str) -> None:
-    """Raise when a task has no label at all in ``source`` (nothing to learn or to measure)."""
-    if not bool(mask.any()):
-        raise DataError(f"{source}: task '{task.name}' has no labels at all")
-
-
 TASK_TYPES: dict[str, type[Task]] = {}
 
 
@@ -259,7 +253,6 @@ __all__ = [
     "LossFn",
     "Metric",
     "Task",
-    "check_labelled",
     "register_task_type",
     "task_from_dict",
 ]

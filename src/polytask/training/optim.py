@@ -30,7 +30,7 @@ def parameter_groups(
     if rest:
         groups.insert(0, {"params": rest, "lr": lr, "name": "shared"})
     if extra:
-        groups.append({"params": list(extra), "lr": lr, "name": "balancer"})
+        groups.append({"params": list(extra), "lr": lr, "weight_decay": 0.0, "name": "balancer"})
     return groups
 
 

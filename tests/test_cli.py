@@ -1,0 +1,198 @@
+"""The command line end to end: training, prediction, evaluation, and every bad-input path
+(one clear line on stderr, exit code 2, no traceback, nothing already written lost)."""
+
+import json
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from polytask import cli
+
+from .conftest import config_dict, synthetic_frame
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["polytask", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.startswith("error:")
+    flat = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flat, (fragment, err)
+
+
+@pytest.fixture
+def trained(monkeypatch, capsys, config_file, tmp_path):
+    code, out, err = run_cli(monkeypatch, capsys, "train", config_file)
+    assert code == 0, err
+    return tmp_path / "runs" / "synthetic"
+
+
+def test_train_writes_a_complete_run_and_reuses_baselines(
+    monkeypatch, capsys, trained, config_file
+):
+    for name in (
+        "config.json",
+        "data.json",
+        "model.safetensors",
+        "metrics.json",
+        "loss_curves.png",
+    ):
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"clicked", "segment", "spend"}
+    assert metrics["delta_m_test"] == pytest.approx(metrics["delta_m_test"])  # finite number
+    code, out, _ = run_cli(monkeypatch, capsys, "train", config_file)
+    assert code == 0
+    assert out.count("reused") == 3
+    assert (trained.parent / "synthetic-2" / "metrics.json").is_file()
+
+
+def test_predict_and_evaluate(monkeypatch, capsys, trained, table, tmp_path):
+    out_csv = tmp_path / "pred.csv"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", out_csv)
+    assert code == 0, err
+    predictions = pd.read_csv(out_csv)
+    assert list(predictions.columns) == [
+        "clicked",
+        "clicked_proba",
+        "segment",
+        "segment_proba",
+        "spend",
+    ]
+    assert set(predictions["clicked"]) <= {"yes", "no"}
+    assert len(predictions) == len(synthetic_frame())
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", trained, table)
+    assert code == 0, err
+    assert "auc" in out and "rmse" in out
+
+
+def test_no_baselines(monkeypatch, capsys, config_file, tmp_path):
+    code, out, err = run_cli(monkeypatch, capsys, "train", config_file, "--no-baselines")
+    assert code == 0, err
+    assert not (tmp_path / "runs" / "baselines").exists()
+
+
+def write_config(tmp_path, raw) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_misspelt_key(monkeypatch, capsys, tmp_path, table):
+    raw = config_dict(str(table))
+    raw["training"]["bach_size"] = 8
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "bad.yaml", "training.bach_size", "did you mean 'batch_size'")
+
+
+def test_missing_column(monkeypatch, capsys, tmp_path, table):
+    raw = config_dict(str(table))
+    raw["tasks"][0]["target"] = "click"
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "table.csv", "column 'click'", "did you mean 'clicked'")
+
+
+def test_regression_target_not_numeric(monkeypatch, capsys, tmp_path):
+    frame = synthetic_frame()
+    frame["spend"] = frame["spend"].astype(object)
+    frame.loc[7, "spend"] = "lots"
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", write_config(tmp_path, config_dict(str(path)))
+    )
+    assert_clean_error(code, err, "t.csv", "'spend' must be numeric", "'lots'")
+
+
+def test_empty_table(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", write_config(tmp_path, config_dict(str(path)))
+    )
+    assert_clean_error(code, err, "empty.csv", "empty")
+
+
+def test_infinite_feature(monkeypatch, capsys, tmp_path):
+    frame = synthetic_frame()
+    frame.loc[11, "x1"] = float("inf")
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", write_config(tmp_path, config_dict(str(path)))
+    )
+    assert_clean_error(code, err, "t.csv", "numeric feature 'x1' row 12", "infinite")
+
+
+def test_task_without_labels(monkeypatch, capsys, tmp_path):
+    frame = synthetic_frame()
+    frame["clicked"] = ""
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", write_config(tmp_path, config_dict(str(path)))
+    )
+    assert_clean_error(code, err, "t.csv", "task 'clicked' has no labels at all")
+
+
+def test_unseen_class_at_evaluation(monkeypatch, capsys, trained, tmp_path):
+    frame = synthetic_frame(20)
+    frame.loc[3, "segment"] = "ultra"
+    path = tmp_path / "new.csv"
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", trained, path)
+    assert_clean_error(code, err, "new.csv", "row 4", "'ultra'", "never saw")
+
+
+def test_run_directory_missing(monkeypatch, capsys, table, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "nope", table)
+    assert_clean_error(code, err, "nope", "no such run directory")
+
+
+def test_corrupt_checkpoint(monkeypatch, capsys, trained, table, tmp_path):
+    (trained / "model.safetensors").write_bytes(b"\x00garbage")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", tmp_path / "p.csv")
+    assert_clean_error(code, err, "model.safetensors", "cannot read")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_failed_run_does_not_touch_earlier_results(monkeypatch, capsys, trained, tmp_path, table):
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["tasks"][0]["target"] = "missing_column"
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert code == 2
+    after = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_resume_without_unfinished_run(monkeypatch, capsys, trained, config_file):
+    code, _, err = run_cli(monkeypatch, capsys, "train", config_file, "--resume")
+    assert_clean_error(code, err, "no unfinished run")
+
+
+def test_datasets_lists_builtins(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "datasets")
+    assert code == 0
+    assert "adult" in out and "penguins" in out
+
+
+def test_copied_run_directory_still_predicts(monkeypatch, capsys, trained, table, tmp_path):
+    copy = tmp_path / "moved"
+    shutil.copytree(trained, copy)
+    code, _, err = run_cli(monkeypatch, capsys, "predict", copy, table, "-o", tmp_path / "p.csv")
+    assert code == 0, err
