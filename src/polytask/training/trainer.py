@@ -107,8 +107,8 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """One optimisation step; returns the (detached) task losses and the balancer weights."""
-        self.model.train()
+        """One optimisation step (the model must be in training mode; :meth:`fit` sees to it);
+        returns the detached task losses and the balancer's weights."""
         outputs, representation = self.model.forward_with_representation(batch.inputs)
         losses: dict[str, Tensor] = {}
         for task in self.tasks:
@@ -181,6 +181,7 @@ class Trainer:
     def _train_epoch(self, source: BatchSource, epoch: int, bar: Progress | None) -> EpochLog:
         started = time.perf_counter()
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
+        self.model.train()
         names = [t.name for t in self.tasks]
         loss_sums = {n: torch.zeros(()) for n in names}
         counts = dict.fromkeys(names, 0)
