@@ -68,6 +68,48 @@ class TaskConfig(_Section):
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
 
+EncoderType = Literal["tabular", "cnn", "gru"]
+_ENCODER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "tabular": (),
+    "cnn": ("channels", "height", "width", "conv", "kernel"),
+    "gru": ("sequence", "hidden", "layers"),
+}
+
+
+class EncoderConfig(_Section):
+    """The input block of the body: ``tabular`` (default), ``cnn`` over numeric pixel columns
+    (``channels`` × ``height`` × ``width``, a square inferred when not given; ``conv`` channel
+    widths, ``kernel``), or ``gru`` over lag columns (``sequence``: one column-name prefix per
+    channel, matched columns in table order, oldest first; ``hidden``, ``layers``). A plain
+    string (``encoder: cnn``) is short for ``{type: cnn}``."""
+
+    type: EncoderType = "tabular"
+    channels: int = Field(1, ge=1)
+    height: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1)
+    conv: list[int] = Field([16, 32], min_length=1)
+    kernel: int = Field(3, ge=1)
+    sequence: list[str] | None = Field(None, min_length=1)
+    hidden: int = Field(64, ge=1)
+    layers: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _options_match_type(self) -> EncoderConfig:
+        allowed = _ENCODER_OPTIONS[self.type]
+        for key in sorted(self.model_fields_set - {"type"}):
+            if key not in allowed:
+                owner = next(t for t, keys in _ENCODER_OPTIONS.items() if key in keys)
+                raise ValueError(f"'{key}' is an option of encoder '{owner}', not of '{self.type}'")
+        if self.type == "gru" and not self.sequence:
+            raise ValueError("encoder 'gru' needs 'sequence': the lag column prefix(es)")
+        return self
+
+
 class ModelConfig(BaseModel):
     """The network: architecture, trunk (or tower/expert) and head widths, dropout; any other
     key is an option of the architecture (e.g. ``experts`` for ``mmoe``), checked by name."""
@@ -78,6 +120,7 @@ class ModelConfig(BaseModel):
     trunk: list[int] = Field([256, 128], min_length=1)
     head: list[int] = [64]
     dropout: float = Field(0.1, ge=0, lt=1)
+    encoder: EncoderConfig = EncoderConfig()
 
     @property
     def options(self) -> dict[str, Any]:
@@ -95,7 +138,7 @@ class ModelConfig(BaseModel):
             raise ValueError(str(exc).removeprefix("model.arch: ")) from exc
         for key in self.options:
             if key not in fields:
-                valid = ["arch", "trunk", "head", "dropout", *fields]
+                valid = ["arch", "trunk", "head", "dropout", "encoder", *fields]
                 raise ValueError(f"unknown key 'model.{key}'{did_you_mean(key, valid)}")
         return self
 
@@ -160,6 +203,18 @@ class Config(_Section):
         if repeated:
             raise ValueError(f"task name '{repeated[0]}' is used twice")
         return tasks
+
+    @model_validator(mode="after")
+    def _balancer_exists_with_these_options(self) -> Config:
+        from polytask.balancers import build_balancer
+
+        try:
+            build_balancer(
+                self.balancer.name, [t.name for t in self.tasks], **self.balancer.options
+            )
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
     @model_validator(mode="after")
     def _every_task_has_data(self) -> Config:

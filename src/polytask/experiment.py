@@ -9,7 +9,8 @@ Run directory layout::
       checkpoint/                   per-epoch checkpoint for --resume
       model.safetensors             the selected (best-validation) multi-task weights
       metrics.json                  per-task metrics, Δm, parameters, wall time, history
-      loss_curves.png               per-task training and validation loss
+      loss_curves.png               per-task training and validation loss (and the baselines')
+      balancer_weights.png          the balancer's task weights over training (if they vary)
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
 """
 
@@ -33,7 +34,7 @@ from polytask.data.sampling import ShuffledBatches
 from polytask.errors import RunError
 from polytask.evaluation.delta_m import delta_m, relative_changes
 from polytask.models.build import build_network, count_parameters
-from polytask.reporting.plots import plot_loss_curves
+from polytask.reporting.plots import plot_loss_curves, plot_weights
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
@@ -154,9 +155,16 @@ def run_experiment(
         result.changes_test = relative_changes(
             multitask.test, _scores(baseline_results, "test"), directions
         )
+    baseline_histories = {
+        f"single-task {name}": [EpochLog(**log) for log in result.history]
+        for name, result in baseline_results.items()
+    }
     plot_loss_curves(
-        {"multi-task": history}, [t.name for t in data.tasks], run_dir / "loss_curves.png"
+        {"multi-task": history, **baseline_histories},
+        [t.name for t in data.tasks],
+        run_dir / "loss_curves.png",
     )
+    plot_weights(history, run_dir / "balancer_weights.png")
     atomic_write_json(run_dir / RESULT, result.to_dict())
     return result
 

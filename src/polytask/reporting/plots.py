@@ -24,6 +24,8 @@ def plot_loss_curves(
             epochs = [log.epoch for log in history]
             train = [log.train_loss.get(task, math.nan) for log in history]
             val = [log.val_loss.get(task, math.nan) for log in history]
+            if all(math.isnan(v) for v in train):
+                continue  # a single-task baseline of another task
             (line,) = ax.plot(epochs, train, label=f"{label} train")
             ax.plot(epochs, val, linestyle="--", color=line.get_color(), label=f"{label} val")
         ax.set_title(task)
@@ -31,6 +33,47 @@ def plot_loss_curves(
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_weights(history: Sequence[EpochLog], path: Path) -> Path | None:
+    """Balancer weights over training: sampled per-step values (thin) and epoch means (bold).
+
+    Returns None (and writes nothing) when every weight stayed constant, as with equal weights.
+    """
+    tasks = sorted({n for log in history for n in log.weights})
+    values = {v for log in history for w in log.step_weights.values() for v in w}
+    if not tasks or len(values) <= 1:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for task in tasks:
+        xs, ys = [], []
+        for log in history:
+            steps = log.step_weights.get(task, [])
+            xs += [log.epoch - 1 + (i + 0.5) / len(steps) for i in range(len(steps))]
+            ys += steps
+        (line,) = ax.plot(xs, ys, alpha=0.35, linewidth=0.8)
+        means = [log.weights.get(task, math.nan) for log in history]
+        ax.plot(
+            [log.epoch - 0.5 for log in history],
+            means,
+            marker="o",
+            linewidth=2,
+            color=line.get_color(),
+            label=task,
+        )
+    magnitudes = [abs(v) for v in values if v != 0 and math.isfinite(v)]
+    if magnitudes and max(magnitudes) / min(magnitudes) > 100:
+        ax.set_yscale("symlog", linthresh=min(magnitudes))  # weights spanning decades
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("task weight")
+    ax.set_title("Balancer weights (thin: sampled steps, bold: epoch mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")

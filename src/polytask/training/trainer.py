@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +47,7 @@ class EpochLog:
     val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     score: float = math.nan
     weights: dict[str, float] = field(default_factory=dict)
+    step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -185,8 +186,7 @@ class Trainer:
         names = [t.name for t in self.tasks]
         loss_sums = {n: torch.zeros(()) for n in names}
         counts = dict.fromkeys(names, 0)
-        weight_sums = dict.fromkeys(names, 0.0)
-        weight_counts = dict.fromkeys(names, 0)
+        trace: dict[str, list[float]] = {n: [] for n in names}
         if bar is not None:
             bar.reset(bar.task_ids[0], description=f"{self.label} epoch {epoch}/{self.epochs}")
         for batch in source.epoch(self.seed, epoch):
@@ -195,15 +195,17 @@ class Trainer:
                 loss_sums[name] += loss
                 counts[name] += 1
             for name, weight in weights.items():
-                weight_sums[name] += weight
-                weight_counts[name] += 1
+                trace[name].append(weight)
             if bar is not None:
                 bar.advance(bar.task_ids[0])
         train_loss = {n: float(loss_sums[n]) / counts[n] if counts[n] else math.nan for n in names}
         self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
-        mean_weights = {n: weight_sums[n] / weight_counts[n] for n in names if weight_counts[n]}
+        mean_weights = {n: sum(v) / len(v) for n, v in trace.items() if v}
+        step_weights = {n: _thin(v, STEP_WEIGHT_SAMPLES) for n, v in trace.items() if v}
         seconds = time.perf_counter() - started
-        return EpochLog(epoch, train_loss, weights=mean_weights, seconds=seconds)
+        return EpochLog(
+            epoch, train_loss, weights=mean_weights, step_weights=step_weights, seconds=seconds
+        )
 
     # -- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -293,7 +295,12 @@ class _NoProgress:
         return None
 
 
-def mean_weights(history: Sequence[EpochLog]) -> Mapping[str, list[float]]:
-    """Per task, the balancer's mean weight in each epoch (for plots)."""
-    names = {n for log in history for n in log.weights}
-    return {n: [log.weights.get(n, math.nan) for log in history] for n in sorted(names)}
+STEP_WEIGHT_SAMPLES = 64
+"""Per-step balancer weights kept per epoch (evenly spaced), so logs stay small."""
+
+
+def _thin(values: list[float], count: int) -> list[float]:
+    if len(values) <= count:
+        return values
+    step = len(values) / count
+    return [values[int(i * step)] for i in range(count)]
