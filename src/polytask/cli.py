@@ -15,7 +15,7 @@ from rich.table import Table
 
 from polytask.config import Config, load_config, parse_config
 from polytask.data.builtin import BUILTIN_DATASETS
-from polytask.errors import PolytaskError
+from polytask.errors import ConfigError, PolytaskError
 
 app = typer.Typer(
     add_completion=False,
@@ -81,6 +81,47 @@ def train(
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     _run(loaded, baselines=not no_baselines, resume=resume)
+
+
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    balancers: Annotated[
+        str,
+        typer.Option(help="Comma-separated balancer names, each optionally with ':mode'."),
+    ] = "ew,uw,dwa,famo,mgda,pcgrad,cagrad,nash_mtl",
+    seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override output_dir.")
+    ] = None,
+) -> None:
+    """Train one run per balancer and seed (baselines once per seed); print mean ± std."""
+    from polytask.compare import compare_balancers, parse_balancers
+    from polytask.reporting.tables import comparison_table
+
+    loaded = load_config(config)
+    if output is not None:
+        loaded = loaded.model_copy(update={"output_dir": str(output)})
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from exc
+    summaries = compare_balancers(
+        loaded,
+        parse_balancers(balancers),
+        seed_list,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    first = summaries[0].runs
+    baselines = {
+        task.name: {
+            metric: [run.baselines[task.name].test[task.name][metric] for run in first]
+            for metric in task.metrics
+        }
+        for task in first[0].tasks
+    }
+    console.print(comparison_table(summaries, baselines))
 
 
 @app.command()

@@ -82,3 +82,40 @@ def metrics_table(
         for metric in task.metrics:
             table.add_row(task.name, metric, _fmt(metrics[task.name][metric]))
     return table
+
+
+def comparison_table(summaries, baselines: Mapping[str, Mapping[str, list[float]]]) -> Table:
+    """Balancers as rows: per-task test metrics and Δm% as mean ± std over seeds."""
+    from polytask.compare import mean_std
+
+    first = summaries[0].runs[0]
+    table = Table(
+        title=f"Balancers compared (test, mean ± std over {len(summaries[0].runs)} seeds)"
+    )
+    table.add_column("method")
+    columns = [(t.name, m, t.direction(m)) for t in first.tasks for m in t.metrics]
+    for task, metric, direction in columns:
+        table.add_column(
+            f"{task}\n{metric} {'↑' if direction == 'higher' else '↓'}", justify="right"
+        )
+    table.add_column("Δm%", justify="right")
+    table.add_column("time (s)", justify="right")
+
+    def cell(values: list[float], digits: int = 4) -> str:
+        mean, std = mean_std(values)
+        return "—" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    table.add_row(
+        "single-task",
+        *[cell(baselines[task][metric]) for task, metric, _ in columns],
+        "0 (reference)",
+        "",
+    )
+    for summary in summaries:
+        table.add_row(
+            summary.name,
+            *[cell(summary.metric(task, metric)) for task, metric, _ in columns],
+            cell(summary.delta_m(), 2),
+            cell(summary.seconds(), 1),
+        )
+    return table

@@ -1,0 +1,102 @@
+"""Compare balancers on one config: one run per balancer and seed, single-task baselines trained
+once per seed (and reused), per-task metrics and Δm% as mean ± std over seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polytask.config import BalancerConfig, Config, parse_config
+from polytask.errors import ConfigError
+from polytask.experiment import Reporter, RunResult, run_experiment
+from polytask.training.checkpoint import atomic_write_json
+
+
+@dataclass
+class BalancerSummary:
+    """One balancer's results across seeds."""
+
+    name: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    def metric(self, task: str, metric: str) -> list[float]:
+        return [run.multitask.test[task][metric] for run in self.runs]
+
+    def delta_m(self) -> list[float]:
+        return [run.delta_m_test for run in self.runs]
+
+    def seconds(self) -> list[float]:
+        return [run.multitask.seconds for run in self.runs]
+
+
+def parse_balancers(text: str) -> list[BalancerConfig]:
+    """``"ew,mgda:params,nash_mtl"``: names, each optionally with ``:mode``."""
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, mode = item.partition(":")
+        specs.append(BalancerConfig(name=name, **({"mode": mode} if mode else {})))
+    if not specs:
+        raise ConfigError("--balancers: give at least one balancer name")
+    return specs
+
+
+def label(spec: BalancerConfig) -> str:
+    mode = spec.options.get("mode")
+    return f"{spec.name}:{mode}" if mode else spec.name
+
+
+def compare_balancers(
+    config: Config,
+    balancers: Sequence[BalancerConfig],
+    seeds: Sequence[int],
+    *,
+    progress: bool = False,
+    report: Reporter = lambda message: None,
+) -> list[BalancerSummary]:
+    """Train every (balancer, seed) pair; write ``comparison.json`` into the output folder."""
+    checked = [  # validate every balancer before the first run starts
+        parse_config({**config.model_dump(), "balancer": spec.model_dump()}, source="--balancers")
+        for spec in balancers
+    ]
+    summaries = [BalancerSummary(label(spec)) for spec in balancers]
+    for seed in seeds:
+        for summary, variant in zip(summaries, checked, strict=True):
+            training = variant.training.model_copy(update={"seed": seed})
+            name = f"{config.name or 'run'}-{summary.name.replace(':', '-')}-seed{seed}"
+            run_config = variant.model_copy(update={"training": training, "name": name})
+            report(f"[{summary.name}, seed {seed}]")
+            summary.runs.append(run_experiment(run_config, progress=progress, report=report))
+    output = Path(config.output_dir) / f"{config.name or 'run'}-comparison.json"
+    atomic_write_json(output, to_dict(summaries))
+    report(f"comparison written to {output}")
+    return summaries
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def to_dict(summaries: Sequence[BalancerSummary]) -> dict:
+    rows = {}
+    for summary in summaries:
+        first = summary.runs[0]
+        metrics = {
+            f"{t.name}.{m}": mean_std(summary.metric(t.name, m))
+            for t in first.tasks
+            for m in t.metrics
+        }
+        rows[summary.name] = {
+            "metrics_mean_std": metrics,
+            "delta_m_mean_std": mean_std(summary.delta_m()),
+            "seconds_mean_std": mean_std(summary.seconds()),
+            "runs": [str(run.run_dir) for run in summary.runs],
+        }
+    return rows
