@@ -9,6 +9,7 @@ from torch import nn
 from polytask.config import ModelConfig
 from polytask.data.features import FeatureEncoder
 from polytask.models.base import MultiTaskModel
+from polytask.models.encoders import input_block
 from polytask.models.heads import mlp
 from polytask.models.registry import build_model
 from polytask.models.tabular import TabularEncoder
@@ -18,15 +19,17 @@ from polytask.tasks import Task
 def build_network(
     config: ModelConfig, encoder: FeatureEncoder, tasks: Sequence[Task]
 ) -> MultiTaskModel:
-    """The configured architecture over the tabular encoder, with MLP heads.
+    """The configured architecture over the configured input encoder, with MLP heads.
 
-    The body is a sequence of blocks (the embedding + first layer, then one block per further
+    The body is a sequence of blocks (the input block, ``model.encoder``: tabular embedding +
+    first layer, CNN or GRU, each ending at width ``trunk[0]``, then one block per further
     trunk width), so layer-wise architectures (cross-stitch, tied) can address its layers.
     """
     n_numeric, cardinalities = len(encoder.numeric), encoder.cardinalities
+    first_block = input_block(config.encoder, encoder, config.trunk[0], dropout=config.dropout)
 
     def body() -> nn.Module:
-        first = TabularEncoder(n_numeric, cardinalities, config.trunk[:1], dropout=config.dropout)
+        first = first_block()
         blocks = [
             mlp(width, [out], dropout=config.dropout)
             for width, out in zip(config.trunk, config.trunk[1:], strict=False)

