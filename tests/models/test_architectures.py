@@ -127,7 +127,7 @@ def test_trains_with_balancer(arch, balancer, balancer_options):
             penalty.backward()
         optimizer.step()
     end = total_loss()
-    assert end < 0.8 * start, f"{arch} + {balancer}: loss {start:.3f} -> {end:.3f}"
+    assert end < 0.9 * start, f"{arch} + {balancer}: loss {start:.3f} -> {end:.3f}"
 
 
 def test_model_is_a_multitask_model():
