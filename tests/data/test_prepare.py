@@ -79,9 +79,7 @@ def test_per_task_table_missing_a_feature(tmp_path, table):
         prepare_data(parse_config(raw))
 
 
-@pytest.mark.parametrize(
-    "name", sorted(n for n, d in BUILTIN_DATASETS.items() if d.fetch is None)
-)
+@pytest.mark.parametrize("name", sorted(n for n, d in BUILTIN_DATASETS.items() if d.fetch is None))
 def test_builtin_datasets_load_offline(name):
     dataset = get_builtin(name)
     frame = dataset.load()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from polytask.data.builtin import bikeshare, census, multimnist, vader, yeast
+from polytask.data.builtin import bikeshare, census, multimnist, qm9, vader, yeast
 from polytask.data.builtin.base import BuiltinDataset
 from polytask.errors import DataError, did_you_mean
 
@@ -104,6 +104,23 @@ _DATASETS = [
         split={"validation": 0.15, "test": 0.15},
         clean=vader.embed,
     ),
+]
+
+_DATASETS += [
+    BuiltinDataset(
+        name=name,
+        fetch=qm9.QM9,
+        description=description,
+        licence="MIT (qm9pack); QM9 by Ramakrishnan et al., CC BY 4.0",
+        tasks=qm9.TASKS,
+        features=qm9.FEATURES,
+        split={"column": "split"},
+        clean=clean,
+    )
+    for name, description, clean in (
+        ("qm9", "QM9 molecules (130,831): 11 DFT properties from 15 descriptors", None),
+        ("qm9_small", "QM9 subsample: 10,000 / 2,000 / 2,000 molecules, same tasks", qm9.subsample),
+    )
 ]
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _DATASETS}
