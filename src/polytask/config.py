@@ -102,7 +102,8 @@ class EncoderConfig(_Section):
     def _options_match_type(self) -> EncoderConfig:
         allowed = _ENCODER_OPTIONS[self.type]
         for key in sorted(self.model_fields_set - {"type"}):
-            if key not in allowed:
+            # a saved config (model_dump) repeats every default: only a changed value is an error
+            if key not in allowed and getattr(self, key) != type(self).model_fields[key].default:
                 owner = next(t for t, keys in _ENCODER_OPTIONS.items() if key in keys)
                 raise ValueError(f"'{key}' is an option of encoder '{owner}', not of '{self.type}'")
         if self.type == "gru" and not self.sequence:

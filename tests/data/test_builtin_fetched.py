@@ -122,8 +122,15 @@ def test_multimnist_left_digit_sits_top_left():
             assert grid[k, 1, 1] == 0 and grid[k, 16, 16] > 0
 
 
-def test_multimnist_trains_with_the_cnn(fake_pypi, tmp_path):
-    quick_train("multimnist", tmp_path, encoder={"type": "cnn", "conv": [4]})
+def test_multimnist_trains_with_the_cnn_and_the_run_predicts(fake_pypi, tmp_path):
+    from polytask.predict import load_run
+
+    result = quick_train("multimnist", tmp_path, encoder={"type": "cnn", "conv": [4]})
+    run = load_run(result.run_dir)  # the saved config rebuilds the CNN body
+    assert run.config.model.encoder.type == "cnn"
+    frame = get_builtin("multimnist").load().head(7)
+    predictions = run.predict(frame)
+    assert len(predictions) == 7 and "left" in predictions.columns
 
 
 # --- bikeshare --------------------------------------------------------------------------

@@ -70,6 +70,13 @@ def test_config_errors_name_the_key(encoder, message):
     assert message in str(info.value)
 
 
+def test_a_dumped_config_validates_again():
+    for encoder in ({}, {"type": "cnn", "height": 4}, {"type": "gru", "sequence": ["y_"]}):
+        config = ModelConfig(encoder=EncoderConfig(**encoder))
+        again = ModelConfig.model_validate(config.model_dump(mode="json"))
+        assert again.encoder == config.encoder
+
+
 # --- cnn --------------------------------------------------------------------------------
 
 
