@@ -29,6 +29,19 @@ Run it in the benchmark environment (``make bench-env``)::
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # Thread pools are sized before torch/NumPy load: torch's intra-op pool via set_num_threads in
+    # main(), OpenMP and the BLAS pools of NumPy/SciPy here (see --threads).
+    _threads = next(
+        (a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")),
+        sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1",
+    )
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
+
 import argparse
 import contextlib
 import gc
@@ -37,11 +50,9 @@ import importlib.metadata
 import importlib.util
 import inspect
 import math
-import os
 import platform
 import random
 import statistics
-import sys
 import time
 import types
 import warnings
@@ -634,6 +645,7 @@ def run(
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "python": platform.python_version(),
         "seconds": time.perf_counter() - started,
         "date": time.strftime("%Y-%m-%d"),
@@ -725,8 +737,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Step time as a multiple of the equal-weight step (median over rounds), T = {ts}. "
         f"Equal-weight step: {base_ms}.",
         "",
-        f"Machine: {meta['cpu']}, {meta['cpu_count']} CPU cores ({meta['torch_threads']} torch "
-        f"threads), shared with other work; Python {meta['python']}, torch {v['torch']}, "
+        f"Machine: {meta['cpu']}, {meta['cpu_count']} CPU cores, shared with other work; "
+        f"{meta['torch_threads']} torch thread(s), OpenMP/BLAS threads: {meta['blas_threads']}; "
+        f"Python {meta['python']}, torch {v['torch']}, "
         f"LibMTL {v['LibMTL'] or 'not installed'}, torchjd {v['torchjd'] or 'not installed'}, "
         f"cvxpy {v['cvxpy'] or '—'}. Rounds per T: "
         + ", ".join(f"T={t}: {n}" for t, n in meta["repeats"].items())
@@ -857,6 +870,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(LIBRARIES),
         help=f"subset of {','.join(LIBRARIES)} (polytask's equal step is always the baseline)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch, OpenMP and BLAS threads (default 1: on a shared machine, multi-threaded "
+        "OpenMP/BLAS regions wait for descheduled threads and timings become erratic)",
+    )
     parser.add_argument("--quick", action="store_true", help="T=2,10, 3 rounds, no memory")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     parser.add_argument("--markdown", type=Path, default=None, help="write/replace the section")
@@ -865,6 +885,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     tasks = [int(t) for t in args.tasks.split(",")]
     repeats: int | None = args.repeats
     memory = not args.no_memory
