@@ -3,6 +3,8 @@ columns absent) and one quick training epoch each. No network (``fake_pypi``).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,3 +266,19 @@ def test_qm9_descriptors_and_split(fake_pypi):
 
 def test_qm9_trains(fake_pypi, tmp_path):
     quick_train("qm9", tmp_path)
+
+
+# --- example configs --------------------------------------------------------------------
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_config_matches_its_builtin(path):
+    from polytask.config import load_config
+
+    config = load_config(path)
+    dataset = get_builtin(config.data.source or "")
+    assert [t.name for t in config.tasks] == [t["name"] for t in dataset.tasks]
+    if dataset.model.get("encoder"):
+        assert config.model.encoder.type == dataset.model["encoder"]["type"]
