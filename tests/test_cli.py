@@ -217,3 +217,15 @@ def test_copied_run_directory_still_predicts(monkeypatch, capsys, trained, table
     shutil.copytree(trained, copy)
     code, _, err = run_cli(monkeypatch, capsys, "predict", copy, table, "-o", tmp_path / "p.csv")
     assert code == 0, err
+
+
+def test_auxiliary_task_is_trained_but_not_counted(monkeypatch, capsys, tmp_path, table):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["tasks"][2]["auxiliary"] = True
+    code, out, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "runs" / "synthetic" / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"clicked", "segment"}
+    assert set(metrics["changes_test"]) == {"clicked", "segment"}
+    assert "spend" in metrics["multitask"]["test"]
+    assert "spend (auxiliary)" in out

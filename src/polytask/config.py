@@ -59,6 +59,7 @@ class TaskConfig(_Section):
     metrics: list[str] | None = None
     weight: float = Field(1.0, ge=0)
     lr_multiplier: float = Field(1.0, gt=0)
+    auxiliary: bool = False
     data: str | None = None
 
     @property
@@ -199,6 +200,8 @@ class Config(_Section):
     @field_validator("tasks")
     @classmethod
     def _unique_names(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        if all(t.auxiliary for t in tasks):
+            raise ValueError("every task is auxiliary; at least one must be a main task")
         names = [t.name for t in tasks]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

@@ -32,7 +32,7 @@ from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
 from polytask.errors import RunError
-from polytask.evaluation.delta_m import delta_m, relative_changes
+from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.build import build_network, count_parameters
 from polytask.reporting.plots import plot_loss_curves, plot_weights
 from polytask.tasks import Task
@@ -121,7 +121,7 @@ def run_experiment(
 
     baseline_results = {}
     if baselines:
-        for task in data.tasks:
+        for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
             baseline_results[task.name] = train_baseline(
                 config, data, task, output / "baselines", progress=progress, report=report
             )
@@ -144,7 +144,7 @@ def run_experiment(
 
     result = RunResult(run_dir, data.tasks, multitask, baseline_results, counts)
     if baseline_results:
-        directions = {t.name: {m: t.direction(m) for m in t.metrics} for t in data.tasks}
+        directions = metric_directions(data.tasks)
         average = config.evaluation.delta_m
         result.delta_m_test = delta_m(
             multitask.test, _scores(baseline_results, "test"), directions, average

@@ -72,6 +72,7 @@ def build_task(spec: TaskConfig) -> Task:
         "loss": spec.loss or "",
         "metrics": tuple(spec.metrics or ()),
         "weight": spec.weight,
+        "auxiliary": spec.auxiliary,
     }
     if spec.positive is not None:
         data["positive"] = spec.positive

@@ -10,13 +10,19 @@ the same number of metrics).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from polytask.tasks import Direction
+from polytask.tasks import Direction, Task
 
 Scores = Mapping[str, Mapping[str, float]]
 """``{task: {metric: value}}``."""
+
+
+def metric_directions(tasks: Iterable[Task]) -> dict[str, dict[str, Direction]]:
+    """``{task: {metric: direction}}`` of the main tasks: what Δm and model selection use
+    (auxiliary tasks are trained, reported, but never counted)."""
+    return {t.name: {m: t.direction(m) for m in t.metrics} for t in tasks if not t.auxiliary}
 
 
 def relative_changes(

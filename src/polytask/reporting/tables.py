@@ -31,7 +31,7 @@ def results_table(result: RunResult) -> Table:
             change = result.changes_test.get(task.name, {}).get(metric, math.nan)
             style = "green" if change > 0 else "red" if change < 0 else ""
             table.add_row(
-                task.name,
+                f"{task.name} (auxiliary)" if task.auxiliary else task.name,
                 metric,
                 "↑" if task.direction(metric) == "higher" else "↓",
                 _fmt(single),

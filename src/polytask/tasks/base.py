@@ -39,7 +39,9 @@ class Task(ABC):
     """Base class of the task types. Subclasses set the class variables and the label codec.
 
     ``columns`` defaults to ``(name,)``; ``loss`` and ``metrics`` default to the type's defaults;
-    ``weight`` is a static multiplier of the task's loss, applied before any balancer.
+    ``weight`` is a static multiplier of the task's loss, applied before any balancer. An
+    ``auxiliary`` task is trained but left out of Δm and model selection (e.g. Caruana's "future
+    as output" targets, only known in hindsight).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Task(ABC):
     loss: str = ""
     metrics: tuple[str, ...] = ()
     weight: float = 1.0
+    auxiliary: bool = False
 
     kind: ClassVar[str]
     losses: ClassVar[Mapping[str, LossFn]]

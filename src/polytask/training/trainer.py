@@ -22,7 +22,7 @@ from torch import Tensor
 from polytask.balancers import Balancer, EqualWeights
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
-from polytask.evaluation.delta_m import Scores, delta_m
+from polytask.evaluation.delta_m import Scores, delta_m, metric_directions
 from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task
 from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -104,7 +104,7 @@ class Trainer:
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
         self._shared = list(model.shared_parameters())
-        self._directions = {t.name: {m: t.direction(m) for m in t.metrics} for t in self.tasks}
+        self._directions = metric_directions(self.tasks)
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:

@@ -68,6 +68,12 @@ TASKS = [
         {"name": f"riders_{h}h", "type": "regression", "target": f"bikers_next_{h}h"}
         for h in HORIZONS
     ),
-    {"name": "aux_casual_1h", "type": "regression", "target": "casual_next_1h", "weight": 0.5},
+    {
+        "name": "aux_casual_1h",
+        "type": "regression",
+        "target": "casual_next_1h",
+        "weight": 0.5,
+        "auxiliary": True,
+    },
 ]
 MODEL = {"encoder": {"type": "gru", "sequence": ["bikers_lag_"], "hidden": 32}}
