@@ -69,7 +69,7 @@ def compare_balancers(
             training = variant.training.model_copy(update={"seed": seed})
             name = f"{config.name or 'run'}-{summary.name.replace(':', '-')}-seed{seed}"
             run_config = variant.model_copy(update={"training": training, "name": name})
-            report(f"[{summary.name}, seed {seed}]")
+            report(f"balancer {summary.name}, seed {seed}")
             summary.runs.append(run_experiment(run_config, progress=progress, report=report))
     output = Path(config.output_dir) / f"{config.name or 'run'}-comparison.json"
     atomic_write_json(output, to_dict(summaries))
