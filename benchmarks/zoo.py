@@ -389,10 +389,9 @@ def dataset_table(dataset: str, block: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown(
-    collected: dict[str, Any], command: str, notes: dict[str, str] | None = None, meta: str = ""
-) -> str:
-    notes = notes or {}
+def markdown(collected: dict[str, Any], command: str, meta: str = "") -> str:
+    """The generated part of the section (between its markers); a hand-written reading placed
+    after the end marker survives regeneration."""
     parts = [
         SECTION_BEGIN,
         SECTION,
@@ -413,8 +412,6 @@ def markdown(
     ]
     for dataset, block in collected.items():
         parts += ["", f"### {dataset}", "", dataset_table(dataset, block)]
-        if dataset in notes:
-            parts += ["", notes[dataset]]
     parts += ["", SECTION_END]
     return "\n".join(parts) + "\n"
 
@@ -467,8 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=Path("runs/zoo"))
     parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument("--notes", type=Path, default=None, help="JSON {dataset: reading}")
-    parser.add_argument("--meta", default="", help="a line on budget and machine for the docs")
     parser.add_argument("--report-only", action="store_true", help="tables from existing JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -493,8 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zoo.py " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"
         )
-        notes = json.loads(args.notes.read_text()) if args.notes else None
-        write_section(args.markdown, markdown(collected, command, notes, args.meta))
+        meta = (
+            f"Budget: epochs capped at {args.epochs or 'the config value'}, training rows "
+            f"subsampled: {args.subsample or 'none'}; seeds {args.seeds}. Machine: {machine()}."
+        )
+        write_section(args.markdown, markdown(collected, command, meta))
         print(f"section written to {args.markdown}")
     return 0
 
