@@ -8,6 +8,7 @@ first-epoch metrics), and the best epoch's weights are restored at the end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -142,42 +143,39 @@ class Trainer:
         source = (
             ShuffledBatches(train, self.batch_size) if isinstance(train, MultiTaskData) else train
         )
-        state = self._restore() if resume else None
-        start = state["epoch"] + 1 if state else 1
-        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if state and self._best_weights is not None:
-            best_state = self._best_weights
-        stale = state["stale_epochs"] if state else 0
-        best_score = state["best_score"] if state else -math.inf
-
+        start, selection = self._restore() if resume else (1, None)
+        selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
             for epoch in range(start, self.epochs + 1):
-                if self.early_stopping and stale >= self.early_stopping.patience:
+                if self.early_stopping and selection.stale >= self.early_stopping.patience:
                     break
                 log = self._train_epoch(source, epoch, bar)
                 if validation is not None:
-                    evaluation = self.evaluate(validation)
-                    log.val_metrics, log.val_loss = evaluation.metrics, evaluation.loss
-                    if self.reference is None:
-                        self.reference = evaluation.metrics
-                    log.score = delta_m(
-                        log.val_metrics, self.reference, self._directions, self.delta_m_average
-                    )
-                    score = log.score if math.isfinite(log.score) else -math.inf
-                    min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
-                    if self.best_epoch is None or score > best_score + min_delta:
-                        best_score, self.best_epoch, stale = score, epoch, 0
-                        best_state = {
-                            k: v.detach().clone() for k, v in self.model.state_dict().items()
-                        }
-                    else:
-                        stale += 1
+                    self._validate(log, validation, selection)
                 self.history.append(log)
                 if self.checkpoint_dir is not None:
-                    self._save(epoch, best_state, best_score, stale)
+                    self._save(epoch, selection)
         if validation is not None and self.best_epoch is not None:
-            self.model.load_state_dict(best_state)
+            self.model.load_state_dict(selection.weights)
         return self.history
+
+    def _validate(self, log: EpochLog, validation: MultiTaskData, selection: _Selection) -> None:
+        """Score the epoch by validation Δm; keep its weights if it is the best so far."""
+        evaluation = self.evaluate(validation)
+        log.val_metrics, log.val_loss = evaluation.metrics, evaluation.loss
+        if self.reference is None:
+            self.reference = evaluation.metrics
+        log.score = delta_m(log.val_metrics, self.reference, self._directions, self.delta_m_average)
+        score = log.score if math.isfinite(log.score) else -math.inf
+        min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
+        if self.best_epoch is None or score > selection.score + min_delta:
+            selection.score, selection.stale, self.best_epoch = score, 0, log.epoch
+            selection.weights = self._copy_weights()
+        else:
+            selection.stale += 1
+
+    def _copy_weights(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _train_epoch(self, source: BatchSource, epoch: int, bar: Progress | None) -> EpochLog:
         started = time.perf_counter()
@@ -231,16 +229,14 @@ class Trainer:
         return Evaluation(metrics, losses)
 
     # -- checkpoints -------------------------------------------------------------------------
-    _best_weights: dict[str, Tensor] | None = None
-
-    def _save(self, epoch: int, best: dict[str, Tensor], best_score: float, stale: int) -> None:
+    def _save(self, epoch: int, selection: _Selection) -> None:
         assert self.checkpoint_dir is not None
         state = {
             "epoch": epoch,
             "history": [asdict(log) for log in self.history],
             "best_epoch": self.best_epoch,
-            "best_score": best_score if math.isfinite(best_score) else None,
-            "stale_epochs": stale,
+            "best_score": selection.score if math.isfinite(selection.score) else None,
+            "stale_epochs": selection.stale,
             "reference": self.reference,
         }
         save_checkpoint(
@@ -248,19 +244,18 @@ class Trainer:
             epoch,
             Checkpoint(
                 model=self.model.state_dict(),
-                best_model=best,
+                best_model=selection.weights,
                 optimizer=self.optimizer.state_dict(),
                 balancer=self.balancer.state_dict(),
                 state=state,
             ),
         )
 
-    def _restore(self) -> dict[str, Any] | None:
-        if self.checkpoint_dir is None:
-            return None
-        checkpoint = load_checkpoint(self.checkpoint_dir)
+    def _restore(self) -> tuple[int, _Selection | None]:
+        """Load the latest checkpoint, if any: the epoch to start from and the selection state."""
+        checkpoint = load_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if checkpoint is None:
-            return None
+            return 1, None
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.balancer.load_state_dict(checkpoint.balancer)
@@ -268,14 +263,15 @@ class Trainer:
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
         self.reference = state["reference"] or self.reference
-        self._best_weights = checkpoint.best_model
-        if state["best_score"] is None:
-            state["best_score"] = -math.inf
-        return state
+        score = state["best_score"]
+        selection = _Selection(
+            checkpoint.best_model, -math.inf if score is None else score, state["stale_epochs"]
+        )
+        return state["epoch"] + 1, selection
 
     def _progress_bar(self, total: int) -> Any:
         if not self.progress:
-            return _NoProgress()
+            return contextlib.nullcontext()
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -287,12 +283,13 @@ class Trainer:
         return bar
 
 
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
+@dataclass
+class _Selection:
+    """Model selection state: the best epoch's weights, its score, epochs since it."""
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    weights: dict[str, Tensor]
+    score: float = -math.inf
+    stale: int = 0
 
 
 STEP_WEIGHT_SAMPLES = 64
