@@ -35,3 +35,32 @@ def test_one_run_per_balancer_and_seed_with_baselines_once_per_seed(tmp_path, ta
     assert std >= 0 and mean == pytest.approx(sum(summaries[1].delta_m()) / 2)
     # seeds differ, so the two ew runs do not coincide
     assert summaries[0].runs[0].multitask.test != summaries[0].runs[1].multitask.test
+
+
+def test_compare_command_prints_and_writes_markdown(tmp_path, table, monkeypatch, capsys):
+    import yaml
+
+    from .test_cli import run_cli
+
+    raw = config_dict(str(table), output_dir=str(tmp_path / "out"))
+    raw["training"]["epochs"] = 1
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    md = tmp_path / "table.md"
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "compare",
+        config,
+        "--balancers",
+        "ew,famo",
+        "--seeds",
+        "0",
+        "--markdown",
+        md,
+    )
+    assert code == 0, err
+    assert "Δm%" in out and "famo" in out
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("| method | clicked auc")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["single-task", "ew", "famo"]

@@ -25,6 +25,8 @@ app = typer.Typer(
     help="Multi-task learning on PyTorch: train, compare with single-task baselines, predict.",
 )
 console = Console()
+if not console.is_terminal:  # piped or captured: wide enough for the comparison tables
+    console.width = max(console.width, 140)
 errors = Console(stderr=True)
 
 
@@ -95,10 +97,13 @@ def compare(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Override output_dir.")
     ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Also write the table as Markdown to this file.")
+    ] = None,
 ) -> None:
     """Train one run per balancer and seed (baselines once per seed); print mean ± std."""
     from polytask.compare import compare_balancers, parse_balancers
-    from polytask.reporting.tables import comparison_table
+    from polytask.reporting.tables import comparison_markdown, comparison_table
 
     loaded = load_config(config)
     if output is not None:
@@ -121,8 +126,14 @@ def compare(
             for metric in task.metrics
         }
         for task in first[0].tasks
+        if task.name in first[0].baselines
     }
     console.print(comparison_table(summaries, baselines))
+    if markdown is not None:
+        from polytask.training.checkpoint import atomic_write_text
+
+        atomic_write_text(markdown, comparison_markdown(summaries, baselines))
+        console.print(f"Markdown table written to {markdown}")
 
 
 @app.command()

@@ -107,7 +107,10 @@ def comparison_table(summaries, baselines: Mapping[str, Mapping[str, list[float]
 
     table.add_row(
         "single-task",
-        *[cell(baselines[task][metric]) for task, metric, _ in columns],
+        *[
+            cell(baselines[task][metric]) if task in baselines else "—"
+            for task, metric, _ in columns
+        ],
         "0 (reference)",
         "",
     )
@@ -119,3 +122,25 @@ def comparison_table(summaries, baselines: Mapping[str, Mapping[str, list[float]
             cell(summary.seconds(), 1),
         )
     return table
+
+
+def comparison_markdown(summaries, baselines: Mapping[str, Mapping[str, list[float]]]) -> str:
+    """The comparison as a Markdown table (``polytask compare --markdown``)."""
+    from polytask.compare import mean_std
+
+    first = summaries[0].runs[0]
+    columns = [(t.name, m) for t in first.tasks for m in t.metrics]
+
+    def cell(values: list[float], digits: int = 4) -> str:
+        mean, std = mean_std(values)
+        return "—" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    header = ["method", *(f"{t} {m}" for t, m in columns), "Δm%", "train time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    single = [cell(baselines[t][m]) if t in baselines else "—" for t, m in columns]
+    lines.append("| single-task | " + " | ".join(single) + " | 0 (reference) | |")
+    for summary in summaries:
+        row = [cell(summary.metric(t, m)) for t, m in columns]
+        row += [cell(summary.delta_m(), 2), cell(summary.seconds(), 1)]
+        lines.append(f"| {summary.name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
