@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polytask.balancers.pcgrad import PCGrad, pcgrad_weights
+from polytask.balancers.pcgrad import PCGrad, pcgrad_weights, random_orders, seeded_generator
 from tests.balancers.gb_toys import random_jacobian
 
 SEEDS = st.integers(0, 10_000)
@@ -90,4 +90,45 @@ def test_invariant_to_scaling_all_losses() -> None:
     orders = [list(itertools.chain(range(i), range(i + 1, 4))) for i in range(4)]
     torch.testing.assert_close(
         pcgrad_weights(9 * jac @ (9 * jac).T, orders), pcgrad_weights(jac @ jac.T, orders)
+    )
+
+
+def loop_pcgrad_weights(gramian: torch.Tensor, orders) -> torch.Tensor:
+    """The former implementation (one small torch op per task pair), kept as the reference."""
+    g = gramian.double().cpu()
+    count = g.shape[0]
+    coefficients = torch.eye(count, dtype=torch.float64)
+    for i, order in enumerate(orders):
+        for j in order:
+            dot = float(coefficients[i] @ g[:, j])
+            if dot < 0 and g[j, j] > 0:
+                coefficients[i, j] -= dot / g[j, j]
+    return coefficients.sum(dim=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(SEEDS, st.integers(1, 40), st.integers(1, 64))
+def test_vectorised_weights_match_the_pairwise_loop(seed: int, tasks: int, dim: int) -> None:
+    """Same RNG draws, same result as the per-pair loop, on random (also rank-deficient and
+    zero-row) Gramians."""
+    jac = random_jacobian(seed, tasks, dim)
+    if tasks > 2:
+        jac[seed % tasks] = 0.0  # a task with no gradient is never projected against
+    gen = torch.Generator().manual_seed(seed)
+    names = [f"t{k}" for k in range(tasks)]
+    orders = random_orders(tasks, gen)
+    gram = jac @ jac.T
+    expected = loop_pcgrad_weights(gram, orders)
+    torch.testing.assert_close(pcgrad_weights(gram, orders), expected, rtol=1e-12, atol=1e-12)
+    # through the balancer: its generator draws the same orders
+    balancer = PCGrad(names, seed=seed)
+    reference = loop_pcgrad_weights(gram, random_orders(tasks, seeded_generator(seed)))
+    torch.testing.assert_close(balancer.weights(gram, names), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_ragged_orders() -> None:
+    jac = random_jacobian(1, 4)
+    orders = [[3, 1], [], [0, 1, 3], [2]]
+    torch.testing.assert_close(
+        pcgrad_weights(jac @ jac.T, orders), loop_pcgrad_weights(jac @ jac.T, orders)
     )

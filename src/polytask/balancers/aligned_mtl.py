@@ -45,7 +45,8 @@ class AlignedMTL(GramianBalancer):
     problem on the Gramian's eigendecomposition) and sum them. Weights are invariant to scaling
     all losses together, not to scaling one.
 
-    Modes: ``features`` (default) and ``params``; ``update_every``.
+    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
+    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
@@ -54,8 +55,11 @@ class AlignedMTL(GramianBalancer):
         scale_mode: str = "min",
         mode: str = "features",
         update_every: int = 1,
+        reuse_jacobian: bool = True,
     ) -> None:
-        super().__init__(task_names, mode=mode, update_every=update_every)
+        super().__init__(
+            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+        )
         if scale_mode not in SCALES:
             raise ValueError(f"scale_mode must be one of {SCALES}, got {scale_mode!r}")
         self.scale_mode = scale_mode

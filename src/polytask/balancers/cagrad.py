@@ -67,7 +67,8 @@ class CAGrad(GramianBalancer):
     gradient ``g₀``. ``c = 0`` is the mean gradient (weights ``1/T``); larger ``c`` moves towards
     MGDA. Not invariant to scaling one loss; invariant to scaling all losses together.
 
-    Modes: ``features`` (default) and ``params``; ``update_every``.
+    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
+    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
@@ -77,8 +78,11 @@ class CAGrad(GramianBalancer):
         rescale: bool = True,
         mode: str = "features",
         update_every: int = 1,
+        reuse_jacobian: bool = True,
     ) -> None:
-        super().__init__(task_names, mode=mode, update_every=update_every)
+        super().__init__(
+            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+        )
         if c < 0:
             raise ValueError(f"c must be >= 0, got {c}")
         self.c = float(c)

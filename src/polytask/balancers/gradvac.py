@@ -6,16 +6,21 @@ Optimization in Massively Multilingual Models" (ICLR).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from polytask.balancers.base import register_balancer
 from polytask.balancers.gramian import GramianBalancer
-from polytask.balancers.pcgrad import RandomState, random_orders, seeded_generator
+from polytask.balancers.pcgrad import (
+    RandomState,
+    order_matrix,
+    random_orders,
+    seeded_generator,
+)
 
 
 def gradvac_weights(
@@ -25,26 +30,34 @@ def gradvac_weights(
 
     For task i and each other j (in ``orders[i]``): with ``φ = cos(gᵢ', gⱼ)``, if ``φ < φ̂ᵢⱼ``
     add ``gⱼ · ‖gᵢ'‖(φ̂√(1−φ²) − φ√(1−φ̂²)) / (‖gⱼ‖√(1−φ̂²))`` to ``gᵢ'``, which sets the
-    cosine to ``φ̂``; then ``φ̂ᵢⱼ ← (1−β)φ̂ᵢⱼ + βφ``. All from inner products in ``G``.
+    cosine to ``φ̂``; then ``φ̂ᵢⱼ ← (1−β)φ̂ᵢⱼ + βφ`` (pairs with a zero gradient are skipped).
+    All from inner products in ``G``; as in :func:`~polytask.balancers.pcgrad.pcgrad_weights`,
+    every task advances through its own order at once (vectorised NumPy float64 per step).
     """
-    g = gramian.double().cpu()
+    g = gramian.detach().double().cpu().numpy()
     count = g.shape[0]
-    targets = targets.double().clone()
-    coefficients = torch.eye(count, dtype=torch.float64)
-    for i, order in enumerate(orders):
-        for j in order:
-            norm_j = math.sqrt(max(float(g[j, j]), 0.0))
-            norm_i = math.sqrt(max(float(coefficients[i] @ g @ coefficients[i]), 0.0))
-            if norm_i == 0 or norm_j == 0:
-                continue
-            phi = float(coefficients[i] @ g[:, j]) / (norm_i * norm_j)
-            phi = min(1.0, max(-1.0, phi))
-            target = float(targets[i, j])
-            if phi < target and target < 1:
-                gain = target * math.sqrt(1 - phi**2) - phi * math.sqrt(1 - target**2)
-                coefficients[i, j] += norm_i * gain / (norm_j * math.sqrt(1 - target**2))
-            targets[i, j] = (1 - beta) * target + beta * phi
-    return coefficients.sum(dim=0), targets
+    phi_hat = targets.detach().double().cpu().numpy().copy()
+    coefficients = np.eye(count)
+    index = order_matrix(orders, count)
+    rows = np.arange(count)
+    for step in range(index.shape[1]):
+        live = index[:, step] >= 0
+        i, j = rows[live], index[live, step]
+        c = coefficients[i]
+        norm_j = np.sqrt(np.maximum(g[j, j], 0.0))
+        norm_i = np.sqrt(np.maximum(np.einsum("ij,ij->i", c @ g, c), 0.0))
+        keep = (norm_i != 0) & (norm_j != 0)
+        i, j, c, norm_i, norm_j = i[keep], j[keep], c[keep], norm_i[keep], norm_j[keep]
+        phi = np.einsum("ij,ji->i", c, g[:, j]) / (norm_i * norm_j)
+        phi = np.minimum(1.0, np.maximum(-1.0, phi))
+        target = phi_hat[i, j]
+        up = (phi < target) & (target < 1)
+        t, p = target[up], phi[up]
+        root = np.sqrt(1 - t**2)
+        gain = t * np.sqrt(1 - p**2) - p * root
+        coefficients[i[up], j[up]] += norm_i[up] * gain / (norm_j[up] * root)
+        phi_hat[i, j] = (1 - beta) * target + beta * phi
+    return torch.from_numpy(coefficients).sum(dim=0), torch.from_numpy(phi_hat)
 
 
 @register_balancer("gradvac")
@@ -65,9 +78,12 @@ class GradVac(RandomState, GramianBalancer):
         beta: float = 0.01,
         mode: str = "features",
         update_every: int = 1,
+        reuse_jacobian: bool = True,
         seed: int | None = None,
     ) -> None:
-        super().__init__(task_names, mode=mode, update_every=update_every)
+        super().__init__(
+            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+        )
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.beta = float(beta)

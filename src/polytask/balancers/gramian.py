@@ -6,8 +6,10 @@ they produce is always a linear combination ``Σᵢ wᵢ gᵢ``. So a step is
 
 1. compute ``G`` as cheaply as the ``mode`` allows;
 2. turn ``G`` into weights ``w`` (the method, :meth:`GramianBalancer.weights`);
-3. one ordinary ``backward`` of ``Σᵢ wᵢ Lᵢ`` — no per-task loops at the final step, so AMP and
-   DDP work as with plain summed losses.
+3. the gradient of ``Σᵢ wᵢ Lᵢ`` into ``.grad``: in ``features`` mode one ordinary ``backward``
+   (no per-task loops at the final step, so AMP and DDP work as with plain summed losses); in
+   ``params`` mode, by default, combined from the per-task gradients already computed for the
+   Gramian (``reuse_jacobian``), with no second backward through the trunk.
 
 Modes:
 
@@ -17,8 +19,9 @@ Modes:
 ``params``
     The exact Gramian over the shared parameters: representation gradients through the heads,
     then one batched (vmapped) pullback through the trunk yields each parameter's T×|p| block,
-    whose ``B Bᵀ`` contributions are summed. Transient memory is T×P floats; the cost is about T
-    trunk backward passes, run as one vectorised call.
+    whose ``B Bᵀ`` contributions are summed. Transient memory is T×P floats (kept until the
+    weights are known); the cost is about T trunk backward passes (one vectorised call on
+    accelerators, a loop on CPU, see :func:`pullback`).
 
 ``update_every=k`` recomputes the weights every k steps and reuses them in between, where a step
 costs one plain backward.
@@ -67,30 +70,35 @@ def task_jacobians(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[T
 def pullback(output: Tensor, cotangents: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
     """Vector-Jacobian products of ``output`` for T stacked ``cotangents``, one per input.
 
-    A single vmapped backward (``is_grads_batched``) when every op has a batching rule, so the
-    T products run as one set of wide matrix products; otherwise one retained backward per row.
+    On accelerators, a single vmapped backward (``is_grads_batched``) when every op has a
+    batching rule, so the T products run as one set of wide kernels. On CPU (and where a batching
+    rule is missing) one retained backward per row, written into preallocated T×… blocks: there
+    the trunk backward is compute-bound, so batching saves nothing (measured 10–30 % slower at
+    T = 2–10 on the benchmark MLP) and it would hold T copies of every intermediate at once.
     """
     count = cotangents.shape[0]
-    try:
-        grads: Sequence[Tensor | None] = torch.autograd.grad(
-            output,
-            list(inputs),
-            grad_outputs=cotangents,
-            retain_graph=True,
-            allow_unused=True,
-            is_grads_batched=True,
-        )
-    except (RuntimeError, NotImplementedError):
-        rows = [
-            torch.autograd.grad(output, list(inputs), c, retain_graph=True, allow_unused=True)
-            for c in cotangents
-        ]
-        grads = [
-            torch.stack([row[k] if row[k] is not None else torch.zeros_like(x) for row in rows])
-            for k, x in enumerate(inputs)
-        ]
-    pairs = zip(grads, inputs, strict=True)
-    return [g if g is not None else _zeros_like_rows(count, x) for g, x in pairs]
+    if output.device.type != "cpu":
+        try:
+            grads: Sequence[Tensor | None] = torch.autograd.grad(
+                output,
+                list(inputs),
+                grad_outputs=cotangents,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+        except (RuntimeError, NotImplementedError):
+            pass
+        else:
+            pairs = zip(grads, inputs, strict=True)
+            return [g if g is not None else _zeros_like_rows(count, x) for g, x in pairs]
+    blocks = [_zeros_like_rows(count, x) for x in inputs]
+    for k, c in enumerate(cotangents):
+        row = torch.autograd.grad(output, list(inputs), c, retain_graph=True, allow_unused=True)
+        for block, g in zip(blocks, row, strict=True):
+            if g is not None:
+                block[k].copy_(g)
+    return blocks
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -137,10 +145,11 @@ def params_gramian(
     return gramian_of(params_jacobian(losses, params, features))
 
 
-def graph_leaves(tensors: Iterable[Tensor]) -> list[Tensor]:
-    """Leaf tensors (parameters) that receive gradient from ``tensors`` through autograd."""
+def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
+    """Leaf tensors (parameters) that receive gradient from ``tensors`` through autograd, each
+    once; the graph is not followed below the node ``stop`` (e.g. ``features.grad_fn``)."""
     leaves: list[Tensor] = []
-    seen: set[Any] = set()
+    seen: set[Any] = set() if stop is None else {stop}
     stack = []
     for t in tensors:
         if t.grad_fn is not None:
@@ -157,6 +166,132 @@ def graph_leaves(tensors: Iterable[Tensor]) -> list[Tensor]:
             leaves.append(variable)
         stack.extend(child for child, _ in node.next_functions if child is not None)
     return leaves
+
+
+class HeldGradients:
+    """Per-task gradients kept from the Gramian's computation, so that the update
+    ``Σᵢ wᵢ ∇Lᵢ`` is written without a second backward of ``Σᵢ wᵢ Lᵢ``.
+
+    ``blocks``: (leaf, T×leaf block) pairs, the leaf's ``.grad`` gets ``Σᵢ wᵢ blockᵢ`` (the
+    trunk); ``parts``: (leaf, [(task index, gradient)]) for the leaves above the representation
+    (the heads), each reached by some of the tasks.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[Tensor, Tensor]] = []
+        self.parts: list[tuple[Tensor, list[tuple[int, Tensor]]]] = []
+
+    def apply(self, weights: Tensor, combine: Any = None) -> None:
+        """Accumulate the combined gradients into ``.grad`` (``weights``: length T).
+
+        ``combine(leaf, block)`` replaces ``Σᵢ wᵢ blockᵢ`` for the ``blocks`` (GradDrop's masks).
+        """
+        with torch.no_grad():
+            for leaf, block in self.blocks:
+                if combine is not None:
+                    _accumulate(leaf, combine(leaf, block))
+                else:
+                    _accumulate(leaf, _weighted_rows(weights, block))
+            for leaf, parts in self.parts:
+                w = weights.to(dtype=parts[0][1].dtype, device=parts[0][1].device)
+                total = parts[0][1] * w[parts[0][0]]
+                for task, grad in parts[1:]:
+                    total = total.add_(grad, alpha=float(weights[task]))
+                _accumulate(leaf, total)
+
+
+def _weighted_rows(weights: Tensor, block: Tensor) -> Tensor:
+    """``Σᵢ wᵢ blockᵢ`` over the first dimension, in the block's dtype."""
+    w = weights.to(dtype=block.dtype, device=block.device)
+    return (w @ block.reshape(block.shape[0], -1)).reshape(block.shape[1:])
+
+
+def _accumulate(leaf: Tensor, grad: Tensor) -> None:
+    """``leaf.grad += grad`` as autograd's accumulation does (sets it when there is none)."""
+    if leaf.grad is None:
+        leaf.grad = grad.detach()
+    else:
+        leaf.grad.add_(grad)
+
+
+def task_gradients(
+    losses: Sequence[Tensor],
+    mode: str,
+    shared: Sequence[Tensor] | None,
+    features: Tensor | None,
+    hold: bool,
+) -> tuple[list[Tensor], HeldGradients | None]:
+    """Jacobian blocks for the Gramian of ``mode`` and, with ``hold`` (``params`` mode only),
+    every gradient the final update needs (see :class:`HeldGradients`), from the same per-task
+    backward calls: the heads' parameter gradients come with the representation gradients, the
+    trunk's with the pullback. Then no second backward of ``Σᵢ wᵢ Lᵢ`` is needed.
+
+    Holding is exact under the model contract (the shared parameters are the trunk, which the
+    heads reach only through ``features``). Trunk leaves missing from ``shared`` get their
+    blocks too (outside the Gramian). When the heads' leaves and the trunk's overlap (a
+    parameter used above and below the representation, or a skip connection around it) nothing
+    is held and the caller runs the ordinary backward.
+    """
+    shared = list(shared) if shared is not None else None
+    if mode == "features":
+        assert features is not None
+        inputs = [features]
+        hold = False  # measured: no faster than the ordinary backward (see docs/benchmarks.md)
+    else:
+        assert shared is not None
+        inputs = [features] if features is not None else list(shared)
+    held: HeldGradients | None = None
+    per_task: list[list[Tensor]] = [[] for _ in losses]
+    trunk: list[Tensor] = []
+    if hold:
+        if features is not None:
+            trunk = graph_leaves([features])
+            below = {id(t) for t in trunk} | {id(features)}
+            per_task = [graph_leaves([loss], features.grad_fn) for loss in losses]
+            clash = any(id(t) in below for leaves in per_task for t in leaves)
+        else:
+            exclude = {id(p) for p in inputs}
+            per_task = [
+                [t for t in graph_leaves([loss]) if id(t) not in exclude] for loss in losses
+            ]
+            clash = False
+        if clash:
+            per_task = [[] for _ in losses]
+        else:
+            held = HeldGradients()
+    rows = [
+        torch.autograd.grad(loss, [*inputs, *extra], retain_graph=True, allow_unused=True)
+        if loss.requires_grad
+        else (None,) * (len(inputs) + len(extra))
+        for loss, extra in zip(losses, per_task, strict=True)
+    ]
+    stacked = [
+        torch.stack([row[k] if row[k] is not None else torch.zeros_like(x) for row in rows])
+        for k, x in enumerate(inputs)
+    ]
+    if held is not None:
+        index: dict[int, int] = {}
+        for task, (row, extra) in enumerate(zip(rows, per_task, strict=True)):
+            for leaf, grad in zip(extra, row[len(inputs) :], strict=True):
+                if grad is None:
+                    continue
+                if id(leaf) not in index:
+                    index[id(leaf)] = len(held.parts)
+                    held.parts.append((leaf, []))
+                held.parts[index[id(leaf)]][1].append((task, grad))
+    if mode == "features":
+        return stacked, held
+    assert shared is not None
+    if features is None:
+        if held is not None:
+            held.blocks = list(zip(shared, stacked, strict=True))
+        return stacked, held
+    ids = {id(p) for p in shared}
+    others = [t for t in trunk if id(t) not in ids]  # below features, not shared: not in G
+    blocks = pullback(features, stacked[0], [*shared, *others])
+    if held is not None:
+        held.blocks = list(zip([*shared, *others], blocks, strict=True))
+    return blocks[: len(shared)], held
 
 
 def shared_list(shared_params: Iterable[torch.nn.Parameter] | None) -> list[Tensor]:
@@ -213,19 +348,38 @@ class GramianBalancer(Balancer):
 
     Subclasses implement :meth:`weights`; the engine computes the Gramian in ``mode``
     (``"features"`` or ``"params"``), reuses weights for ``update_every`` steps, skips steps with
-    non-finite gradients, and performs the single final backward of ``Σᵢ wᵢ Lᵢ``.
+    non-finite gradients, and writes the gradient of ``Σᵢ wᵢ Lᵢ`` into ``.grad``.
+
+    ``reuse_jacobian`` (``params`` mode; default ``True``): the per-task gradients computed for
+    the Gramian (every shared parameter's T×|p| block, every head parameter's per-task
+    gradient) are kept until the weights are known and combined into ``.grad`` directly
+    (accumulating onto existing gradients), instead of a second backward of ``Σᵢ wᵢ Lᵢ``
+    through the trunk. The result equals that backward's up to round-off. It relies on the
+    model contract: the shared parameters are the trunk, reached by the heads only through
+    ``features`` (a parameter used both in the trunk and in a head, or a skip connection around
+    the representation, is detected and falls back to the ordinary backward). With ``False``
+    the update is the single ordinary ``backward`` of ``Σᵢ wᵢ Lᵢ``: use it where something
+    must see that backward, e.g. DDP's gradient all-reduce hooks or
+    ``register_post_accumulate_grad_hook`` (gradients written directly trigger neither).
+    ``features`` mode always runs the ordinary backward (holding the heads' gradients measured
+    no faster there).
     """
 
     modes: ClassVar[tuple[str, ...]] = MODES
 
     def __init__(
-        self, task_names: Sequence[str], mode: str = "features", update_every: int = 1
+        self,
+        task_names: Sequence[str],
+        mode: str = "features",
+        update_every: int = 1,
+        reuse_jacobian: bool = True,
     ) -> None:
         super().__init__(task_names)
         self.mode = check_mode(type(self).__name__, mode, self.modes)
         if int(update_every) != update_every or update_every < 1:
             raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
         self.update_every = int(update_every)
+        self.reuse_jacobian = bool(reuse_jacobian)
         self._step = 0
         self._cached_names: list[str] | None = None
         self._cached_weights: list[float] | None = None
@@ -270,11 +424,14 @@ class GramianBalancer(Balancer):
             and self._cached_names == names
             and self._step % self.update_every != 0
         )
+        held: HeldGradients | None = None
         if reuse:
             assert self._cached_weights is not None
             weights = torch.tensor(self._cached_weights, dtype=torch.float64)
         else:
-            gram = self.gramian(loss_list, shared_params=params, features=features)
+            blocks, held = self._task_gradients(loss_list, params, features)
+            gram = gramian_of(blocks)
+            del blocks
             diagonal = torch.diagonal(gram)
             bad = _nonfinite(names, diagonal)
             if bad:
@@ -286,9 +443,24 @@ class GramianBalancer(Balancer):
             self._cached_names = list(names)
             self._cached_weights = weights.tolist()
         self._step += 1
-        stacked = torch.stack([loss.reshape(()) for loss in loss_list])
-        (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
+        if held is not None:
+            held.apply(weights)
+        else:
+            stacked = torch.stack([loss.reshape(()) for loss in loss_list])
+            (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
         return dict(zip(names, weights.tolist(), strict=True))
+
+    def _task_gradients(
+        self, losses: Sequence[Tensor], params: list[Tensor] | None, features: Tensor | None
+    ) -> tuple[list[Tensor], HeldGradients | None]:
+        if self.mode == "features":
+            if features is None:
+                raise ValueError(
+                    f"{self.name}: mode 'features' needs features=<shared representation>"
+                )
+            shared = [p for p in params if p.requires_grad] if params is not None else None
+            return task_gradients(losses, "features", shared, features, self.reuse_jacobian)
+        return task_gradients(losses, "params", shared_list(params), features, self.reuse_jacobian)
 
     def state_dict(self) -> dict[str, Any]:
         return {

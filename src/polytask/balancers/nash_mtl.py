@@ -101,7 +101,8 @@ class NashMTL(GramianBalancer):
     (Pareto-stationary gradients), ``on_failure="warn"`` (default) warns and uses the previous
     step's weights (equal weights 1/T when there are none); ``"raise"`` raises.
 
-    Modes: ``features`` (default) and ``params``; ``update_every``.
+    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
+    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
@@ -109,9 +110,12 @@ class NashMTL(GramianBalancer):
         task_names: Sequence[str],
         mode: str = "features",
         update_every: int = 1,
+        reuse_jacobian: bool = True,
         on_failure: str = "warn",
     ) -> None:
-        super().__init__(task_names, mode=mode, update_every=update_every)
+        super().__init__(
+            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+        )
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
         self.on_failure = on_failure

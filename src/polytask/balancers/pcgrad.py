@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,22 +34,41 @@ def random_orders(count: int, generator: torch.Generator) -> list[list[int]]:
     return orders
 
 
+def order_matrix(orders: Sequence[Sequence[int]], count: int) -> np.ndarray:
+    """``orders`` as a ``count × K`` index matrix (row i: task i's visiting order), ``-1``-padded
+    where an order is shorter than the longest."""
+    width = max((len(order) for order in orders), default=0)
+    index = np.full((count, width), -1, dtype=np.int64)
+    for i, order in enumerate(orders):
+        index[i, : len(order)] = order
+    return index
+
+
 def pcgrad_weights(gramian: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
     """Weights ``w`` with ``Σᵢ PCGrad(gᵢ) = Σₖ wₖ gₖ``.
 
     Each projected gradient stays a combination ``Σₖ C[i,k] gₖ`` of the originals, and every
     quantity the projection needs is an inner product read from ``G``:
     ``gᵢᴾᶜ·gⱼ = (C[i] G)ⱼ``; if negative, ``C[i] -= (gᵢᴾᶜ·gⱼ / ‖gⱼ‖²) eⱼ``.
+
+    Row i of ``C`` changes only through task i's own projections, so all tasks advance together:
+    step k projects every task against the k-th task of its own order, a handful of vectorised
+    NumPy float64 operations on T×T arrays per step (T − 1 steps) instead of T(T − 1) small
+    torch operations.
     """
-    g = gramian.double().cpu()
+    g = gramian.detach().double().cpu().numpy()
     count = g.shape[0]
-    coefficients = torch.eye(count, dtype=torch.float64)
-    for i, order in enumerate(orders):
-        for j in order:
-            dot = float(coefficients[i] @ g[:, j])
-            if dot < 0 and g[j, j] > 0:
-                coefficients[i, j] -= dot / g[j, j]
-    return coefficients.sum(dim=0)
+    coefficients = np.eye(count)
+    index = order_matrix(orders, count)
+    rows = np.arange(count)
+    for step in range(index.shape[1]):
+        live = index[:, step] >= 0
+        i, j = rows[live], index[live, step]
+        dot = np.einsum("ij,ji->i", coefficients[i], g[:, j])
+        norm2 = g[j, j]
+        hit = (dot < 0) & (norm2 > 0)
+        coefficients[i[hit], j[hit]] -= dot[hit] / norm2[hit]
+    return torch.from_numpy(coefficients).sum(dim=0)
 
 
 class RandomState:
@@ -73,7 +93,8 @@ class PCGrad(RandomState, GramianBalancer):
     loss; weights invariant to scaling all losses together. ``seed`` fixes the random orders.
 
     Modes: ``features`` (default; projections of representation gradients, as MGDA-UB does) and
-    ``params`` (the paper's projections of shared-parameter gradients); ``update_every``.
+    ``params`` (the paper's projections of shared-parameter gradients); ``update_every``;
+    ``reuse_jacobian`` (see :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
@@ -81,9 +102,12 @@ class PCGrad(RandomState, GramianBalancer):
         task_names: Sequence[str],
         mode: str = "features",
         update_every: int = 1,
+        reuse_jacobian: bool = True,
         seed: int | None = None,
     ) -> None:
-        super().__init__(task_names, mode=mode, update_every=update_every)
+        super().__init__(
+            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+        )
         self.generator = seeded_generator(seed)
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
