@@ -7,10 +7,35 @@ scipy's Lawson–Hanson active-set solver handles exactly (finite termination, n
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from scipy.optimize import nnls
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Built once (inspecting the loaded libraries takes ~5 ms); NumPy's and SciPy's BLAS are
+    # loaded by the imports above, before the first solve.
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """Run the block with every BLAS library (OpenBLAS, MKL, BLIS) limited to one thread.
+
+    The solves here are on T×T matrices, far too small for threads to help; with OpenBLAS's
+    pool active (another solver started it, or other work holds the cores) they only wait on it:
+    SciPy's SLSQP in CAGrad took ~250 ms instead of ~1.5 ms at T = 40. Restored on exit;
+    ~50 µs per use.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
 
 
 def normalized(gramian: Tensor) -> Tensor:

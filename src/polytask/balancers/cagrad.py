@@ -15,7 +15,7 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
-from polytask.balancers._qp import normalized
+from polytask.balancers._qp import normalized, single_blas_thread
 from polytask.balancers.base import register_balancer
 from polytask.balancers.gramian import GramianBalancer
 
@@ -38,15 +38,16 @@ def cagrad_weights(gramian: Tensor, c: float, rescale: bool = True) -> Tensor:
         norm = math.sqrt(max(float(w @ gw), 1e-30))
         return float(w @ b) + radius * norm, b + radius * gw / norm
 
-    result = minimize(
-        objective,
-        mean.numpy(),
-        jac=True,
-        method="SLSQP",
-        bounds=[(0.0, 1.0)] * count,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": np.ones_like}],
-        options={"ftol": 1e-12, "maxiter": 500},
-    )
+    with single_blas_thread():  # also when called directly, outside the engine
+        result = minimize(
+            objective,
+            mean.numpy(),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * count,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": np.ones_like}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
     if not result.success:
         warnings.warn(
             f"CAGrad: SLSQP did not converge ({result.message}); using its last iterate",

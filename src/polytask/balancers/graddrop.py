@@ -16,9 +16,9 @@ from polytask.balancers.base import Balancer, register_balancer
 from polytask.balancers.gramian import (
     check_mode,
     nonfinite_losses,
-    params_jacobian,
     shared_list,
     skip_step,
+    task_gradients,
     task_jacobians,
 )
 from polytask.balancers.pcgrad import RandomState, seeded_generator
@@ -55,9 +55,13 @@ class GradDrop(RandomState, Balancer):
     are the batch sums of ``sign(features) ⊙ ∇ᵢ``; the masked sum is backpropagated through the
     trunk together with ``Σᵢ Lᵢ`` for the heads in one backward call (heads get the ordinary
     gradient of their own loss).
-    ``params``: masks over the coordinates of the shared parameters' T×P Jacobian; after an
-    ordinary backward of ``Σᵢ Lᵢ`` the shared ``.grad`` is corrected to the masked sum (this
-    edits ``.grad`` after backward, so it does not suit DDP's overlapping all-reduce).
+    ``params``: masks over the coordinates of the shared parameters' T×P Jacobian. With
+    ``reuse_jacobian`` (default) the shared ``.grad`` is the masked sum formed from that Jacobian
+    and the heads get ``Σᵢ ∇Lᵢ`` from the per-task gradients computed with it: no second
+    backward (see :class:`~polytask.balancers.gramian.GramianBalancer` for the contract and the
+    fallback). With ``reuse_jacobian=False``, an ordinary backward of ``Σᵢ Lᵢ`` and then the
+    shared ``.grad`` corrected to the masked sum. Neither suits DDP's overlapping all-reduce
+    (both write ``.grad`` outside a backward).
     ``leak`` ∈ [0, 1] lets each task's gradient through regardless of the mask.
     """
 
@@ -69,6 +73,7 @@ class GradDrop(RandomState, Balancer):
         mode: str = "features",
         leak: float = 0.0,
         seed: int | None = None,
+        reuse_jacobian: bool = True,
     ) -> None:
         super().__init__(task_names)
         self.mode = check_mode("GradDrop", mode, self.modes)
@@ -76,6 +81,7 @@ class GradDrop(RandomState, Balancer):
             raise ValueError(f"leak must be in [0, 1], got {leak}")
         self.leak = float(leak)
         self.generator = seeded_generator(seed)
+        self.reuse_jacobian = bool(reuse_jacobian)
 
     def backward(
         self,
@@ -108,10 +114,23 @@ class GradDrop(RandomState, Balancer):
             )
         else:
             shared = shared_list(params)
-            blocks = params_jacobian(loss_list, shared, features)
+            blocks, held = task_gradients(
+                loss_list, "params", shared, features, self.reuse_jacobian
+            )
             bad = [n for k, n in enumerate(names) if not all(b[k].isfinite().all() for b in blocks)]
             if bad:
                 return skip_step(self.name, names, bad, "gradient", loss_list, params)
+            if held is not None:
+                ids = {id(p) for p in shared}
+
+                def masked(leaf: Tensor, block: Tensor) -> Tensor | None:
+                    if id(leaf) not in ids:
+                        return None  # trunk leaves outside shared_params: plain sum
+                    masks = sign_masks(block, self.generator)
+                    return dropped(block.unsqueeze(1), masks, self.leak)[0]
+
+                held.apply(torch.ones(len(names), dtype=torch.float64), combine=masked)
+                return dict.fromkeys(names, 1.0)
             total.backward()
             with torch.no_grad():
                 for p, block in zip(shared, blocks, strict=True):

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from polytask.balancers._qp import single_blas_thread
 from polytask.balancers.base import Balancer
 
 MODES = ("features", "params")
@@ -184,14 +185,15 @@ class HeldGradients:
     def apply(self, weights: Tensor, combine: Any = None) -> None:
         """Accumulate the combined gradients into ``.grad`` (``weights``: length T).
 
-        ``combine(leaf, block)`` replaces ``Σᵢ wᵢ blockᵢ`` for the ``blocks`` (GradDrop's masks).
+        ``combine(leaf, block)``, when given, replaces ``Σᵢ wᵢ blockᵢ`` for the ``blocks`` where it
+        returns a tensor (GradDrop's masked sums); ``None`` keeps the weighted sum.
         """
         with torch.no_grad():
             for leaf, block in self.blocks:
-                if combine is not None:
-                    _accumulate(leaf, combine(leaf, block))
-                else:
-                    _accumulate(leaf, _weighted_rows(weights, block))
+                combined = combine(leaf, block) if combine is not None else None
+                if combined is None:
+                    combined = _weighted_rows(weights, block)
+                _accumulate(leaf, combined)
             for leaf, parts in self.parts:
                 w = weights.to(dtype=parts[0][1].dtype, device=parts[0][1].device)
                 total = parts[0][1] * w[parts[0][0]]
@@ -436,7 +438,8 @@ class GramianBalancer(Balancer):
             bad = _nonfinite(names, diagonal)
             if bad:
                 return skip_step(self.name, names, bad, "gradient", loss_list, params or ())
-            weights = self.weights(gram, names).detach().to(torch.float64).cpu()
+            with single_blas_thread():
+                weights = self.weights(gram, names).detach().to(torch.float64).cpu()
             if not bool(torch.isfinite(weights).all()):
                 bad = _nonfinite(names, weights)
                 return skip_step(self.name, names, bad, "weight", loss_list, params or ())
