@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polytask.balancers.graddrop import GradDrop, sign_masks
+from polytask.balancers.graddrop import GradDrop, dropped, masked_sum, sign_masks
 from tests.balancers.gb_toys import naive_jacobian, toy_losses, toy_model
 
 TASKS = ("a", "b", "c")
@@ -88,3 +88,14 @@ def test_features_mode_backpropagates_masked_representation_gradient() -> None:
     balancer.backward(losses, features=features)
     for p, g in zip(shared, expected, strict=True):
         torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.25, 1.0])
+def test_masked_sum_equals_masks_then_sum(leak: float) -> None:
+    gen = torch.Generator().manual_seed(3)
+    block = torch.randn(6, 5, 7, generator=gen, dtype=torch.float64)
+    block[:, 0, 0] = 0.0  # a coordinate no task touches
+    block[:, 1, 1] = block[:, 1, 1].abs()  # a pure coordinate
+    expected = dropped(block, sign_masks(block, torch.Generator().manual_seed(9)), leak)
+    got = masked_sum(block, torch.Generator().manual_seed(9), leak)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ Modes:
     one batched backward through the heads only, never through the trunk.
 ``params``
     The exact Gramian over the shared parameters: representation gradients through the heads,
-    then one batched (vmapped) pullback through the trunk yields each parameter's T×|p| block,
+    then a pullback of those T rows through the trunk yields each parameter's T×|p| block,
     whose ``B Bᵀ`` contributions are summed. Transient memory is T×P floats (kept until the
     weights are known); the cost is about T trunk backward passes (one vectorised call on
     accelerators, a loop on CPU, see :func:`pullback`).
@@ -131,7 +131,7 @@ def params_jacobian(
 
     With ``features`` (the model contract: shared parameters reach the losses only through the
     representation), per-task representation gradients are computed through the heads and then
-    pulled back through the trunk in one batched call; without, one backward per task.
+    pulled back through the trunk (:func:`pullback`); without, one backward per task.
     """
     if features is None:
         return task_jacobians(losses, params)
