@@ -172,19 +172,19 @@ def zoo(
     seeds: Sequence[int],
     output: Path,
     *,
-    epochs: int | None = None,
+    epochs: dict[str, int] | int | None = None,
     subsample: dict[str, int] | int | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Run every missing (dataset, seed, arch, balancer) and return the collected results.
-    ``epochs`` caps every config's epochs; ``subsample`` caps the training rows of every table
-    (an int) or of the named ones (``{dataset: rows}``)."""
+    ``epochs`` caps the configs' epochs and ``subsample`` the tables' training rows: an int for
+    every dataset, or ``{dataset: n}`` for the named ones (``"*"``: the others)."""
     output = Path(output)
     for dataset in datasets:
         config = base_config(dataset)
-        rows = subsample.get(dataset) if isinstance(subsample, dict) else subsample
+        rows = _for(subsample, dataset)
         source = subsampled_source(config, rows, output / "data", log) if rows else None
-        config = with_budget(config, epochs, source)
+        config = with_budget(config, _for(epochs, dataset), source)
         folder = output / "results" / dataset
         for seed in seeds:
             single = folder / f"single-seed{seed}.json"
@@ -441,12 +441,22 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _subsample(text: str | None) -> dict[str, int] | int | None:
+def per_dataset(text: str | None) -> dict[str, int] | int | None:
+    """``"6"`` (every dataset), ``"census_kdd=30000"`` (named ones) or ``"6,penguins=60"``
+    (a default and exceptions; the default is stored under ``"*"``)."""
     if not text:
         return None
     if "=" not in text:
         return int(text)
-    return {name.strip(): int(rows) for name, _, rows in (p.partition("=") for p in _csv(text))}
+    values: dict[str, int] = {}
+    for item in _csv(text):
+        name, sep, value = item.partition("=")
+        values[name.strip() if sep else "*"] = int(value if sep else name)
+    return values
+
+
+def _for(value: dict[str, int] | int | None, dataset: str) -> int | None:
+    return value.get(dataset, value.get("*")) if isinstance(value, dict) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -455,7 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--balancers", default="ew,famo")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=None, help="cap every config's epochs")
+    parser.add_argument(
+        "--epochs",
+        default=None,
+        help="cap the configs' epochs: N, or N with exceptions: '6,penguins=60'",
+    )
     parser.add_argument(
         "--subsample",
         default=None,
@@ -478,8 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _csv(args.balancers),
             [int(s) for s in _csv(args.seeds)],
             args.output,
-            epochs=args.epochs,
-            subsample=_subsample(args.subsample),
+            epochs=per_dataset(args.epochs),
+            subsample=per_dataset(args.subsample),
         )
         print(f"zoo finished in {time.perf_counter() - started:.0f} s ({machine()})")
     for dataset, block in collected.items():
