@@ -401,14 +401,20 @@ def markdown(collected: dict[str, Any], command: str, meta: str = "") -> str:
         meta,
         "",
         "Rows: the single-task networks (`hard` with one head: same trunk, budget and seed; the "
-        "reference of every Δm in the table), then each architecture × balancer. Cells are "
-        "test-set mean ± std over the seeds; Δm% is computed per seed against that seed's "
-        "single-task networks (positive: the multi-task model is better). *s / epoch* is the "
-        "mean training wall time per epoch as the runs report it; for the single-task row it is "
-        "the sum over the task's networks (training all of them). *epochs*: mean epochs run "
-        "(early stopping where the config has it). For more than four tasks the per-task columns "
-        "are summarised: the mean of the main metric over tasks, and in how many tasks the "
-        "multi-task model beats its seed's single-task network.",
+        "reference of every Δm in the table), then each architecture × balancer (`ew`: equal "
+        "weights). Architecture options: mmoe 4 experts, ple 2 levels (1 shared + 1 task "
+        "expert), soft L2 strength 1e-3, cross_stitch defaults; soft and cross_stitch keep one "
+        "tower per task and are run only up to four tasks. Cells are test-set mean ± std over "
+        "the seeds of each task's main (first) metric; Δm% (the config's convention: every "
+        "metric of a task, averaged per task) is computed per seed against that seed's "
+        "single-task networks, positive = multi-task better. Every multi-task run picks its "
+        "epoch by validation Δm against its own first epoch (the same rule for every "
+        "architecture). *s / epoch*: mean training wall time per epoch as the runs report it; "
+        "for the single-task row, the sum over the task's networks (training all of them). "
+        "*epochs*: mean epochs run (early stopping where the config has it). With more than "
+        "four tasks the per-task columns are summarised: the mean of the main metric over "
+        "tasks, and in how many tasks the multi-task model beats its seed's single-task "
+        "network (mean ± std over seeds).",
     ]
     for dataset, block in collected.items():
         parts += ["", f"### {dataset}", "", dataset_table(dataset, block)]
