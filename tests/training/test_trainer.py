@@ -33,7 +33,10 @@ def toy_model() -> HardSharing:
     return HardSharing(trunk, {"r": nn.Linear(16, 1), "b": nn.Linear(16, 1)})
 
 
-TASKS = [RegressionTask(name="r", mean=(0.0,), std=(1.0,)), BinaryTask(name="b", classes=("0", "1"))]
+TASKS = [
+    RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
+    BinaryTask(name="b", classes=("0", "1")),
+]
 
 
 def test_training_reduces_validation_loss():
@@ -112,7 +115,12 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, table):
         from polytask.experiment import make_trainer
 
         trainer = make_trainer(
-            config, data, data.tasks, reference=None, progress=False, label="t",
+            config,
+            data,
+            data.tasks,
+            reference=None,
+            progress=False,
+            label="t",
             checkpoint_dir=directory,
         )
         trainer.epochs = epochs
