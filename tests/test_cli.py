@@ -199,6 +199,7 @@ def test_failed_run_does_not_touch_earlier_results(monkeypatch, capsys, trained,
     assert code == 2
     after = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
     assert after == before
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["synthetic"]  # no debris
 
 
 def test_resume_without_unfinished_run(monkeypatch, capsys, trained, config_file):

@@ -97,9 +97,9 @@ def run_experiment(
 ) -> RunResult:
     """Train baselines (or reuse them) and the multi-task model; write and return the results."""
     output = Path(config.output_dir)
+    data = prepare_data(config)  # bad data fails here, before any folder is made
     run_dir = _run_directory(output, config.name or "run", resume)
     report(f"run directory: {run_dir}")
-    data = prepare_data(config)
     atomic_write_json(run_dir / "config.json", config.model_dump(mode="json"))
     atomic_write_json(
         run_dir / "data.json",
@@ -156,8 +156,8 @@ def run_experiment(
             multitask.test, _scores(baseline_results, "test"), directions
         )
     baseline_histories = {
-        f"single-task {name}": [EpochLog(**log) for log in result.history]
-        for name, result in baseline_results.items()
+        f"single-task {name}": [EpochLog(**log) for log in baseline.history]
+        for name, baseline in baseline_results.items()
     }
     plot_loss_curves(
         {"multi-task": history, **baseline_histories},
