@@ -230,3 +230,15 @@ def test_auxiliary_task_is_trained_but_not_counted(monkeypatch, capsys, tmp_path
     assert set(metrics["changes_test"]) == {"clicked", "segment"}
     assert "spend" in metrics["multitask"]["test"]
     assert "spend (auxiliary)" in out
+
+
+def test_params_mode_balancer_on_an_architecture_without_shared_parameters(
+    monkeypatch, capsys, tmp_path, table
+):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["model"]["arch"] = "soft"
+    raw["balancer"] = {"name": "mgda", "mode": "params"}
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", write_config(tmp_path, raw), "--no-baselines"
+    )
+    assert_clean_error(code, err, "model.arch 'soft' shares none", "balancer.mode: features")

@@ -31,7 +31,7 @@ from polytask.balancers import build_balancer
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
-from polytask.errors import RunError
+from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.build import build_network, count_parameters
 from polytask.reporting.plots import plot_loss_curves, plot_weights
@@ -194,6 +194,12 @@ def make_trainer(
         momentum=training.momentum,
     )
     stopping = training.early_stopping
+    if balancer.needs_shared_params and not list(model.shared_parameters()):
+        raise ConfigError(
+            f"balancer '{config.balancer.name}' works on gradients of the shared parameters, "
+            f"but model.arch '{config.model.arch}' shares none; set balancer.mode: features "
+            "or choose another architecture"
+        )
     return Trainer(
         model,
         tasks,

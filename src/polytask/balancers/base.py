@@ -45,6 +45,11 @@ class Balancer(ABC):
     ) -> dict[str, float]:
         """Backpropagate the balanced loss into ``.grad`` and return the weight of each task."""
 
+    @property
+    def needs_shared_params(self) -> bool:
+        """Whether ``backward`` needs a non-empty ``shared_params`` (gradients over them)."""
+        return getattr(self, "mode", None) == "params"
+
     def parameters(self) -> list[Tensor]:
         """Trainable parameters of the method itself (e.g. log-variances); the trainer adds them
         to its optimizer."""

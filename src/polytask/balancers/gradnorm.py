@@ -48,6 +48,8 @@ class GradNorm(Balancer):
     weight and the total stays ``T``.
     """
 
+    needs_shared_params = True  # gradient norms over the last shared layer
+
     def __init__(
         self,
         task_names: Sequence[str],

@@ -88,6 +88,12 @@ class Trainer:
         self.model = model
         self.tasks = list(tasks)
         self.balancer = balancer or EqualWeights([t.name for t in tasks])
+        self._shared = list(model.shared_parameters())
+        if self.balancer.needs_shared_params and not self._shared:
+            raise ValueError(
+                f"balancer '{self.balancer.name}' needs shared parameters (params mode), but "
+                f"{type(model).__name__} shares none; use mode 'features' or another architecture"
+            )
         self.optimizer = optimizer or torch.optim.Adam(
             parameter_groups(model, 1e-3, extra=self.balancer.parameters())
         )
@@ -104,7 +110,6 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
-        self._shared = list(model.shared_parameters())
         self._directions = metric_directions(self.tasks)
 
     # -- one step ----------------------------------------------------------------------------
