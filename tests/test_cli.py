@@ -242,3 +242,4 @@ def test_params_mode_balancer_on_an_architecture_without_shared_parameters(
         monkeypatch, capsys, "train", write_config(tmp_path, raw), "--no-baselines"
     )
     assert_clean_error(code, err, "model.arch 'soft' shares none", "balancer.mode: features")
+    assert not (tmp_path / "runs").exists()

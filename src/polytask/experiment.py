@@ -98,6 +98,9 @@ def run_experiment(
     """Train baselines (or reuse them) and the multi-task model; write and return the results."""
     output = Path(config.output_dir)
     data = prepare_data(config)  # bad data fails here, before any folder is made
+    make_trainer(  # so does a model/balancer mismatch
+        config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
+    )
     run_dir = _run_directory(output, config.name or "run", resume)
     report(f"run directory: {run_dir}")
     atomic_write_json(run_dir / "config.json", config.model_dump(mode="json"))
