@@ -87,81 +87,24 @@ def _hard(parts: ModelParts, _: HardOptions) -> MultiTaskModel:
     return HardSharing(parts.encoder_factory(), dict(heads.items()))
 
 
-def _soft(parts: ModelParts, o: SoftOptions) -> MultiTaskModel:
-    return SoftSharing(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        penalty=o.penalty,
-        strength=o.strength,
-        head_factory=parts.head_factory,
-    )
+def _with_factories(
+    cls: type[MultiTaskModel], gated: bool = False
+) -> Callable[..., MultiTaskModel]:
+    """Builder for the architectures whose constructor is ``cls(encoder_factory, width,
+    output_sizes, *, <options>, head_factory=..., [gate_factory=...])``."""
 
+    def build(parts: ModelParts, options: Any) -> MultiTaskModel:
+        extra = {"gate_factory": parts.gate_factory} if gated else {}
+        return cls(
+            parts.encoder_factory,
+            parts.encoder_width,
+            parts.output_sizes,
+            head_factory=parts.head_factory,
+            **extra,
+            **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
+        )
 
-def _tied(parts: ModelParts, o: TiedOptions) -> MultiTaskModel:
-    return TiedCopies(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        tied=o.tied,
-        head_factory=parts.head_factory,
-    )
-
-
-def _cross_stitch(parts: ModelParts, o: CrossStitchOptions) -> MultiTaskModel:
-    return CrossStitch(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        self_weight=o.self_weight,
-        head_factory=parts.head_factory,
-    )
-
-
-def _mmoe(parts: ModelParts, o: MMoEOptions) -> MultiTaskModel:
-    return MMoE(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        experts=o.experts,
-        gate_factory=parts.gate_factory,
-        head_factory=parts.head_factory,
-    )
-
-
-def _cgc(parts: ModelParts, o: CGCOptions) -> MultiTaskModel:
-    return CGC(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        shared_experts=o.shared_experts,
-        task_experts=o.task_experts,
-        gate_factory=parts.gate_factory,
-        head_factory=parts.head_factory,
-    )
-
-
-def _ple(parts: ModelParts, o: PLEOptions) -> MultiTaskModel:
-    return PLE(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        levels=o.levels,
-        shared_experts=o.shared_experts,
-        task_experts=o.task_experts,
-        gate_factory=parts.gate_factory,
-        head_factory=parts.head_factory,
-    )
-
-
-def _groups(parts: ModelParts, o: GroupsOptions) -> MultiTaskModel:
-    return GroupSharing(
-        parts.encoder_factory,
-        parts.encoder_width,
-        parts.output_sizes,
-        groups=o.groups,
-        head_factory=parts.head_factory,
-    )
+    return build
 
 
 @dataclass(frozen=True)
@@ -178,13 +121,39 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture("hard", HardOptions, _hard, "one shared trunk, one head per task"),
-        Architecture("soft", SoftOptions, _soft, "one tower per task, L2/trace-norm coupled"),
-        Architecture("tied", TiedOptions, _tied, "per-task copies with chosen layers tied"),
-        Architecture("cross_stitch", CrossStitchOptions, _cross_stitch, "cross-stitch columns"),
-        Architecture("mmoe", MMoEOptions, _mmoe, "experts with one softmax gate per task"),
-        Architecture("cgc", CGCOptions, _cgc, "shared + task experts, per-task gates"),
-        Architecture("ple", PLEOptions, _ple, "stacked CGC levels with shared gates"),
-        Architecture("groups", GroupsOptions, _groups, "one trunk per group of tasks"),
+        Architecture(
+            "soft",
+            SoftOptions,
+            _with_factories(SoftSharing),
+            "one tower per task, L2/trace-norm coupled",
+        ),
+        Architecture(
+            "tied",
+            TiedOptions,
+            _with_factories(TiedCopies),
+            "per-task copies with chosen layers tied",
+        ),
+        Architecture(
+            "cross_stitch",
+            CrossStitchOptions,
+            _with_factories(CrossStitch),
+            "cross-stitch columns",
+        ),
+        Architecture(
+            "mmoe",
+            MMoEOptions,
+            _with_factories(MMoE, gated=True),
+            "experts with one softmax gate per task",
+        ),
+        Architecture(
+            "cgc", CGCOptions, _with_factories(CGC, gated=True), "shared + task experts, gates"
+        ),
+        Architecture(
+            "ple", PLEOptions, _with_factories(PLE, gated=True), "stacked CGC levels, shared gates"
+        ),
+        Architecture(
+            "groups", GroupsOptions, _with_factories(GroupSharing), "one trunk per group of tasks"
+        ),
     )
 }
 
