@@ -238,7 +238,8 @@ def main() -> None:
     try:
         app()
     except PolytaskError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets, e.g. "pip install polytask[text]"
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

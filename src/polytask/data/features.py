@@ -3,11 +3,17 @@
 Numeric columns are standardised with training statistics; NaN or infinite values are errors
 (impute them before training, or declare the column categorical). Categorical columns get a
 vocabulary learned on training rows; code 0 stands for missing or unseen categories.
+
+Text columns (``features.text``) are either embedded by the frozen sentence encoder (cached;
+the vectors become numeric columns ``<column>_emb_000`` …, added to ``numeric``) or, when the
+encoder is fine-tuned, tokenised once into ``text_ids`` / ``text_mask`` inputs of shape
+``(N, n_text_columns, max_length)``. Either way :meth:`FeatureEncoder.transform` does it for
+new tables too, with the model recorded in the encoder (and so in the run's ``data.json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +36,67 @@ def infer_features(frame: pd.DataFrame, exclude: Iterable[str]) -> tuple[list[st
 
 @dataclass
 class FeatureEncoder:
-    """Turns a table into ``{"numeric": float (N, p), "categorical": long (N, c)}`` tensors."""
+    """Turns a table into ``{"numeric": float (N, p), "categorical": long (N, c)}`` tensors
+    (plus ``"text_ids"``: long and ``"text_mask"``: bool ``(N, t, max_length)`` when text
+    columns are fine-tuned)."""
 
     numeric: list[str]
     categorical: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    text: list[str] = field(default_factory=list)
+    text_model: str = ""
+    fine_tune: bool = False
+    max_length: int = 128
+    text_dim: int = 0
+    _tokenize: Callable[..., tuple[Any, Any]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def embedding_columns(self, column: str) -> list[str]:
+        """The numeric columns holding ``column``'s frozen embedding (known once embedded)."""
+        return [f"{column}_emb_{i:03d}" for i in range(self.text_dim)]
+
+    def add_text_embeddings(self, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+        """``frame`` with the frozen embeddings of every text column appended (unchanged when
+        there are none to add, or they are already there)."""
+        if not self.text or self.fine_tune:
+            return frame
+        names = [n for c in self.text for n in self.embedding_columns(c)]
+        if self.text_dim and all(n in frame.columns for n in names):
+            return frame
+        from polytask.data.text import embed_unique, text_values
+
+        parts = [frame.drop(columns=[n for n in names if n in frame.columns])]
+        for column in self.text:
+            values = embed_unique(text_values(frame, column, source), self.text_model)
+            if self.text_dim and values.shape[1] != self.text_dim:
+                raise DataError(
+                    f"{source}: text encoder {self.text_model} returned {values.shape[1]} "
+                    f"numbers per text, but this model was trained on {self.text_dim}"
+                )
+            self.text_dim = values.shape[1]
+            embedded = pd.DataFrame(
+                values, columns=self.embedding_columns(column), index=frame.index
+            )
+            parts.append(embedded)
+        return pd.concat(parts, axis=1)
+
+    def tokenize(self, frame: pd.DataFrame, source: str) -> dict[str, Tensor]:
+        """``text_ids`` and ``text_mask`` of shape ``(N, len(text), max_length)``, made with the
+        fine-tuned model's own tokenizer."""
+        from polytask.data.text import text_values
+        from polytask.models.encoders import text as text_encoder
+
+        if self._tokenize is None:
+            self._tokenize = text_encoder.load_trainable_encoder(self.text_model).tokenize
+        ids, masks = [], []
+        for column in self.text:
+            column_ids, mask = self._tokenize(text_values(frame, column, source), self.max_length)
+            ids.append(torch.as_tensor(np.asarray(column_ids), dtype=torch.long))
+            masks.append(torch.as_tensor(np.asarray(mask), dtype=torch.bool))
+        return {"text_ids": torch.stack(ids, dim=1), "text_mask": torch.stack(masks, dim=1)}
 
     @property
     def cardinalities(self) -> list[int]:
@@ -56,6 +116,11 @@ class FeatureEncoder:
         """Check columns and numeric values of a whole table, so errors name its own rows."""
         self.check_columns(frame, source)
         self._numeric_values(frame, source)
+        if self.text:
+            from polytask.data.text import text_values
+
+            for column in self.text:
+                text_values(frame, column, source)
 
     def fit(self, frame: pd.DataFrame, source: str = "data") -> FeatureEncoder:
         """Learn standardisation statistics and vocabularies from training rows."""
@@ -70,7 +135,8 @@ class FeatureEncoder:
         return self
 
     def transform(self, frame: pd.DataFrame, source: str = "data") -> dict[str, Tensor]:
-        """Encode ``frame``; unseen categories map to code 0."""
+        """Encode ``frame``; unseen categories map to code 0; text is embedded or tokenised."""
+        frame = self.add_text_embeddings(frame, source)
         self.check_columns(frame, source)
         numeric = (self._numeric_values(frame, source) - np.asarray(self.mean)) / np.asarray(
             self.std
@@ -80,10 +146,13 @@ class FeatureEncoder:
             index = {v: i + 1 for i, v in enumerate(self.vocabularies[column])}
             strings = _category_strings(frame[column])
             codes[:, j] = [index.get(s, 0) for s in strings]
-        return {
+        inputs = {
             "numeric": torch.as_tensor(numeric.reshape(len(frame), -1), dtype=torch.float32),
             "categorical": torch.from_numpy(codes),
         }
+        if self.text and self.fine_tune:
+            inputs.update(self.tokenize(frame, source))
+        return inputs
 
     def _numeric_values(self, frame: pd.DataFrame, source: str) -> np.ndarray:
         out = np.empty((len(frame), len(self.numeric)), dtype=np.float64)
@@ -110,13 +179,20 @@ class FeatureEncoder:
             "mean": self.mean,
             "std": self.std,
             "vocabularies": self.vocabularies,
+            "text": self.text,
+            "text_model": self.text_model,
+            "fine_tune": self.fine_tune,
+            "max_length": self.max_length,
+            "text_dim": self.text_dim,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureEncoder:
         """Inverse of :meth:`to_dict`."""
+        text = ("text", "text_model", "fine_tune", "max_length", "text_dim")
         return cls(
-            **{k: data[k] for k in ("numeric", "categorical", "mean", "std", "vocabularies")}
+            **{k: data[k] for k in ("numeric", "categorical", "mean", "std", "vocabularies")},
+            **{k: data[k] for k in text if k in data},
         )
 
 

