@@ -8,6 +8,7 @@ from torch import nn
 
 from polytask.config import ModelConfig
 from polytask.data.features import FeatureEncoder
+from polytask.errors import ConfigError
 from polytask.models.base import MultiTaskModel
 from polytask.models.encoders import input_block
 from polytask.models.heads import mlp
@@ -40,6 +41,11 @@ def build_network(
         return mlp(in_features, config.head, out_features, dropout=config.dropout)
 
     def gate(n_experts: int) -> nn.Module:
+        if not n_numeric and not cardinalities:
+            raise ConfigError(
+                f"model.arch '{config.arch}' gates on the tabular features, but the data has "
+                "none (only fine-tuned text); add a numeric or categorical feature"
+            )
         inputs = TabularEncoder(n_numeric, cardinalities, [])
         return nn.Sequential(inputs, nn.Linear(inputs.out_features, n_experts))
 

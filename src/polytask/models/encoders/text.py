@@ -131,7 +131,10 @@ def load_trainable_encoder(model: str) -> TrainableText:
 
     module = _TokenVectors(first.auto_model)
     module.train()
-    return TrainableText(tokenize, module, int(network.get_sentence_embedding_dimension()))
+    dimension = getattr(network, "get_embedding_dimension", None)  # newer sentence-transformers
+    if dimension is None:
+        dimension = network.get_sentence_embedding_dimension
+    return TrainableText(tokenize, module, int(dimension()))
 
 
 def mean_pool(tokens: Tensor, mask: Tensor) -> Tensor:
