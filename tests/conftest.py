@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
+
+from . import fake_text
 
 
 def synthetic_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
@@ -61,4 +64,23 @@ def config_file(tmp_path: Path, table: Path) -> Path:
     path = tmp_path / "config.yaml"
     config = config_dict(str(table), output_dir=str(tmp_path / "runs"))
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def fake_text_encoder(monkeypatch, tmp_path):
+    """The fake sentence transformer in place of the real one, a private cache, one thread."""
+    monkeypatch.setenv("POLYTASK_CACHE", str(tmp_path / "cache"))
+    fake_text.install(monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def reviews(tmp_path):
+    """A small review table written to CSV."""
+    path = tmp_path / "reviews.csv"
+    fake_text.review_frame().to_csv(path, index=False)
     return path

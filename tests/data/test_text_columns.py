@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from polytask.config import parse_config
 from polytask.data import prepare_data
@@ -14,24 +13,12 @@ from polytask.experiment import run_experiment
 from polytask.models.encoders import text as text_encoder
 from polytask.predict import load_run
 
-from ..fake_text import DIM, FrozenFake, install, review_frame, text_config
+from ..fake_text import DIM, FrozenFake, review_frame, text_config
 
 
 @pytest.fixture(autouse=True)
-def _fake(monkeypatch, tmp_path):
-    monkeypatch.setenv("POLYTASK_CACHE", str(tmp_path / "cache"))
-    install(monkeypatch)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def reviews(tmp_path):
-    path = tmp_path / "reviews.csv"
-    review_frame().to_csv(path, index=False)
-    return path
+def _fake(fake_text_encoder):
+    """Every test here runs with the fake text encoder (tests/conftest.py)."""
 
 
 def config(reviews, tmp_path, **overrides):

@@ -4,14 +4,11 @@ linear, mean-pooled) stands in for MiniLM, through the loader the real one comes
 
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from polytask import cli
 from polytask.config import parse_config
 from polytask.data import prepare_data
 from polytask.experiment import make_trainer
@@ -19,26 +16,15 @@ from polytask.models.build import build_network
 from polytask.models.encoders import text as text_encoder
 from polytask.predict import load_run
 
-from ...fake_text import FrozenFake, install, review_frame, text_config
+from ...fake_text import FrozenFake, review_frame, text_config
+from ...test_cli import run_cli
 
 FINE_TUNE = {"type": "text", "fine_tune": True, "max_length": 8}
 
 
 @pytest.fixture(autouse=True)
-def _fake(monkeypatch, tmp_path):
-    monkeypatch.setenv("POLYTASK_CACHE", str(tmp_path / "cache"))
-    install(monkeypatch)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def reviews(tmp_path):
-    path = tmp_path / "reviews.csv"
-    review_frame().to_csv(path, index=False)
-    return path
+def _fake(fake_text_encoder):
+    """Every test here runs with the fake text encoder (tests/conftest.py)."""
 
 
 def test_tokens_are_inputs_and_nothing_is_embedded(reviews, tmp_path):
@@ -113,14 +99,3 @@ def test_missing_extra_is_exit_code_2(monkeypatch, capsys, reviews, tmp_path):
     config.write_text(yaml.safe_dump(text_config(str(reviews), str(tmp_path), encoder=FINE_TUNE)))
     code, _, err = run_cli(monkeypatch, capsys, "train", config)
     assert code == 2 and "pip install polytask[text]" in err and "Traceback" not in err
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["polytask", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
