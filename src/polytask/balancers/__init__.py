@@ -1,7 +1,13 @@
 """Balancers: loss-weighting and gradient-balancing methods, addressed by name in configs."""
 
 from polytask.balancers.aligned_mtl import AlignedMTL
-from polytask.balancers.base import BALANCERS, Balancer, build_balancer, register_balancer
+from polytask.balancers.base import (
+    BALANCERS,
+    Balancer,
+    ScaledLosses,
+    build_balancer,
+    register_balancer,
+)
 from polytask.balancers.cagrad import CAGrad
 from polytask.balancers.db_mtl import DualBalancing
 from polytask.balancers.dwa import DynamicWeightAverage
@@ -12,7 +18,7 @@ from polytask.balancers.graddrop import GradDrop
 from polytask.balancers.gradnorm import GradNorm
 from polytask.balancers.gradvac import GradVac
 from polytask.balancers.gramian import GramianBalancer
-from polytask.balancers.imtl import IMTLG
+from polytask.balancers.imtl import IMTL, IMTLG
 from polytask.balancers.imtl_l import IMTLLoss
 from polytask.balancers.mgda import MGDA
 from polytask.balancers.nash_mtl import NashMTL
@@ -24,6 +30,7 @@ from polytask.balancers.upgrad import UPGrad
 __all__ = [
     "BALANCERS",
     "FAMO",
+    "IMTL",
     "IMTLG",
     "MGDA",
     "AlignedMTL",
@@ -42,6 +49,7 @@ __all__ = [
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "ScaledLosses",
     "UPGrad",
     "UncertaintyWeighting",
     "build_balancer",

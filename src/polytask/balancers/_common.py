@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer
+from polytask.balancers.base import Balancer, ScaledLosses
 
 #: Added to losses before taking their logarithm (gls, famo, db_mtl) so a zero loss stays finite.
 LOG_EPS = 1e-8
@@ -44,6 +44,15 @@ def stack_losses(
         )
         return None
     return names, stacked
+
+
+def scaled(
+    names: Sequence[str], values: Tensor, factors: Tensor, objective: Tensor | None = None
+) -> ScaledLosses:
+    """:class:`ScaledLosses` of the stacked ``values`` times the (detached) ``factors``."""
+    factors = factors.detach().to(device=values.device, dtype=values.dtype)
+    terms = {n: values[k] * factors[k] for k, n in enumerate(names)}
+    return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
 
 
 class TaskIndex:

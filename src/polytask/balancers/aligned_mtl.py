@@ -56,9 +56,14 @@ class AlignedMTL(GramianBalancer):
         mode: str = "features",
         update_every: int = 1,
         reuse_jacobian: bool = True,
+        losses_from: str | None = None,
     ) -> None:
         super().__init__(
-            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+            task_names,
+            mode=mode,
+            update_every=update_every,
+            reuse_jacobian=reuse_jacobian,
+            losses_from=losses_from,
         )
         if scale_mode not in SCALES:
             raise ValueError(f"scale_mode must be one of {SCALES}, got {scale_mode!r}")

@@ -17,12 +17,26 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from polytask.errors import ConfigError, did_you_mean
+
+
+class ScaledLosses(NamedTuple):
+    """A loss-weighting method's per-task terms, for a gradient method to combine.
+
+    ``terms[n] = factors[n]·Lₙ`` with the factor detached, so a gradient method backpropagating
+    ``Σᵢ wᵢ·termᵢ`` reaches the model alone; ``objective`` (or ``None``) is the scalar whose
+    gradient with respect to the method's own :meth:`Balancer.parameters` trains them (e.g.
+    ``Σ e^{-sᵢ}·Lᵢ + sᵢ`` for uncertainty weighting, with the losses detached).
+    """
+
+    terms: dict[str, Tensor]
+    factors: dict[str, float]
+    objective: Tensor | None
 
 
 class Balancer(ABC):
@@ -54,6 +68,18 @@ class Balancer(ABC):
         """Trainable parameters of the method itself (e.g. log-variances); the trainer adds them
         to its optimizer."""
         return []
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        """The per-task scaled losses of a pure loss-weighting method (its update being
+        ``Σᵢ cᵢ∇Lᵢ`` with ``cᵢ`` chosen from the losses alone), advancing its state as
+        :meth:`backward` would; ``None`` when the step must be skipped (no task, or a loss it
+        rejects). Methods that need gradients of their own (gradient methods, GradNorm, DB-MTL)
+        do not implement it: they cannot feed a gradient method (``losses_from``)."""
+        raise NotImplementedError(f"{self.name} does not provide scaled losses")
+
+    @classmethod
+    def provides_scaled_losses(cls) -> bool:
+        return cls.scaled_losses is not Balancer.scaled_losses
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
         """Called once per epoch with each task's mean training loss (DWA uses it)."""
@@ -88,6 +114,21 @@ def register_balancer(*names: str) -> Callable[[type[Balancer]], type[Balancer]]
         return cls
 
     return decorate
+
+
+def loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> Balancer | None:
+    """The loss-weighting balancer ``name`` (default options) whose scaled losses the gradient
+    method ``owner`` combines (its ``losses_from`` option); ``None`` for ``None``."""
+    if name is None:
+        return None
+    allowed = sorted(n for n, cls in BALANCERS.items() if cls.provides_scaled_losses())
+    if name not in allowed:
+        kind = "unknown balancer" if name not in BALANCERS else "not a pure loss-weighting method"
+        raise ValueError(
+            f"{owner}: losses_from={name!r} is {kind}{did_you_mean(name, allowed)}; "
+            f"choose from {allowed}"
+        )
+    return BALANCERS[name](task_names)
 
 
 def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:

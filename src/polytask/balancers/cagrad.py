@@ -80,9 +80,14 @@ class CAGrad(GramianBalancer):
         mode: str = "features",
         update_every: int = 1,
         reuse_jacobian: bool = True,
+        losses_from: str | None = None,
     ) -> None:
         super().__init__(
-            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+            task_names,
+            mode=mode,
+            update_every=update_every,
+            reuse_jacobian=reuse_jacobian,
+            losses_from=losses_from,
         )
         if c < 0:
             raise ValueError(f"c must be >= 0, got {c}")

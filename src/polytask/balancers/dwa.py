@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import TaskIndex, check_positive, select, stack_losses
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import TaskIndex, check_positive, scaled, select, stack_losses
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 @register_balancer("dwa")
@@ -79,6 +79,13 @@ class DynamicWeightAverage(Balancer):
         w = select(self.weights, self._index(names, values.device))
         torch.dot(w.to(values.dtype), values).backward()
         return {n: self._weight_list[n] for n in names}
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        stacked = stack_losses(self, losses)
+        if stacked is None:
+            return None
+        names, values = stacked
+        return scaled(names, values, torch.tensor([self._weight_list[n] for n in names]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {n: list(h) for n, h in self.history.items()}}

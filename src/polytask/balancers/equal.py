@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import scaled
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 @register_balancer("equal", "ew")
@@ -25,6 +26,12 @@ class EqualWeights(Balancer):
         if names:
             torch.stack([losses[n] for n in names]).sum().backward()
         return dict.fromkeys(names, 1.0)
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        names = self.present(losses)
+        if not names:
+            return None
+        return scaled(names, torch.stack([losses[n] for n in names]), torch.ones(len(names)))
 
 
 @register_balancer("fixed")
@@ -50,3 +57,10 @@ class FixedWeights(Balancer):
         if names:
             sum(self.weights[n] * losses[n] for n in names).backward()
         return {n: self.weights[n] for n in names}
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        names = self.present(losses)
+        if not names:
+            return None
+        factors = torch.tensor([self.weights[n] for n in names])
+        return scaled(names, torch.stack([losses[n] for n in names]), factors)

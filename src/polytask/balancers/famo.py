@@ -14,10 +14,11 @@ from polytask.balancers._common import (
     TaskIndex,
     check_positive,
     reorder,
+    scaled,
     select,
     stack_losses,
 )
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 @register_balancer("famo")
@@ -93,6 +94,19 @@ class FAMO(Balancer):
         if stacked is None:
             return {}
         names, values = stacked
+        weights = self._step_weights(names, values)
+        torch.dot(weights.to(values.dtype), values).backward()
+        return dict(zip(names, weights.tolist(), strict=True))
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        stacked = stack_losses(self, losses, nonnegative=True)
+        if stacked is None:
+            return None
+        names, values = stacked
+        return scaled(names, values, self._step_weights(names, values))
+
+    def _step_weights(self, names: list[str], values: Tensor) -> Tensor:
+        """Update ``ξ`` from the previous call's losses, then this call's weights."""
         if self.logits.device != values.device:
             self.logits = self.logits.to(values.device)
             self.prev_log_losses = self.prev_log_losses.to(values.device)
@@ -102,16 +116,15 @@ class FAMO(Balancer):
 
         index = self._index(names, values.device)
         z = torch.softmax(select(self.logits, index), dim=0)
-        scaled = z / shifted
-        weights = scaled / scaled.sum()
-        torch.dot(weights.to(values.dtype), values).backward()
+        ratio = z / shifted
+        weights = ratio / ratio.sum()
 
         if index is None:
             self.prev_log_losses.copy_(log_losses)
         else:
             self.prev_log_losses.index_copy_(0, index, log_losses)
         self.prev_present = tuple(names)
-        return dict(zip(names, weights.tolist(), strict=True))
+        return weights
 
     @property
     def z(self) -> Tensor:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import LOG_EPS, stack_losses
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import LOG_EPS, scaled, stack_losses
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 @register_balancer("gls", "geometric")
@@ -41,6 +41,17 @@ class GeometricLossStrategy(Balancer):
         geometric.backward()
         weights = geometric.detach() / (len(names) * shifted.detach())
         return dict(zip(names, weights.tolist(), strict=True))
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        """Terms ``wᵢ·Lᵢ`` with the implied weights above (their gradient is the geometric
+        mean's)."""
+        stacked = stack_losses(self, losses, nonnegative=True)
+        if stacked is None:
+            return None
+        names, values = stacked
+        shifted = values.detach() + LOG_EPS
+        weights = torch.exp(torch.log(shifted).mean()) / (len(names) * shifted)
+        return scaled(names, values, weights)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -23,6 +23,13 @@ Modes:
     weights are known); the cost is about T trunk backward passes (one vectorised call on
     accelerators, a loop on CPU, see :func:`pullback`).
 
+``losses_from="<loss-weighting method>"`` composes methods as in the papers (IMTL = IMTL-L's
+scaled losses combined by IMTL-G; uncertainty weighting or DWA feeding PCGrad, CAGrad, …): each
+step the named method (default options) scales the losses, ``Lᵢ → cᵢ·Lᵢ`` (``Balancer.
+scaled_losses``), and the gradient method balances the gradients of those terms. The inner
+method's own parameters (UW's and IMTL-L's log-scales) are trained by its own objective only,
+through one extra backward restricted to them.
+
 ``update_every=k`` recomputes the weights every k steps and reuses them in between, where a step
 costs one plain backward.
 """
@@ -39,7 +46,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._qp import single_blas_thread
-from polytask.balancers.base import Balancer
+from polytask.balancers.base import Balancer, ScaledLosses, loss_source
 
 MODES = ("features", "params")
 
@@ -365,6 +372,12 @@ class GramianBalancer(Balancer):
     ``register_post_accumulate_grad_hook`` (gradients written directly trigger neither).
     ``features`` mode always runs the ordinary backward (holding the heads' gradients measured
     no faster there).
+
+    ``losses_from`` (default ``None``): the registered name of a pure loss-weighting method
+    (``uw``, ``imtl_l``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``equal``, ``fixed``) whose scaled
+    losses ``cᵢ·Lᵢ`` replace the losses before the Gramian (module docstring). Its state is
+    saved under ``"losses_from"``, its parameters are :meth:`parameters`, :meth:`epoch_end`
+    reaches it; returned weights are then the effective ``wᵢ·cᵢ`` multiplying each ``∇Lᵢ``.
     """
 
     modes: ClassVar[tuple[str, ...]] = MODES
@@ -375,8 +388,11 @@ class GramianBalancer(Balancer):
         mode: str = "features",
         update_every: int = 1,
         reuse_jacobian: bool = True,
+        losses_from: str | None = None,
     ) -> None:
         super().__init__(task_names)
+        owner = getattr(self, "name", type(self).__name__)
+        self.loss_source = loss_source(owner, losses_from, self.task_names)
         self.mode = check_mode(type(self).__name__, mode, self.modes)
         if int(update_every) != update_every or update_every < 1:
             raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
@@ -421,6 +437,13 @@ class GramianBalancer(Balancer):
         bad = nonfinite_losses(losses, names)
         if bad:
             return skip_step(self.name, names, bad, "loss", loss_list, params or ())
+        clear = [*(params or ()), *self.parameters()]  # gradients a skipped step clears
+        scaled: ScaledLosses | None = None
+        if self.loss_source is not None:
+            scaled = self.loss_source.scaled_losses({n: losses[n] for n in names})
+            if scaled is None:  # the inner method rejected the losses (and warned)
+                return skip_step(self.name, names, names, "or rejected loss", loss_list, clear)
+            loss_list = [scaled.terms[n] for n in names]
         reuse = (
             self._cached_weights is not None
             and self._cached_names == names
@@ -437,12 +460,12 @@ class GramianBalancer(Balancer):
             diagonal = torch.diagonal(gram)
             bad = _nonfinite(names, diagonal)
             if bad:
-                return skip_step(self.name, names, bad, "gradient", loss_list, params or ())
+                return skip_step(self.name, names, bad, "gradient", loss_list, clear)
             with single_blas_thread():
                 weights = self.weights(gram, names).detach().to(torch.float64).cpu()
             if not bool(torch.isfinite(weights).all()):
                 bad = _nonfinite(names, weights)
-                return skip_step(self.name, names, bad, "weight", loss_list, params or ())
+                return skip_step(self.name, names, bad, "weight", loss_list, clear)
             self._cached_names = list(names)
             self._cached_weights = weights.tolist()
         self._step += 1
@@ -451,7 +474,12 @@ class GramianBalancer(Balancer):
         else:
             stacked = torch.stack([loss.reshape(()) for loss in loss_list])
             (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
-        return dict(zip(names, weights.tolist(), strict=True))
+        if scaled is None:
+            return dict(zip(names, weights.tolist(), strict=True))
+        assert self.loss_source is not None
+        if scaled.objective is not None:  # the inner method's parameters, by its own objective
+            torch.autograd.backward(scaled.objective, inputs=self.loss_source.parameters())
+        return {n: w * scaled.factors[n] for n, w in zip(names, weights.tolist(), strict=True)}
 
     def _task_gradients(
         self, losses: Sequence[Tensor], params: list[Tensor] | None, features: Tensor | None
@@ -465,12 +493,22 @@ class GramianBalancer(Balancer):
             return task_gradients(losses, "features", shared, features, self.reuse_jacobian)
         return task_gradients(losses, "params", shared_list(params), features, self.reuse_jacobian)
 
+    def parameters(self) -> list[Tensor]:
+        return [] if self.loss_source is None else self.loss_source.parameters()
+
+    def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
+        if self.loss_source is not None:
+            self.loss_source.epoch_end(mean_losses)
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "step": self._step,
             "cached_names": None if self._cached_names is None else list(self._cached_names),
             "cached_weights": None if self._cached_weights is None else list(self._cached_weights),
         }
+        if self.loss_source is not None:
+            state["losses_from"] = self.loss_source.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._step = int(state["step"])
@@ -478,3 +516,5 @@ class GramianBalancer(Balancer):
         weights = state.get("cached_weights")
         self._cached_names = None if names is None else list(names)
         self._cached_weights = None if weights is None else [float(w) for w in weights]
+        if self.loss_source is not None and "losses_from" in state:
+            self.loss_source.load_state_dict(state["losses_from"])

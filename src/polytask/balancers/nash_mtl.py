@@ -112,9 +112,14 @@ class NashMTL(GramianBalancer):
         update_every: int = 1,
         reuse_jacobian: bool = True,
         on_failure: str = "warn",
+        losses_from: str | None = None,
     ) -> None:
         super().__init__(
-            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+            task_names,
+            mode=mode,
+            update_every=update_every,
+            reuse_jacobian=reuse_jacobian,
+            losses_from=losses_from,
         )
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")

@@ -104,9 +104,14 @@ class PCGrad(RandomState, GramianBalancer):
         update_every: int = 1,
         reuse_jacobian: bool = True,
         seed: int | None = None,
+        losses_from: str | None = None,
     ) -> None:
         super().__init__(
-            task_names, mode=mode, update_every=update_every, reuse_jacobian=reuse_jacobian
+            task_names,
+            mode=mode,
+            update_every=update_every,
+            reuse_jacobian=reuse_jacobian,
+            losses_from=losses_from,
         )
         self.generator = seeded_generator(seed)
 

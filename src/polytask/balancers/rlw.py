@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import stack_losses
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import scaled, stack_losses
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 @register_balancer("rlw")
@@ -45,11 +45,20 @@ class RandomLossWeighting(Balancer):
         if stacked is None:
             return {}
         names, values = stacked
-        weights = torch.softmax(torch.randn(len(names), generator=self.generator), dim=0)
-        if self.scale_to_tasks:
-            weights = weights * len(names)
+        weights = self._draw(len(names))
         torch.dot(weights.to(device=values.device, dtype=values.dtype), values).backward()
         return dict(zip(names, weights.tolist(), strict=True))
+
+    def _draw(self, count: int) -> Tensor:
+        weights = torch.softmax(torch.randn(count, generator=self.generator), dim=0)
+        return weights * count if self.scale_to_tasks else weights
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        stacked = stack_losses(self, losses)
+        if stacked is None:
+            return None
+        names, values = stacked
+        return scaled(names, values, self._draw(len(names)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "generator": self.generator.get_state()}

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import reorder, stack_losses
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import reorder, scaled, stack_losses
+from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
 
 
 class LearnedScaleBalancer(Balancer):
@@ -47,6 +47,17 @@ class LearnedScaleBalancer(Balancer):
         s = torch.stack([self.scales[self._position[n]] for n in names]).to(values.device)
         self.objective(values, s).sum().backward()
         return dict(zip(names, self.weights_of(s.detach()).tolist(), strict=True))
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        """Terms ``weights_of(s)·Lᵢ`` (``s`` detached); the objective is :meth:`objective` on the
+        detached losses, so ``s`` is trained by its own loss, not by a gradient method's weights."""
+        stacked = stack_losses(self, losses)
+        if stacked is None:
+            return None
+        names, values = stacked
+        s = torch.stack([self.scales[self._position[n]] for n in names]).to(values.device)
+        objective = self.objective(values.detach(), s).sum()
+        return scaled(names, values, self.weights_of(s.detach().to(values.dtype)), objective)
 
     def parameters(self) -> list[Tensor]:
         return list(self.scales)
