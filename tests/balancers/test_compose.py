@@ -186,3 +186,27 @@ def test_config_pcgrad_on_dwa_trains_through_run_experiment(table, tmp_path, mon
     result = run_experiment(parse_config(raw), baselines=False)
     assert result.run_dir.exists()
     assert len(calls) == 2 and set(calls[0]) == {"clicked", "segment", "spend"}
+
+
+@pytest.mark.parametrize("inner", ["uw", "imtl_l", "dwa", "rlw", "gls", "famo", "equal", "fixed"])
+def test_scaled_losses_match_the_methods_own_backward(inner):
+    """Σ termᵢ (+ the objective) has the gradient the method's own ``backward`` writes, for the
+    model and for the method's parameters, over steps that advance its state alike."""
+    options = {"seed": 4} if inner == "rlw" else {}
+    own, hook = build_balancer(inner, TASKS, **options), build_balancer(inner, TASKS, **options)
+    for k in range(3):
+        if k == 2:
+            for b in (own, hook):
+                b.epoch_end({"a": 1.0, "b": 2.0, "c": 0.5})
+        model_a, model_b = toy_model(TASKS), toy_model(TASKS)
+        weights = own.backward(toy_losses(model_a, k)[0])
+        scaled = hook.scaled_losses(toy_losses(model_b, k)[0])
+        total = sum(scaled.terms.values())
+        if scaled.objective is not None:
+            total = total + scaled.objective
+        total.backward()
+        assert scaled.factors == pytest.approx(weights, rel=1e-6)
+        for p, q in zip(model_a.parameters(), model_b.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-10)
+        for p, q in zip(own.parameters(), hook.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-8)
