@@ -7,6 +7,7 @@ Learning" (CVPR).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,18 +54,9 @@ class AlignedMTL(GramianBalancer):
         self,
         task_names: Sequence[str],
         scale_mode: str = "min",
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
-        losses_from: str | None = None,
+        **engine: Any,
     ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from=losses_from,
-        )
+        super().__init__(task_names, **engine)
         if scale_mode not in SCALES:
             raise ValueError(f"scale_mode must be one of {SCALES}, got {scale_mode!r}")
         self.scale_mode = scale_mode

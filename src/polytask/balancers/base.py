@@ -131,6 +131,21 @@ def loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> Bala
     return BALANCERS[name](task_names)
 
 
+def options_of(cls: type[Balancer]) -> list[str]:
+    """Keyword options of ``cls``: its constructor's, plus its bases' where it forwards
+    ``**engine`` options to them (gradient methods forward ``mode``, ``update_every``, ...)."""
+    accepted: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        named = (p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        accepted += [n for n in named if n not in ("self", "task_names", *accepted)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return accepted
+
+
 def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:
     """Instantiate the balancer registered as ``name``; unknown options raise a ConfigError."""
     if name not in BALANCERS:
@@ -139,8 +154,7 @@ def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Bala
             f"choose from {sorted(BALANCERS)}"
         )
     cls = BALANCERS[name]
-    parameters = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in parameters if p not in ("self", "task_names")]
+    accepted = options_of(cls)
     for key in options:
         if key not in accepted:
             raise ConfigError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,18 +78,9 @@ class CAGrad(GramianBalancer):
         task_names: Sequence[str],
         c: float = 0.5,
         rescale: bool = True,
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
-        losses_from: str | None = None,
+        **engine: Any,
     ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from=losses_from,
-        )
+        super().__init__(task_names, **engine)
         if c < 0:
             raise ValueError(f"c must be >= 0, got {c}")
         self.c = float(c)

@@ -76,19 +76,10 @@ class GradVac(RandomState, GramianBalancer):
         self,
         task_names: Sequence[str],
         beta: float = 0.01,
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
         seed: int | None = None,
-        losses_from: str | None = None,
+        **engine: Any,
     ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from=losses_from,
-        )
+        super().__init__(task_names, **engine)
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.beta = float(beta)

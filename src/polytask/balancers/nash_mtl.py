@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,19 +109,10 @@ class NashMTL(GramianBalancer):
     def __init__(
         self,
         task_names: Sequence[str],
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
         on_failure: str = "warn",
-        losses_from: str | None = None,
+        **engine: Any,
     ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from=losses_from,
-        )
+        super().__init__(task_names, **engine)
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
         self.on_failure = on_failure

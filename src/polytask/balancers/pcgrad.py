@@ -100,19 +100,10 @@ class PCGrad(RandomState, GramianBalancer):
     def __init__(
         self,
         task_names: Sequence[str],
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
         seed: int | None = None,
-        losses_from: str | None = None,
+        **engine: Any,
     ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from=losses_from,
-        )
+        super().__init__(task_names, **engine)
         self.generator = seeded_generator(seed)
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
