@@ -3,13 +3,13 @@ every registered balancer."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 import torch
 
 from polytask.balancers import BALANCERS, build_balancer
+from polytask.balancers.base import options_of
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.training import Trainer
 
@@ -26,8 +26,7 @@ def _balancer_cases() -> list[tuple[str, dict[str, Any]]]:
         if cls in seen:
             continue
         seen.add(cls)
-        mode = inspect.signature(cls.__init__).parameters.get("mode")
-        if mode is None:
+        if "mode" not in options_of(cls):
             cases.append((name, {}))
         else:
             cases += [(name, {"mode": m}) for m in ("params", "features")]
