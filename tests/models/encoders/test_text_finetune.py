@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from polytask.config import parse_config
-from polytask.data import prepare_data
+from polytask.data import prepare_data, text_model
+from polytask.errors import ConfigError
 from polytask.experiment import make_trainer
 from polytask.models.build import build_network
 from polytask.models.encoders import text as text_encoder
@@ -89,12 +90,13 @@ def test_train_and_predict_through_the_cli(monkeypatch, capsys, reviews, tmp_pat
 
 def test_missing_extra_is_exit_code_2(monkeypatch, capsys, reviews, tmp_path):
     def missing(model):
-        raise text_encoder.ConfigError(
+        raise ConfigError(
             f"text features need sentence-transformers; install the text extra: "
-            f"{text_encoder.INSTALL_HINT}"
+            f"{text_model.INSTALL_HINT}"
         )
 
-    monkeypatch.setattr(text_encoder, "load_trainable_encoder", missing)
+    monkeypatch.setattr(text_model, "load_trainable_encoder", missing)
+    monkeypatch.setattr(text_encoder, "load_trainable_encoder", missing)  # the re-export, too
     config = tmp_path / "reviews.yaml"
     config.write_text(yaml.safe_dump(text_config(str(reviews), str(tmp_path), encoder=FINE_TUNE)))
     code, _, err = run_cli(monkeypatch, capsys, "train", config)

