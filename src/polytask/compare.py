@@ -3,33 +3,15 @@ once per seed (and reused), per-task metrics and Δm% as mean ± std over seeds.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from polytask.config import BalancerConfig, Config, parse_config
 from polytask.errors import ConfigError
-from polytask.experiment import Reporter, RunResult, run_experiment
+from polytask.experiment import Reporter, run_experiment
+from polytask.results import BalancerSummary, mean_std
+from polytask.rundir import comparison_path
 from polytask.training.checkpoint import atomic_write_json
-
-
-@dataclass
-class BalancerSummary:
-    """One balancer's results across seeds."""
-
-    name: str
-    runs: list[RunResult] = field(default_factory=list)
-
-    def metric(self, task: str, metric: str) -> list[float]:
-        return [run.multitask.test[task][metric] for run in self.runs]
-
-    def delta_m(self) -> list[float]:
-        return [run.delta_m_test for run in self.runs]
-
-    def seconds(self) -> list[float]:
-        return [run.multitask.seconds for run in self.runs]
 
 
 def parse_balancers(text: str) -> list[BalancerConfig]:
@@ -71,17 +53,10 @@ def compare_balancers(
             run_config = variant.model_copy(update={"training": training, "name": name})
             report(f"balancer {summary.name}, seed {seed}")
             summary.runs.append(run_experiment(run_config, progress=progress, report=report))
-    output = Path(config.output_dir) / f"{config.name or 'run'}-comparison.json"
+    output = comparison_path(Path(config.output_dir), config.name or "run")
     atomic_write_json(output, to_dict(summaries))
     report(f"comparison written to {output}")
     return summaries
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def to_dict(summaries: Sequence[BalancerSummary]) -> dict:

@@ -1,29 +1,18 @@
 """One experiment end to end: data → single-task baselines → multi-task model → test report →
 run directory. The CLI's ``train`` and ``demo`` are thin wrappers around :func:`run_experiment`.
 
-Run directory layout::
-
-    <output_dir>/<name>/            one per run; a new run never reuses a finished run's folder
-      config.json                   the resolved config
-      data.json                     fitted feature encoder and tasks (for predict/evaluate)
-      checkpoint/                   per-epoch checkpoint for --resume
-      model.safetensors             the selected (best-validation) multi-task weights
-      metrics.json                  per-task metrics, Δm, parameters, wall time, history
-      loss_curves.png               per-task training and validation loss (and the baselines')
-      balancer_weights.png          the balancer's task weights over training (if they vary)
-    <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
+The files it writes and where they go are described in :mod:`polytask.rundir`; what they hold,
+in :mod:`polytask.results`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -31,10 +20,18 @@ from polytask.balancers import build_balancer
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
-from polytask.errors import ConfigError, RunError
+from polytask.errors import ConfigError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.build import build_network, count_parameters
 from polytask.reporting.plots import plot_loss_curves, plot_weights
+from polytask.results import (
+    ModelResult,
+    RunResult,
+    load_model_result,
+    save_model_result,
+    save_run_result,
+)
+from polytask.rundir import baseline_dir, baselines_folder, run_dir_for
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
@@ -42,47 +39,6 @@ from polytask.training.checkpoint import (
 )
 from polytask.training.optim import build_optimizer, parameter_groups
 from polytask.training.trainer import EarlyStopping, EpochLog, Trainer
-
-RESULT = "metrics.json"
-
-
-@dataclass
-class ModelResult:
-    """How one trained model (multi-task or a single-task baseline) did."""
-
-    validation: dict[str, dict[str, float]]
-    test: dict[str, dict[str, float]]
-    parameters: int
-    seconds: float
-    best_epoch: int | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    """Everything a run measured; also written to ``metrics.json``."""
-
-    run_dir: Path
-    tasks: list[Task]
-    multitask: ModelResult
-    baselines: dict[str, ModelResult]
-    label_counts: dict[str, dict[str, int]]
-    delta_m_test: float = math.nan
-    delta_m_validation: float = math.nan
-    changes_test: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "tasks": [t.to_dict() for t in self.tasks],
-            "multitask": asdict(self.multitask),
-            "baselines": {k: asdict(v) for k, v in self.baselines.items()},
-            "label_counts": self.label_counts,
-            "delta_m_test": self.delta_m_test,
-            "delta_m_validation": self.delta_m_validation,
-            "changes_test": self.changes_test,
-        }
-
 
 Reporter = Callable[[str], None]
 
@@ -101,11 +57,11 @@ def run_experiment(
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
-    run_dir = _run_directory(output, config.name or "run", resume)
-    report(f"run directory: {run_dir}")
-    atomic_write_json(run_dir / "config.json", config.model_dump(mode="json"))
+    run = run_dir_for(output, config.name or "run", resume=resume)
+    report(f"run directory: {run.path}")
+    atomic_write_json(run.config, config.model_dump(mode="json"))
     atomic_write_json(
-        run_dir / "data.json",
+        run.data,
         {"features": data.encoder.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
     )
     counts = data.label_counts()
@@ -126,7 +82,7 @@ def run_experiment(
     if baselines:
         for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
             baseline_results[task.name] = train_baseline(
-                config, data, task, output / "baselines", progress=progress, report=report
+                config, data, task, baselines_folder(output), progress=progress, report=report
             )
     reference = _scores(baseline_results, "validation") or None
 
@@ -137,15 +93,15 @@ def run_experiment(
         reference=reference,
         progress=progress,
         label="multi-task",
-        checkpoint_dir=run_dir / "checkpoint",
+        checkpoint_dir=run.checkpoint,
     )
     started = time.perf_counter()
     history = trainer.fit(source, data.validation, resume=resume)
     seconds = sum(log.seconds for log in history) if resume else time.perf_counter() - started
     multitask = _result(trainer, data, history, seconds)
-    save_weights(trainer.model.state_dict(), run_dir / "model.safetensors")
+    save_weights(trainer.model.state_dict(), run.model)
 
-    result = RunResult(run_dir, data.tasks, multitask, baseline_results, counts)
+    result = RunResult(run.path, data.tasks, multitask, baseline_results, counts)
     if baseline_results:
         directions = metric_directions(data.tasks)
         average = config.evaluation.delta_m
@@ -165,10 +121,10 @@ def run_experiment(
     plot_loss_curves(
         {"multi-task": history, **baseline_histories},
         [t.name for t in data.tasks],
-        run_dir / "loss_curves.png",
+        run.loss_curves,
     )
-    plot_weights(history, run_dir / "balancer_weights.png")
-    atomic_write_json(run_dir / RESULT, result.to_dict())
+    plot_weights(history, run.balancer_weights)
+    save_run_result(result, run.metrics)  # written last: it marks the run finished
     return result
 
 
@@ -231,16 +187,15 @@ def train_baseline(
     report: Reporter = lambda message: None,
 ) -> ModelResult:
     """The single-task network for ``task`` with the same trunk, budget and seed; reused when
-    the same baseline was already trained in ``folder``."""
-    directory = folder / f"{task.name}-{baseline_key(config, task)}"
-    saved = directory / RESULT
-    if saved.is_file():
+    the same baseline was already trained in the baselines ``folder``."""
+    baseline = baseline_dir(folder, task.name, baseline_key(config, task))
+    if baseline.finished:
         try:
-            result = ModelResult(**json.loads(saved.read_text()))
-            report(f"baseline '{task.name}': reused {directory}")
+            result = load_model_result(baseline.metrics)
+            report(f"baseline '{task.name}': reused {baseline.path}")
             return result
         except (ValueError, TypeError):
-            report(f"baseline '{task.name}': {saved} is unreadable, training it again")
+            report(f"baseline '{task.name}': {baseline.metrics} is unreadable, training it again")
     spec = next(s for s in config.tasks if s.name == task.name)
     single = config.model_copy(
         update={"balancer": BalancerConfig()}
@@ -252,7 +207,7 @@ def train_baseline(
         reference=None,
         progress=progress,
         label=f"baseline {task.name}",
-        checkpoint_dir=directory / "checkpoint",
+        checkpoint_dir=baseline.checkpoint,
     )
     source = data.train_source(config.training.batch_size, "proportional", 1.0)
     if spec.data is not None:
@@ -260,8 +215,8 @@ def train_baseline(
     started = time.perf_counter()
     history = trainer.fit(source, data.validation, resume=True)
     result = _result(trainer, data, history, time.perf_counter() - started)
-    save_weights(trainer.model.state_dict(), directory / "model.safetensors")
-    atomic_write_json(saved, asdict(result))
+    save_weights(trainer.model.state_dict(), baseline.model)
+    save_model_result(result, baseline.metrics)
     return result
 
 
@@ -297,27 +252,3 @@ def _result(
 
 def _scores(results: dict[str, ModelResult], split: str) -> dict[str, dict[str, float]]:
     return {name: getattr(result, split)[name] for name, result in results.items()}
-
-
-def _run_directory(output: Path, name: str, resume: bool) -> Path:
-    """A fresh folder for a new run, or the latest unfinished one for ``--resume``."""
-    candidates = sorted(
-        (p for p in output.glob(f"{name}*") if p.is_dir() and _is_run_of(p.name, name)),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if resume:
-        unfinished = [p for p in candidates if not (p / RESULT).is_file()]
-        if not unfinished:
-            raise RunError(f"{output}: no unfinished run named '{name}' to resume")
-        return unfinished[-1]
-    path, suffix = output / name, 1
-    while path.exists():
-        suffix += 1
-        path = output / f"{name}-{suffix}"
-    path.mkdir(parents=True)
-    return path
-
-
-def _is_run_of(folder: str, name: str) -> bool:
-    rest = folder[len(name) :]
-    return rest == "" or (rest.startswith("-") and rest[1:].isdigit())

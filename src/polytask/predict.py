@@ -1,4 +1,7 @@
-"""Load a finished run and use it on new tables: predictions and metrics."""
+"""Load a finished run and use it on new tables: predictions and metrics.
+
+Needs only the run directory: no trainer, optimizer or balancer is built (the forward passes
+are :mod:`polytask.inference`'s)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,12 @@ from polytask.data.features import FeatureEncoder
 from polytask.data.prepare import encode_frame
 from polytask.data.tables import read_table
 from polytask.errors import RunError
-from polytask.experiment import RESULT
+from polytask.inference import evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network
+from polytask.rundir import RunDir
 from polytask.tasks import Task, task_from_dict
 from polytask.training.checkpoint import load_weights
-from polytask.training.trainer import Trainer
 
 
 @dataclass
@@ -37,7 +40,7 @@ class LoadedRun:
     def predict(self, frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         """One column per task (class and probability, or value), in input row order."""
         data = self.encode(frame.drop(columns=self._label_columns(frame)), source)
-        outputs = Trainer(self.model, self.tasks).predict(data)
+        outputs = predict_outputs(self.model, self.tasks, data)
         columns: dict[str, object] = {}
         for task in self.tasks:
             columns.update(task.decode(outputs[task.name]))
@@ -45,7 +48,7 @@ class LoadedRun:
 
     def evaluate(self, frame: pd.DataFrame, source: str = "data") -> dict[str, dict[str, float]]:
         """Metrics of every task on the labelled rows of ``frame``."""
-        return Trainer(self.model, self.tasks).evaluate(self.encode(frame, source)).metrics
+        return evaluate(self.model, self.tasks, self.encode(frame, source)).metrics
 
     def _label_columns(self, frame: pd.DataFrame) -> list[str]:
         return [c for t in self.tasks for c in t.columns if c in frame.columns]
@@ -53,25 +56,25 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Read a run directory written by :func:`polytask.experiment.run_experiment`."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory")
-    for name in ("config.json", "data.json", "model.safetensors", RESULT):
-        if not (run_dir / name).is_file():
-            raise RunError(f"{run_dir}: '{name}' is missing; the run did not finish")
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise RunError(f"{run.path}: no such run directory")
+    missing = run.missing()
+    if missing:
+        raise RunError(f"{run.path}: '{missing[0]}' is missing; the run did not finish")
     try:
-        config = Config.model_validate(json.loads((run_dir / "config.json").read_text()))
-        data = json.loads((run_dir / "data.json").read_text())
+        config = Config.model_validate(json.loads(run.config.read_text()))
+        data = json.loads(run.data.read_text())
         encoder = FeatureEncoder.from_dict(data["features"])
         tasks = [task_from_dict(t) for t in data["tasks"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{run_dir}: config.json or data.json is corrupt ({exc})") from exc
+        raise RunError(f"{run.path}: config.json or data.json is corrupt ({exc})") from exc
     model = build_network(config.model, encoder, tasks)
-    weights = load_weights(run_dir / "model.safetensors")
+    weights = load_weights(run.model)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise RunError(f"{run_dir}/model.safetensors does not match the model ({exc})") from exc
+        raise RunError(f"{run.model} does not match the model ({exc})") from exc
     model.eval()
     return LoadedRun(config, encoder, tasks, model)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
-from polytask.experiment import RunResult
+from polytask.results import BalancerSummary, RunResult, mean_std
 from polytask.tasks import Task
 
 
@@ -84,10 +84,10 @@ def metrics_table(
     return table
 
 
-def comparison_table(summaries, baselines: Mapping[str, Mapping[str, list[float]]]) -> Table:
+def comparison_table(
+    summaries: Sequence[BalancerSummary], baselines: Mapping[str, Mapping[str, list[float]]]
+) -> Table:
     """Balancers as rows: per-task test metrics and Δm% as mean ± std over seeds."""
-    from polytask.compare import mean_std
-
     first = summaries[0].runs[0]
     table = Table(
         title=f"Balancers compared (test, mean ± std over {len(summaries[0].runs)} seeds)"
@@ -124,10 +124,10 @@ def comparison_table(summaries, baselines: Mapping[str, Mapping[str, list[float]
     return table
 
 
-def comparison_markdown(summaries, baselines: Mapping[str, Mapping[str, list[float]]]) -> str:
+def comparison_markdown(
+    summaries: Sequence[BalancerSummary], baselines: Mapping[str, Mapping[str, list[float]]]
+) -> str:
     """The comparison as a Markdown table (``polytask compare --markdown``)."""
-    from polytask.compare import mean_std
-
     first = summaries[0].runs[0]
     columns = [(t.name, m) for t in first.tasks for m in t.metrics]
 

@@ -24,6 +24,7 @@ from polytask.balancers import Balancer, EqualWeights
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions
+from polytask.inference import Evaluation, evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task
 from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -50,14 +51,6 @@ class EpochLog:
     weights: dict[str, float] = field(default_factory=dict)
     step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-@dataclass
-class Evaluation:
-    """Per-task metrics and mean loss on one dataset."""
-
-    metrics: dict[str, dict[str, float]]
-    loss: dict[str, float]
 
 
 class Trainer:
@@ -211,27 +204,15 @@ class Trainer:
         )
 
     # -- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
     def predict(self, data: MultiTaskData) -> dict[str, Tensor]:
-        """Raw outputs per task for every row of ``data`` (eval mode, batched)."""
-        self.model.eval()
-        parts: dict[str, list[Tensor]] = {t.name: [] for t in self.tasks}
-        for batch in data.batches(self.eval_batch_size):
-            outputs = self.model(batch.inputs)
-            for name in parts:
-                parts[name].append(outputs[name])
-        return {name: torch.cat(chunks) for name, chunks in parts.items()}
+        """Raw outputs per task for every row of ``data`` (eval mode, batched; see
+        :func:`polytask.inference.predict_outputs`)."""
+        return predict_outputs(self.model, self.tasks, data, self.eval_batch_size)
 
     def evaluate(self, data: MultiTaskData) -> Evaluation:
-        """Metrics and mean loss per task on the labelled rows of ``data``."""
-        outputs = self.predict(data)
-        metrics, losses = {}, {}
-        for task in self.tasks:
-            target, mask = data.targets[task.name], data.masks[task.name]
-            metrics[task.name] = task.evaluate(outputs[task.name], target, mask)
-            loss = task.loss_value(outputs[task.name], target, mask)
-            losses[task.name] = float(loss) if loss is not None else math.nan
-        return Evaluation(metrics, losses)
+        """Metrics and mean loss per task on the labelled rows of ``data``
+        (:func:`polytask.inference.evaluate`)."""
+        return evaluate(self.model, self.tasks, data, self.eval_batch_size)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self, epoch: int, selection: _Selection) -> None:
