@@ -1,4 +1,4 @@
-"""The layers of ``src/polytask`` import only downward (README, "Architecture").
+"""The layers of ``src/polytask`` import only downward (README, "Architecture of the code").
 
 Every module of the package belongs to the layer named by its first component
 (``polytask.data.text`` is in ``data``); a module may import its own layer and the layers below
@@ -10,13 +10,15 @@ the public names and sits above every layer.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 
 LAYERS = (  # lowest first
     "errors",
@@ -143,6 +145,12 @@ def test_pending_edges_still_exist():
     edges = {(e.module, e.target) for e in imports(SRC, "polytask")}
     stale = sorted(PENDING - edges)
     assert not stale, f"no longer imported, remove from PENDING in tests/test_layers.py: {stale}"
+
+
+def test_the_readme_lists_the_same_layers_in_the_same_order():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture of the code", 1)[1].split("\n## ", 1)[0]
+    assert tuple(re.findall(r"^\| (\w+) \| `", section, re.M)) == LAYERS
 
 
 def test_every_layer_exists():
