@@ -48,6 +48,15 @@ def test_every_builtin_has_sources_documented():
         assert dataset.licence
 
 
+def test_pinned_release_files_are_documented():
+    from importlib import resources
+
+    sources = (resources.files("polytask.data.builtin") / "files" / "SOURCES.md").read_text()
+    for dataset in BUILTIN_DATASETS.values():
+        if dataset.fetch is not None:
+            assert f"| `{dataset.fetch.filename}` | `{dataset.fetch.sha256}` |" in sources
+
+
 # --- census_kdd ---------------------------------------------------------------------------
 
 
