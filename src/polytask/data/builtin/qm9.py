@@ -120,7 +120,13 @@ def subsample(frame: pd.DataFrame, sizes: Mapping[str, int] = SMALL) -> pd.DataF
 
 
 QM9 = PackageFiles(
-    cache_name="qm9", package="qm9pack", version="1.0.3", members=MEMBERS, convert=convert
+    cache_name="qm9",
+    package="qm9pack",
+    version="1.0.3",
+    filename="qm9pack-1.0.3-py3-none-any.whl",
+    sha256="1d88c2988007c6778e717ee3224cf511bd60e10732ebe3b7ed500ea5af05c9f0",
+    members=MEMBERS,
+    convert=convert,
 )
 TASKS = [{"name": name, "type": "regression", "target": name} for name in TARGETS.values()]
 FEATURES = {"numeric": DESCRIPTORS}

@@ -61,11 +61,13 @@ def parse_domain(domain: str, truth: bytes, ratings: bytes) -> pd.DataFrame:
 
 
 def convert(files: Mapping[str, bytes]) -> pd.DataFrame:
-    with tarfile.open(fileobj=io.BytesIO(files[MEMBER])) as inner:
+    with tarfile.open(
+        fileobj=io.BytesIO(files[MEMBER])
+    ) as inner:  # read in memory, never extracted
         contents = {
-            name.rsplit("/", 1)[-1]: inner.extractfile(name).read()  # type: ignore[union-attr]
-            for name in inner.getnames()
-            if name.endswith(".txt")
+            info.name.rsplit("/", 1)[-1]: inner.extractfile(info).read()  # type: ignore[union-attr]
+            for info in inner.getmembers()
+            if info.isfile() and info.name.endswith(".txt")
         }
     parts = [
         parse_domain(
@@ -91,9 +93,10 @@ VADER = PackageFiles(
     cache_name="vader",
     package="vaderSentiment",
     version="3.3.2",
+    filename="vaderSentiment-3.3.2.tar.gz",
+    sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
     members=(MEMBER,),
     convert=convert,
-    sdist=True,
 )
 
 

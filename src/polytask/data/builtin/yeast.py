@@ -1,4 +1,4 @@
-"""Yeast multi-label gene functions (Elisseeff & Weston, 2002), from the river 0.26.1 wheel.
+"""Yeast multi-label gene functions (Elisseeff & Weston, 2002), from the river 0.26.1 sdist.
 
 2,417 genes × 103 numeric features (micro-array expression and phylogenetic profiles) and 14
 binary functional classes ``Class1`` … ``Class14``. The file is 0.84 MB gzipped (random-looking
@@ -31,7 +31,15 @@ def convert(files: Mapping[str, bytes]) -> pd.DataFrame:
 
 
 YEAST = PackageFiles(
-    cache_name="yeast", package="river", version="0.26.1", members=(MEMBER,), convert=convert
+    cache_name="yeast",
+    package="river",
+    version="0.26.1",
+    # river's wheels are built per platform; the sdist holds the same yeast.csv.gz (identical
+    # bytes) and is one file for every platform, read as data (never built).
+    filename="river-0.26.1.tar.gz",
+    sha256="2326f87f396801cfd8672ac02d9f9731c10e936696e7a0a1f89a378b994fba3f",
+    members=(MEMBER,),
+    convert=convert,
 )
 
 TASKS = [
