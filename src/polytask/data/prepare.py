@@ -104,9 +104,22 @@ def prepare_data(config: Config) -> PreparedData:
         elif split.column is not None and table.name == SHARED:
             raise DataError(f"{table.source}: split column '{split.column}' is missing")
         else:
+            if split.validation + split.test >= 1:
+                raise ConfigError(
+                    f"data.split: validation + test = {split.validation:g} + {split.test:g} = "
+                    f"{split.validation + split.test:g} leaves no rows for training; "
+                    "their sum must be below 1"
+                )
             table.splits = random_split(
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
+        if table.splits["train"].size == 0:
+            how = (
+                f"split column '{split.column}' marks no row 'train'"
+                if split.column is not None and split.column in table.frame.columns
+                else f"{len(table.frame)} rows leave no training row; lower data.split fractions"
+            )
+            raise DataError(f"{table.source}: {how}")
 
     specs = {s.name: s for s in config.tasks}
     for table in tables:  # missing labels are clearer errors than what would follow from them
