@@ -127,7 +127,12 @@ def prepare_data(config: Config) -> PreparedData:
             _check_labels_exist(table, specs[name])
     encoder = _feature_encoder(config, tables)
     train_frames = [t.frame.iloc[t.splits["train"]] for t in tables]
-    encoder.fit(pd.concat([f[encoder.numeric + encoder.categorical] for f in train_frames]))
+    columns = encoder.numeric + encoder.categorical
+    if len(tables) == 1:
+        encoder.fit(train_frames[0][columns], f"{tables[0].source} (training rows)")
+    else:  # errors name "row N of <table>"
+        keys = [t.source for t in tables]
+        encoder.fit(pd.concat([f[columns] for f in train_frames], keys=keys), "training rows")
 
     tasks: list[Task] = []
     for spec in config.tasks:
@@ -156,13 +161,20 @@ def _check_labels_exist(table: Table, spec: TaskConfig) -> None:
 
 
 def encode_frame(
-    frame: pd.DataFrame, tasks: list[Task], encoder: FeatureEncoder, source: str
+    frame: pd.DataFrame,
+    tasks: list[Task],
+    encoder: FeatureEncoder,
+    source: str,
+    *,
+    warn: bool = True,
 ) -> MultiTaskData:
     """Encode a table holding the features and (where present) every task's label columns.
 
-    Tasks whose columns are all absent get fully masked targets (prediction-only data)."""
+    Tasks whose columns are all absent get fully masked targets (prediction-only data).
+    ``warn``: a :class:`~polytask.data.features.DataWarning` per feature column with categories
+    or missing values never seen in training (off for the training run's own splits)."""
     check_not_empty(frame, source)
-    inputs = encoder.transform(frame, source)
+    inputs = encoder.transform(frame, source, warn=warn)
     targets, masks = {}, {}
     for task in tasks:
         present = [c for c in task.columns if c in frame.columns]
@@ -185,7 +197,7 @@ def _encode(table: Table, split: str, tasks: list[Task], encoder: FeatureEncoder
             labelled = labelled.drop(
                 columns=[c for c in task.columns if c in labelled], errors="ignore"
             )
-    return encode_frame(labelled, tasks, encoder, f"{table.source} ({split} rows)")
+    return encode_frame(labelled, tasks, encoder, f"{table.source} ({split} rows)", warn=False)
 
 
 def _read_tables(config: Config) -> list[Table]:
@@ -230,6 +242,7 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
     encoder = FeatureEncoder(
         numeric,
         categorical,
+        missing=declared.missing,
         text=text,
         text_model=text_model if text else "",
         fine_tune=bool(text) and settings.type == "text" and settings.fine_tune,
