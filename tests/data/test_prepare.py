@@ -138,3 +138,15 @@ def test_overflowing_feature_names_its_row_in_the_table(tmp_path):
     raw["data"]["split"] = {"validation": 0.0, "test": 0.0}
     with pytest.raises(DataError, match=r"t\.csv \(training rows\): numeric feature 'x2' row 101"):
         prepare_data(parse_config(raw))
+
+
+@pytest.mark.parametrize("split", [{"validation": 0.0, "test": 0.0}, {"seed": 4}])
+def test_overflowing_regression_target_names_task_column_and_row(tmp_path, split):
+    frame = synthetic_frame()
+    frame.loc[30, "spend"] = 1e308
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    raw = config_dict(str(path))
+    raw["data"]["split"] = split  # in the training rows, or wherever the seed puts it
+    with pytest.raises(DataError, match=r"t\.csv \(\w+ rows\): task 'spend' column 'spend' row 31"):
+        prepare_data(parse_config(raw))
