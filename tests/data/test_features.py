@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from polytask.data.features import FeatureEncoder, infer_features
+from polytask.data.features import DataWarning, FeatureEncoder, infer_features
 from polytask.errors import DataError
 
 
@@ -15,7 +15,8 @@ def test_inference_splits_by_dtype_and_excludes_targets():
 def test_standardises_and_maps_unseen_categories_to_zero():
     train = pd.DataFrame({"a": [1.0, 3.0], "b": ["x", "y"]})
     encoder = FeatureEncoder(["a"], ["b"]).fit(train)
-    encoded = encoder.transform(pd.DataFrame({"a": [2.0], "b": ["never-seen"]}))
+    with pytest.warns(DataWarning, match="column 'b': 1 row has a category not seen"):
+        encoded = encoder.transform(pd.DataFrame({"a": [2.0], "b": ["never-seen"]}))
     assert encoded["numeric"].tolist() == [[0.0]]
     assert encoded["categorical"].tolist() == [[0]]
     assert encoder.cardinalities == [3]
