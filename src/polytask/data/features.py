@@ -251,13 +251,8 @@ class FeatureEncoder:
             if absent.any():  # only with missing="impute"
                 values[absent, j] = self.median[j]
                 if warn and column not in indicated:
-                    _warn(
-                        source,
-                        column,
-                        absent.sum(),
-                        "missing, which no training row was",
-                        f"imputed with the training median {self.median[j]:g}",
-                    )
+                    how = f"(imputed with the training median {self.median[j]:g})"
+                    _warn(source, column, int(absent.sum()), *_UNSEEN_MISSING, how)
         numeric = self._standardise(values, frame, source)
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, column in enumerate(self.categorical):
@@ -266,16 +261,10 @@ class FeatureEncoder:
             codes[:, j] = [index.get(s, 0) for s in strings]
             if warn:
                 unseen = sum(1 for s in strings if s and s not in index)
-                _warn(source, column, unseen, "category not seen in training", "mapped to unknown")
+                _warn(source, column, unseen, *_UNSEEN_CATEGORY, "(mapped to unknown)")
                 if self.missing == "impute" and "" not in index:
                     absent = sum(1 for s in strings if not s)
-                    _warn(
-                        source,
-                        column,
-                        absent,
-                        "missing, which no training row was",
-                        "mapped to unknown",
-                    )
+                    _warn(source, column, absent, *_UNSEEN_MISSING, "(mapped to unknown)")
         inputs = {
             "numeric": torch.as_tensor(numeric.reshape(len(frame), -1), dtype=torch.float32),
             "categorical": torch.from_numpy(codes),
@@ -370,21 +359,17 @@ class FeatureEncoder:
         )
 
 
-def _warn(source: str, column: str, count: int, what: str, outcome: str) -> None:
-    """One :class:`DataWarning` line: ``source: column 'c': 3 rows have <what>s (outcome)``."""
-    if not count:
-        return
-    if what.startswith("missing"):
-        verb = f"row is {what}" if count == 1 else f"rows are {what}"
-    else:
-        verb = (
-            f"row has a {what}"
-            if count == 1
-            else f"rows have {what.replace('category', 'categories')}"
-        )
-    warnings.warn(
-        f"{source}: column '{column}': {count} {verb} ({outcome})", DataWarning, stacklevel=4
-    )
+_UNSEEN_CATEGORY = ("row has a category", "rows have categories", "not seen in training")
+_UNSEEN_MISSING = ("row is", "rows are", "missing, which no training row was")
+
+
+def _warn(source: str, column: str, count: int, one: str, many: str, what: str, how: str) -> None:
+    """One :class:`DataWarning` line, ``source: column 'c': 3 rows <what> <how>`` (none for
+    no rows)."""
+    if count:
+        rows = f"1 {one}" if count == 1 else f"{count} {many}"
+        message = f"{source}: column '{column}': {rows} {what} {how}"
+        warnings.warn(message, DataWarning, stacklevel=4)
 
 
 def _category_strings(series: pd.Series) -> list[str]:
