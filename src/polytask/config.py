@@ -51,6 +51,7 @@ class FeaturesConfig(_Section):
     categorical: list[str] | None = None
     text: list[str] = []
     drop: list[str] = []
+    missing: Literal["impute", "error"] = "impute"
 
     @field_validator("text")
     @classmethod

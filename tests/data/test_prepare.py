@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from polytask.config import parse_config
@@ -104,6 +103,50 @@ def test_numeric_nan_feature_is_reported(tmp_path):
     frame.loc[5, "x2"] = float("nan")
     path = tmp_path / "t.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match="numeric feature 'x2' row"):
-        prepare_data(parse_config(config_dict(str(path))))
-    assert isinstance(frame, pd.DataFrame)
+    raw = config_dict(str(path))
+    raw["features"] = {"missing": "error"}  # the default imputes (tests/data/test_missing.py)
+    with pytest.raises(DataError, match=r"t\.csv: numeric feature 'x2' row 6 holds a missing"):
+        prepare_data(parse_config(raw))
+
+
+def test_overflowing_feature_in_a_per_task_table_names_that_table_and_row(tmp_path):
+    frame = synthetic_frame(300)
+    frame.loc[250, "x1"] = 1e308
+    paths = {}
+    for name, rows in (("clicked", slice(0, 200)), ("spend", slice(200, 300))):
+        paths[name] = tmp_path / f"{name}.csv"
+        frame.iloc[rows].to_csv(paths[name], index=False)
+    raw = config_dict(None)
+    raw["data"] = {"split": {"validation": 0.0, "test": 0.0}}
+    raw["tasks"] = [
+        {"name": "clicked", "type": "binary", "data": str(paths["clicked"])},
+        {"name": "spend", "type": "regression", "data": str(paths["spend"])},
+    ]
+    raw["features"] = {"numeric": ["x1", "x2"], "categorical": ["colour"]}
+    with pytest.raises(
+        DataError, match=r"numeric feature 'x1' row 51 of .*spend\.csv holds 1e\+308"
+    ):
+        prepare_data(parse_config(raw))
+
+
+def test_overflowing_feature_names_its_row_in_the_table(tmp_path):
+    frame = synthetic_frame()
+    frame.loc[100, "x2"] = -1e308
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    raw = config_dict(str(path))
+    raw["data"]["split"] = {"validation": 0.0, "test": 0.0}
+    with pytest.raises(DataError, match=r"t\.csv \(training rows\): numeric feature 'x2' row 101"):
+        prepare_data(parse_config(raw))
+
+
+@pytest.mark.parametrize("split", [{"validation": 0.0, "test": 0.0}, {"seed": 4}])
+def test_overflowing_regression_target_names_task_column_and_row(tmp_path, split):
+    frame = synthetic_frame()
+    frame.loc[30, "spend"] = 1e308
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    raw = config_dict(str(path))
+    raw["data"]["split"] = split  # in the training rows, or wherever the seed puts it
+    with pytest.raises(DataError, match=r"t\.csv \(\w+ rows\): task 'spend' column 'spend' row 31"):
+        prepare_data(parse_config(raw))

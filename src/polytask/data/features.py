@@ -1,8 +1,14 @@
 """Input features: which columns, and how they become tensors.
 
-Numeric columns are standardised with training statistics; NaN or infinite values are errors
-(impute them before training, or declare the column categorical). Categorical columns get a
-vocabulary learned on training rows; code 0 stands for missing or unseen categories.
+Numeric columns are standardised with training statistics (computed in float64; a value too
+large to standardise, or whose standardised value overflows float32, is an error naming its
+row). Infinite values are errors. Missing values follow ``missing``: ``"impute"`` replaces them
+by the training median and adds a 0/1 indicator column ``missing:<column>`` for each column that
+had missing values in the training rows (the set is fixed at fit time: a column complete in
+training but missing at predict time is imputed with a :class:`DataWarning`); ``"error"``
+rejects them. Categorical columns get a vocabulary learned on training rows; code 0 stands for
+unseen categories (with a :class:`DataWarning` per column outside training) and, unless
+``"impute"`` saw them in training (then they have their own category ``""``), missing ones.
 
 Text columns (``features.text``) are either embedded by the frozen sentence encoder (cached;
 the vectors become numeric columns ``<column>_emb_000`` …, added to ``numeric``) or, when the
@@ -13,6 +19,7 @@ new tables too, with the model recorded in the encoder (and so in the run's ``da
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +29,48 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from polytask.errors import DataError, did_you_mean
+from polytask.errors import ConfigError, DataError, did_you_mean
+
+MISSING_PREFIX = "missing:"
+"""Name prefix of the 0/1 indicator column of a numeric feature's imputed values."""
+MISSING_POLICIES = ("impute", "error")
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class DataWarning(UserWarning):
+    """Data that is used, but not as in training: unseen categories, or missing values in a
+    column that had none (the CLI prints each as one ``warning:`` line)."""
+
+
+def row_name(frame: pd.DataFrame, position: int) -> str:
+    """Where a user finds row ``position`` of ``frame``: ``row N``, its 1-based data row in the
+    table it was read from (index label + 1 of the default integer index, so subsets such as a
+    split keep the table's numbering); ``row N of SOURCE`` when ``frame`` joins several tables
+    under a ``(source, label)`` index; the label itself for any other index."""
+    label = frame.index[position]
+    where = ""
+    if isinstance(label, tuple) and len(label) == 2:
+        where, label = f" of {label[0]}", label[1]
+    if isinstance(label, int | np.integer) and not isinstance(label, bool) and label >= 0:
+        return f"row {int(label) + 1}{where}"
+    return f"row {label!r}{where}"
+
+
+def overflow_rows(values: np.ndarray) -> np.ndarray:
+    """Positions of the values (NaN = absent) too large for a float64 mean and variance over
+    this many values: ``|x| > sqrt(max / n) / 2``. When the variance of ``values`` overflows,
+    at least one value is above that bound (n·(2·max|x|)² > max)."""
+    present = ~np.isnan(values)
+    limit = np.sqrt(_FLOAT64_MAX / max(int(present.sum()), 1)) / 2
+    return np.flatnonzero(present & (np.abs(np.where(present, values, 0.0)) > limit))
+
+
+def mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the non-NaN ``values`` in float64 (may be inf or NaN when
+    they overflow; the caller checks)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.nanmean(values)), float(np.nanstd(values))
 
 
 def infer_features(frame: pd.DataFrame, exclude: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -50,9 +98,22 @@ class FeatureEncoder:
     fine_tune: bool = False
     max_length: int = 128
     text_dim: int = 0
+    missing: str = "error"
+    median: list[float] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)
     _tokenize: Callable[..., tuple[Any, Any]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        if self.missing not in MISSING_POLICIES:
+            raise ConfigError(
+                f"features.missing: {self.missing!r} is not one of {list(MISSING_POLICIES)}"
+            )
+
+    def indicator_columns(self) -> dict[str, str]:
+        """``{indicator name: numeric column}`` of the columns imputed with an indicator."""
+        return {f"{MISSING_PREFIX}{c}": c for c in self.indicators}
 
     def embedding_columns(self, column: str) -> list[str]:
         """The numeric columns holding ``column``'s frozen embedding (known once embedded)."""
@@ -105,8 +166,9 @@ class FeatureEncoder:
 
     def check_columns(self, frame: pd.DataFrame, source: str) -> None:
         """Raise a DataError naming the first feature column ``frame`` lacks."""
+        derived = self.indicator_columns()
         for column in [*self.numeric, *self.categorical]:
-            if column not in frame.columns:
+            if column not in frame.columns and column not in derived:
                 raise DataError(
                     f"{source}: feature column '{column}' is missing"
                     f"{did_you_mean(column, map(str, frame.columns))}"
@@ -123,29 +185,86 @@ class FeatureEncoder:
                 text_values(frame, column, source)
 
     def fit(self, frame: pd.DataFrame, source: str = "data") -> FeatureEncoder:
-        """Learn standardisation statistics and vocabularies from training rows."""
+        """Learn standardisation statistics, medians and vocabularies from training rows."""
+        derived = self.indicator_columns()
+        self.numeric = [c for c in self.numeric if c not in derived]  # from an earlier fit
+        self.indicators = []
         self.check_columns(frame, source)
         values = self._numeric_values(frame, source)
-        std = values.std(axis=0) if len(values) else np.ones(len(self.numeric))
-        self.mean = values.mean(axis=0).tolist() if len(values) else [0.0] * len(self.numeric)
-        self.std = np.where(std > 0, std, 1.0).tolist()
+        mean, std, median = [], [], []
+        for j, column in enumerate(self.numeric):
+            present = values[~np.isnan(values[:, j]), j]
+            if len(values) == 0:  # no training rows: the identity
+                present = np.zeros(1)
+            if present.size == 0:
+                raise DataError(
+                    f"{source}: numeric feature '{column}' has no value in the training rows; "
+                    "drop it (features.drop)"
+                )
+            m, s = mean_std(present)
+            if not (np.isfinite(m) and np.isfinite(s)):
+                self._raise_overflow(frame, values[:, j], column, source)
+            mean.append(m)
+            std.append(s if s > 0 else 1.0)
+            median.append(float(np.median(present)))
+        self.indicators = [c for j, c in enumerate(self.numeric) if np.isnan(values[:, j]).any()]
+        names = list(self.indicator_columns())
+        clash = [n for n in names if n in {*self.numeric, *self.categorical, *self.text}]
+        if clash:
+            raise DataError(
+                f"{source}: the indicator column '{clash[0]}' of missing values clashes with a "
+                "feature of that name; rename that column"
+            )
+        self.numeric = [*self.numeric, *names]
+        self.mean, self.std = [*mean, *[0.0] * len(names)], [*std, *[1.0] * len(names)]
+        self.median = [*median, *[0.0] * len(names)]
+        impute = self.missing == "impute"  # a missing category ("") of its own when seen
         self.vocabularies = {
-            c: sorted(set(_category_strings(frame[c])) - {""}) for c in self.categorical
+            c: sorted(set(_category_strings(frame[c])) - (set() if impute else {""}))
+            for c in self.categorical
         }
         return self
 
-    def transform(self, frame: pd.DataFrame, source: str = "data") -> dict[str, Tensor]:
-        """Encode ``frame``; unseen categories map to code 0; text is embedded or tokenised."""
+    @staticmethod
+    def _raise_overflow(frame: pd.DataFrame, values: np.ndarray, column: str, source: str) -> None:
+        rows = overflow_rows(values)
+        if rows.size == 0:  # cannot happen (see overflow_rows); name the largest value anyway
+            rows = np.asarray([int(np.nanargmax(np.abs(values)))])
+        raise DataError(
+            f"{source}: numeric feature '{column}' {row_name(frame, int(rows[0]))} holds "
+            f"{values[rows[0]]:g}, too large to standardise (the column's variance overflows; "
+            f"{rows.size} such row(s)); rescale the column (e.g. log) or drop the row"
+        )
+
+    def transform(
+        self, frame: pd.DataFrame, source: str = "data", *, warn: bool = True
+    ) -> dict[str, Tensor]:
+        """Encode ``frame``: missing numeric values imputed (``missing="impute"``), unseen
+        categories to code 0, text embedded or tokenised. ``warn``: a :class:`DataWarning` per
+        column with categories (or missing values) never seen in training."""
         frame = self.add_text_embeddings(frame, source)
         self.check_columns(frame, source)
-        numeric = (self._numeric_values(frame, source) - np.asarray(self.mean)) / np.asarray(
-            self.std
-        )
+        values = self._numeric_values(frame, source)
+        indicated = set(self.indicators)
+        for j, column in enumerate(self.numeric):
+            absent = np.isnan(values[:, j])
+            if absent.any():  # only with missing="impute"
+                values[absent, j] = self.median[j]
+                if warn and column not in indicated:
+                    how = f"(imputed with the training median {self.median[j]:g})"
+                    _warn(source, column, int(absent.sum()), *_UNSEEN_MISSING, how)
+        numeric = self._standardise(values, frame, source)
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, column in enumerate(self.categorical):
             index = {v: i + 1 for i, v in enumerate(self.vocabularies[column])}
             strings = _category_strings(frame[column])
             codes[:, j] = [index.get(s, 0) for s in strings]
+            if warn:
+                unseen = sum(1 for s in strings if s and s not in index)
+                _warn(source, column, unseen, *_UNSEEN_CATEGORY, "(mapped to unknown)")
+                if self.missing == "impute" and "" not in index:
+                    absent = sum(1 for s in strings if not s)
+                    _warn(source, column, absent, *_UNSEEN_MISSING, "(mapped to unknown)")
         inputs = {
             "numeric": torch.as_tensor(numeric.reshape(len(frame), -1), dtype=torch.float32),
             "categorical": torch.from_numpy(codes),
@@ -154,21 +273,61 @@ class FeatureEncoder:
             inputs.update(self.tokenize(frame, source))
         return inputs
 
+    def _standardise(self, values: np.ndarray, frame: pd.DataFrame, source: str) -> np.ndarray:
+        """``(values - mean) / std``, checked to fit in float32 (the model's precision)."""
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = (values - mean) / std
+        bad = np.argwhere(~np.isfinite(scaled) | (np.abs(scaled) > _FLOAT32_MAX))
+        if bad.size:
+            row, j = (int(v) for v in bad[0])
+            raise DataError(
+                f"{source}: numeric feature '{self.numeric[j]}' {row_name(frame, row)} holds "
+                f"{values[row, j]:g}, too large to standardise with the training mean "
+                f"{mean[j]:g} and std {std[j]:g} (beyond float32); rescale the column or drop "
+                "the row"
+            )
+        return scaled
+
     def _numeric_values(self, frame: pd.DataFrame, source: str) -> np.ndarray:
+        """The numeric features as float64, NaN where missing (only with ``missing="impute"``;
+        indicator columns are 1 there); non-numeric or infinite entries raise naming the row."""
+        impute = self.missing == "impute"
+        derived = self.indicator_columns()
         out = np.empty((len(frame), len(self.numeric)), dtype=np.float64)
         for j, column in enumerate(self.numeric):
+            if column in derived:
+                continue
             raw = frame[column]
             values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            bad = np.flatnonzero(~np.isfinite(values))
-            if bad.size:
-                row = int(bad[0])
-                what = "an infinite value" if np.isinf(values[row]) else f"{raw.iloc[row]!r}"
+            bad = ~np.isfinite(values)
+            if impute:
+                bad &= ~raw.isna().to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                value = raw.iloc[row]
+                value = value.item() if isinstance(value, np.generic) else value
+                what = (
+                    "an infinite value"
+                    if np.isinf(values[row])
+                    else "a missing value"
+                    if pd.isna(value)
+                    else repr(value)
+                )
+                hint = (
+                    "numeric features must be numbers or missing"
+                    if impute
+                    else "numeric features must be finite numbers: impute them (features.missing:"
+                    " impute) or declare the column categorical"
+                )
                 raise DataError(
-                    f"{source}: numeric feature '{column}' row {row + 1} holds {what} "
-                    f"({bad.size} bad row(s)); numeric features must be finite numbers: impute "
-                    "them or declare the column categorical"
+                    f"{source}: numeric feature '{column}' {row_name(frame, row)} holds {what} "
+                    f"({int(bad.sum())} bad row(s)); {hint}"
                 )
             out[:, j] = values
+        position = {c: j for j, c in enumerate(self.numeric)}
+        for name, column in derived.items():
+            out[:, position[name]] = np.isnan(out[:, position[column]])
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,16 +343,33 @@ class FeatureEncoder:
             "fine_tune": self.fine_tune,
             "max_length": self.max_length,
             "text_dim": self.text_dim,
+            "missing": self.missing,
+            "median": self.median,
+            "indicators": self.indicators,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureEncoder:
         """Inverse of :meth:`to_dict`."""
-        text = ("text", "text_model", "fine_tune", "max_length", "text_dim")
+        optional = ("text", "text_model", "fine_tune", "max_length", "text_dim")
+        optional += ("missing", "median", "indicators")  # runs before features.missing: error
         return cls(
             **{k: data[k] for k in ("numeric", "categorical", "mean", "std", "vocabularies")},
-            **{k: data[k] for k in text if k in data},
+            **{k: data[k] for k in optional if k in data},
         )
+
+
+_UNSEEN_CATEGORY = ("row has a category", "rows have categories", "not seen in training")
+_UNSEEN_MISSING = ("row is", "rows are", "missing, which no training row was")
+
+
+def _warn(source: str, column: str, count: int, one: str, many: str, what: str, how: str) -> None:
+    """One :class:`DataWarning` line, ``source: column 'c': 3 rows <what> <how>`` (none for
+    no rows)."""
+    if count:
+        rows = f"1 {one}" if count == 1 else f"{count} {many}"
+        message = f"{source}: column '{column}': {rows} {what} {how}"
+        warnings.warn(message, DataWarning, stacklevel=4)
 
 
 def _category_strings(series: pd.Series) -> list[str]:

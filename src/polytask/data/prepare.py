@@ -83,7 +83,7 @@ def load_source(source: str) -> tuple[pd.DataFrame, str]:
     """A built-in dataset by name, or a table file; returns the frame and a label for messages."""
     if source in BUILTIN_DATASETS:
         return get_builtin(source).load(), f"built-in dataset '{source}'"
-    if not Path(source).suffix:
+    if not Path(source).suffix and not Path(source).is_dir():
         get_builtin(source)  # raises with the list of built-in names
     return read_table(source), source
 
@@ -104,9 +104,22 @@ def prepare_data(config: Config) -> PreparedData:
         elif split.column is not None and table.name == SHARED:
             raise DataError(f"{table.source}: split column '{split.column}' is missing")
         else:
+            if split.validation + split.test >= 1:
+                raise ConfigError(
+                    f"data.split: validation + test = {split.validation:g} + {split.test:g} = "
+                    f"{split.validation + split.test:g} leaves no rows for training; "
+                    "their sum must be below 1"
+                )
             table.splits = random_split(
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
+        if table.splits["train"].size == 0:
+            how = (
+                f"split column '{split.column}' marks no row 'train'"
+                if split.column is not None and split.column in table.frame.columns
+                else f"{len(table.frame)} rows leave no training row; lower data.split fractions"
+            )
+            raise DataError(f"{table.source}: {how}")
 
     specs = {s.name: s for s in config.tasks}
     for table in tables:  # missing labels are clearer errors than what would follow from them
@@ -114,7 +127,12 @@ def prepare_data(config: Config) -> PreparedData:
             _check_labels_exist(table, specs[name])
     encoder = _feature_encoder(config, tables)
     train_frames = [t.frame.iloc[t.splits["train"]] for t in tables]
-    encoder.fit(pd.concat([f[encoder.numeric + encoder.categorical] for f in train_frames]))
+    columns = encoder.numeric + encoder.categorical
+    if len(tables) == 1:
+        encoder.fit(train_frames[0][columns], f"{tables[0].source} (training rows)")
+    else:  # errors name "row N of <table>"
+        keys = [t.source for t in tables]
+        encoder.fit(pd.concat([f[columns] for f in train_frames], keys=keys), "training rows")
 
     tasks: list[Task] = []
     for spec in config.tasks:
@@ -143,13 +161,20 @@ def _check_labels_exist(table: Table, spec: TaskConfig) -> None:
 
 
 def encode_frame(
-    frame: pd.DataFrame, tasks: list[Task], encoder: FeatureEncoder, source: str
+    frame: pd.DataFrame,
+    tasks: list[Task],
+    encoder: FeatureEncoder,
+    source: str,
+    *,
+    warn: bool = True,
 ) -> MultiTaskData:
     """Encode a table holding the features and (where present) every task's label columns.
 
-    Tasks whose columns are all absent get fully masked targets (prediction-only data)."""
+    Tasks whose columns are all absent get fully masked targets (prediction-only data).
+    ``warn``: a :class:`~polytask.data.features.DataWarning` per feature column with categories
+    or missing values never seen in training (off for the training run's own splits)."""
     check_not_empty(frame, source)
-    inputs = encoder.transform(frame, source)
+    inputs = encoder.transform(frame, source, warn=warn)
     targets, masks = {}, {}
     for task in tasks:
         present = [c for c in task.columns if c in frame.columns]
@@ -172,7 +197,7 @@ def _encode(table: Table, split: str, tasks: list[Task], encoder: FeatureEncoder
             labelled = labelled.drop(
                 columns=[c for c in task.columns if c in labelled], errors="ignore"
             )
-    return encode_frame(labelled, tasks, encoder, f"{table.source} ({split} rows)")
+    return encode_frame(labelled, tasks, encoder, f"{table.source} ({split} rows)", warn=False)
 
 
 def _read_tables(config: Config) -> list[Table]:
@@ -217,6 +242,7 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
     encoder = FeatureEncoder(
         numeric,
         categorical,
+        missing=declared.missing,
         text=text,
         text_model=text_model if text else "",
         fine_tune=bool(text) and settings.type == "text" and settings.fine_tune,

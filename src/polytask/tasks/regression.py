@@ -22,6 +22,16 @@ from polytask.tasks.base import (
     require_columns,
 )
 
+_F32 = float(np.finfo(np.float32).max)
+
+
+def _row_name(frame: pd.DataFrame, position: int) -> str:
+    """``row N``: the 1-based row of the table ``frame`` was cut from (index label + 1)."""
+    label = frame.index[position]
+    if isinstance(label, int | np.integer) and not isinstance(label, bool) and label >= 0:
+        return f"row {int(label) + 1}"
+    return f"row {label!r}"
+
 
 def _metric(name: str, direction, fn) -> Metric:
     return Metric(name, direction, lambda y, p, m: masked_columns_mean(y, p, m, fn))
@@ -77,8 +87,23 @@ class RegressionTask(Task):
         if (counts == 0).any():
             column = self.columns[int(np.argmin(counts))]
             raise DataError(f"{source}: task '{self.name}' column '{column}' has no labels")
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0)
+        # float64 statistics; decoding multiplies by them in float32, so they must fit there too
+        fits = np.isfinite(mean) & np.isfinite(std) & (np.abs(mean) <= _F32) & (std <= _F32)
+        for j in np.flatnonzero(~fits):
+            column = values[:, j]
+            present = ~np.isnan(column)
+            limit = min(np.sqrt(np.finfo(np.float64).max / present.sum()), _F32) / 2
+            rows = np.flatnonzero(present & (np.abs(np.where(present, column, 0.0)) > limit))
+            row = int(rows[0]) if rows.size else int(np.nanargmax(np.abs(column)))
+            raise DataError(
+                f"{source}: task '{self.name}' column '{self.columns[j]}' "
+                f"{_row_name(frame, row)} holds {column[row]:g}, too large to standardise (the "
+                f"column's standard deviation overflows; {max(rows.size, 1)} such row(s)); "
+                "rescale the target (e.g. log) or drop the row"
+            )
         std = np.where(std > 0, std, 1.0)
         return dataclasses.replace(self, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
@@ -91,7 +116,16 @@ class RegressionTask(Task):
         values = torch.from_numpy(self._values(frame, source))
         mean, std = self._scale()
         mask = ~torch.isnan(values)
-        standardised = torch.where(mask, (values - mean) / std, 0.0)
+        standardised = torch.where(mask, (values - mean.double()) / std.double(), 0.0)
+        bad = torch.nonzero(~torch.isfinite(standardised) | (standardised.abs() > _F32))
+        if len(bad):
+            row, j = (int(v) for v in bad[0])
+            raise DataError(
+                f"{source}: task '{self.name}' column '{self.columns[j]}' "
+                f"{_row_name(frame, row)} holds {float(values[row, j]):g}, too large to "
+                "standardise with the training statistics (beyond float32); rescale the target "
+                "or drop the row"
+            )
         return standardised.float(), mask
 
     def scores(self, output: Tensor) -> np.ndarray:
