@@ -47,7 +47,6 @@ PENDING = {
     ("polytask.config", "polytask.models.registry"),
     ("polytask.config", "polytask.balancers"),
     ("polytask.config", "polytask.data.builtin"),
-    ("polytask.data.features", "polytask.models.encoders.text"),
 }
 
 

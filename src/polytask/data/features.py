@@ -147,11 +147,11 @@ class FeatureEncoder:
     def tokenize(self, frame: pd.DataFrame, source: str) -> dict[str, Tensor]:
         """``text_ids`` and ``text_mask`` of shape ``(N, len(text), max_length)``, made with the
         fine-tuned model's own tokenizer."""
+        from polytask.data import text_model
         from polytask.data.text import text_values
-        from polytask.models.encoders import text as text_encoder
 
         if self._tokenize is None:
-            self._tokenize = text_encoder.load_trainable_encoder(self.text_model).tokenize
+            self._tokenize = text_model.load_trainable_encoder(self.text_model).tokenize
         ids, masks = [], []
         for column in self.text:
             column_ids, mask = self._tokenize(text_values(frame, column, source), self.max_length)
