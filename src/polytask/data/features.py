@@ -196,6 +196,11 @@ class FeatureEncoder:
         )
 
 
+FeaturePreprocessor = FeatureEncoder
+"""The feature preprocessing (scaling, vocabularies, text tokens or embeddings) by the name that
+says what it is; ``FeatureEncoder`` is kept for existing code and saved runs."""
+
+
 def _category_strings(series: pd.Series) -> list[str]:
     """Category values as stripped strings, with missing values as ''."""
     return ["" if pd.isna(v) else str(v).strip() for v in series.to_numpy(dtype=object)]
