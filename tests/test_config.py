@@ -106,6 +106,9 @@ def test_a_changed_option_of_another_entry_is_an_error():
     raw["model"] = {"arch": "mmoe", "expert": 2}
     with pytest.raises(ConfigError, match=r"unknown key 'model\.expert' \(did you mean 'experts'"):
         parse_config(raw)
+    raw["model"] = {"arch": "hard", "experts": 4}  # even at mmoe's default: not an old dump
+    with pytest.raises(ConfigError, match=r"'experts' is an option of architecture 'mmoe'"):
+        parse_config(raw)
     raw["model"] = {"arch": "mmeo"}
     with pytest.raises(ConfigError, match=r"model\.arch: unknown architecture 'mmeo'.*'mmoe'"):
         parse_config(raw)

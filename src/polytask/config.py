@@ -99,7 +99,7 @@ class _Registered(BaseModel):
     @classmethod
     def _validate_options(cls, value: Any) -> Any:
         value = cls._shorthand(value)
-        if not isinstance(value, Mapping) or isinstance(value.get("typed_options"), Options):
+        if not isinstance(value, Mapping):
             return value
         common = {k: v for k, v in value.items() if k in cls.model_fields and k != "typed_options"}
         rest = {k: v for k, v in value.items() if k not in common}

@@ -31,8 +31,9 @@ class NoOptions(Options):
 class OptionRegistry:
     """Names → option models for one kind of entry (``what``: "architecture", ...)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, saved_defaults: bool = False) -> None:
         self.what = what
+        self.saved_defaults = saved_defaults
         self._models: dict[str, type[Options]] = {}
 
     def register(self, name: str, options: type[Options]) -> None:
@@ -40,6 +41,10 @@ class OptionRegistry:
         if not issubclass(options, Options):
             raise TypeError(f"{self.what} '{name}': options must subclass polytask.options.Options")
         self._models[name] = options
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (tests that register an entry for a while)."""
+        self._models.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -63,8 +68,9 @@ class OptionRegistry:
     def validate(self, name: str, raw: Mapping[str, Any]) -> Options:
         """``raw`` validated against ``name``'s option model (pydantic errors keep their key).
 
-        A key that belongs to another entry is an error naming that entry, unless it holds that
-        entry's default: configs saved by earlier versions repeated every default."""
+        A key that belongs to another entry is an error naming that entry; with
+        ``saved_defaults``, not when it holds that entry's default (configs saved before typed
+        options repeated every default of every entry there)."""
         model = self.options(name)
         kept: dict[str, Any] = {}
         for key, value in raw.items():
@@ -73,7 +79,7 @@ class OptionRegistry:
                 kept[key] = value
                 continue
             field = self._models[owner].model_fields[key]
-            if value != field.get_default(call_default_factory=True):
+            if not self.saved_defaults or value != field.get_default(call_default_factory=True):
                 raise_at(key, f"'{key}' is an option of {self.what} '{owner}', not of '{name}'")
         return model.model_validate(kept)
 
@@ -88,10 +94,10 @@ def raise_at(key: str, message: str) -> None:
 ARCHITECTURE_OPTIONS = OptionRegistry("architecture")
 """``model.arch`` → the architecture's options (the other keys of ``model``)."""
 
-INPUT_BLOCK_OPTIONS = OptionRegistry("encoder")
+INPUT_BLOCK_OPTIONS = OptionRegistry("encoder", saved_defaults=True)
 """``model.encoder.type`` → the input block's options (the other keys of ``model.encoder``)."""
 
-TASK_OPTIONS = OptionRegistry("task type")
+TASK_OPTIONS = OptionRegistry("task type", saved_defaults=True)
 """``tasks[*].type`` → the options a task of that type adds to the common task keys."""
 
 __all__ = [

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import Field
+from torch import nn
 
 from polytask.config import InputBlockConfig, ModelConfig, parse_config
 from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.build import build_network
 from polytask.models.input_blocks import (
+    INPUT_BLOCKS,
     CNNOptions,
     ConvEncoder,
     GRUOptions,
     SequenceEncoder,
     image_shape,
+    register_input_block,
     sequence_layout,
 )
+from polytask.options import INPUT_BLOCK_OPTIONS, Options
 from polytask.tasks import task_from_dict
 
 TASKS = [
@@ -189,3 +194,53 @@ def test_every_architecture_gets_the_chosen_body(arch, encoder, data):
     out = model(inputs(data))
     assert out["a"].shape == (5, 3) and out["b"].shape == (5, 1)
     out["a"].sum().backward()
+
+
+# --- a new input block is one registration ------------------------------------------------
+
+
+class ScaledOptions(Options):
+    scale: float = Field(1.0, gt=0)
+
+
+def scaled_block(options, features, out_features, dropout):
+    def build() -> nn.Module:
+        linear = nn.Linear(len(features.numeric), out_features)
+        return nn.Sequential(_Numeric(), linear, _Scale(options.scale))
+
+    return build
+
+
+class _Numeric(nn.Module):
+    def forward(self, inputs):
+        return inputs["numeric"]
+
+
+class _Scale(nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+@pytest.fixture
+def scaled(monkeypatch):
+    monkeypatch.setitem(INPUT_BLOCKS, "scaled", None)
+    register_input_block("scaled", ScaledOptions, scaled_block)
+    yield
+    INPUT_BLOCK_OPTIONS.unregister("scaled")
+
+
+def test_a_registered_input_block_is_configured_by_name(scaled):
+    raw = {"tasks": [{"name": "a", "type": "multiclass"}], "data": {"source": "x.csv"}}
+    config = parse_config({**raw, "model": {"encoder": {"type": "scaled", "scale": 2.0}}})
+    assert config.model.encoder.options == {"scale": 2.0}
+    model = build_network(
+        config.model.model_copy(update={"trunk": [4], "head": []}), lagged(), TASKS
+    )
+    assert any(isinstance(m, _Scale) and m.scale == 2.0 for m in model.modules())
+    assert model(inputs(lagged()))["a"].shape == (5, 3)
+    with pytest.raises(ConfigError, match=r"unknown key 'model.encoder.scal' \(did you mean"):
+        parse_config({**raw, "model": {"encoder": {"type": "scaled", "scal": 2.0}}})
