@@ -2,6 +2,12 @@
 
 Every section forbids unknown keys; a typo is reported with its location and the closest valid
 key. Relative paths are resolved against the config file's folder.
+
+``model.arch``, ``model.encoder.type`` and each task's ``type`` name entries of the registries
+in :mod:`polytask.options`; each entry's own option model validates the rest of its section.
+This module imports no architecture, input block, task type or balancer: those register
+themselves when :mod:`polytask` is imported, and the balancer is checked by
+:func:`polytask.checks.check_config`.
 """
 
 from __future__ import annotations
