@@ -132,3 +132,17 @@ def test_the_config_layer_imports_no_registry():
     } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     higher = ("polytask.models", "polytask.tasks", "polytask.balancers", "polytask.data")
     assert not [m for m in imported if m.startswith(higher)]
+
+
+def test_importing_the_config_alone_registers_the_built_in_entries():
+    """The registries are filled by importing polytask (its __init__ imports models and tasks);
+    a fresh interpreter that imports only polytask.config must parse every built-in name."""
+    import subprocess
+    import sys
+
+    code = (
+        "from polytask.config import parse_config\n"
+        "parse_config({'data': {'source': 'x.csv'}, 'model': {'arch': 'mmoe', 'encoder': 'cnn'},"
+        " 'tasks': [{'name': 'a', 'type': 'multilabel', 'target': ['b']}]})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
