@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from polytask.data import text_model
-from polytask.models.encoders import text as text_encoder
 
 DIM = 6
 WORDS = ("good", "great", "love", "bad", "hate", "not")
@@ -62,10 +61,6 @@ def install(monkeypatch) -> None:
         return text_model.TrainableText(tokenize, TinyTransformer(), DIM)
 
     monkeypatch.setattr(text_model, "load_trainable_encoder", trainable)
-    # TODO(issue 7, after merge): drop this second patch once data/features.py and
-    # models/encoders/__init__.py call text_model.load_trainable_encoder instead of the
-    # re-export in models.encoders.text.
-    monkeypatch.setattr(text_encoder, "load_trainable_encoder", trainable)
 
 
 def review_frame(n: int = 80, seed: int = 0) -> pd.DataFrame:

@@ -243,3 +243,37 @@ def test_params_mode_balancer_on_an_architecture_without_shared_parameters(
     )
     assert_clean_error(code, err, "model.arch 'soft' shares none", "balancer.mode: features")
     assert not (tmp_path / "runs").exists()
+
+
+def test_predict_reads_a_config_saved_before_typed_options(
+    monkeypatch, capsys, trained, table, tmp_path
+):
+    """A run directory written before typed options (flat encoder section, ``positive: null``
+    on every task) predicts as before."""
+    from .test_config import OLD_RUN_CONFIG
+
+    new_csv, old_csv = tmp_path / "new.csv", tmp_path / "old.csv"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", new_csv)
+    assert code == 0, err
+    shutil.copy(OLD_RUN_CONFIG, trained / "config.json")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", old_csv)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(old_csv), pd.read_csv(new_csv))
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "fragments"),
+    [
+        ("model", {"arch": "mmoe", "expert": 2}, ("bad.yaml", "model.expert", "'experts'")),
+        ("model", {"encoder": {"type": "cnn", "kernal": 3}}, ("model.encoder.kernal", "'kernel'")),
+        ("balancer", {"name": "fam"}, ("balancer.name", "did you mean 'famo'")),
+    ],
+)
+def test_option_typos_fail_before_any_folder(
+    monkeypatch, capsys, tmp_path, table, section, value, fragments
+):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw[section] = value
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, *fragments)
+    assert not (tmp_path / "runs").exists()

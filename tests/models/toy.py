@@ -37,7 +37,7 @@ def encoder() -> nn.Sequential:
 
 def make(arch: str, seed: int = 0, **overrides: Any) -> MultiTaskModel:
     torch.manual_seed(seed)
-    options = {**OPTIONS[arch], **overrides}
+    options = {**OPTIONS.get(arch, {}), **overrides}
     return build_model(
         arch,
         encoder_factory=encoder,

@@ -13,7 +13,7 @@ unseen categories (with a :class:`DataWarning` per column outside training) and,
 Text columns (``features.text``) are either embedded by the frozen sentence encoder (cached;
 the vectors become numeric columns ``<column>_emb_000`` …, added to ``numeric``) or, when the
 encoder is fine-tuned, tokenised once into ``text_ids`` / ``text_mask`` inputs of shape
-``(N, n_text_columns, max_length)``. Either way :meth:`FeatureEncoder.transform` does it for
+``(N, n_text_columns, max_length)``. Either way :meth:`FeaturePreprocessor.transform` does it for
 new tables too, with the model recorded in the encoder (and so in the run's ``data.json``).
 """
 
@@ -83,7 +83,7 @@ def infer_features(frame: pd.DataFrame, exclude: Iterable[str]) -> tuple[list[st
 
 
 @dataclass
-class FeatureEncoder:
+class FeaturePreprocessor:
     """Turns a table into ``{"numeric": float (N, p), "categorical": long (N, c)}`` tensors
     (plus ``"text_ids"``: long and ``"text_mask"``: bool ``(N, t, max_length)`` when text
     columns are fine-tuned)."""
@@ -184,7 +184,7 @@ class FeatureEncoder:
             for column in self.text:
                 text_values(frame, column, source)
 
-    def fit(self, frame: pd.DataFrame, source: str = "data") -> FeatureEncoder:
+    def fit(self, frame: pd.DataFrame, source: str = "data") -> FeaturePreprocessor:
         """Learn standardisation statistics, medians and vocabularies from training rows."""
         derived = self.indicator_columns()
         self.numeric = [c for c in self.numeric if c not in derived]  # from an earlier fit
@@ -349,7 +349,7 @@ class FeatureEncoder:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FeatureEncoder:
+    def from_dict(cls, data: Mapping[str, Any]) -> FeaturePreprocessor:
         """Inverse of :meth:`to_dict`."""
         optional = ("text", "text_model", "fine_tune", "max_length", "text_dim")
         optional += ("missing", "median", "indicators")  # runs before features.missing: error
@@ -357,6 +357,9 @@ class FeatureEncoder:
             **{k: data[k] for k in ("numeric", "categorical", "mean", "std", "vocabularies")},
             **{k: data[k] for k in optional if k in data},
         )
+
+
+FeatureEncoder = FeaturePreprocessor  # the earlier name, kept for existing code
 
 
 _UNSEEN_CATEGORY = ("row has a category", "rows have categories", "not seen in training")

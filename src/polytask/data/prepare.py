@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polytask.config import DEFAULT_TEXT_MODEL, Config, TaskConfig
+from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL, Config, TaskConfig
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
 from polytask.data.dataset import MultiTaskData
-from polytask.data.features import FeatureEncoder, infer_features, select_columns
+from polytask.data.features import FeaturePreprocessor, infer_features, select_columns
 from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.data.splits import SPLITS, column_split, random_split
 from polytask.data.tables import check_not_empty, read_table
@@ -39,7 +39,7 @@ class PreparedData:
     """Fitted tasks and features, and the encoded splits of every table."""
 
     tasks: list[Task]
-    encoder: FeatureEncoder
+    encoder: FeaturePreprocessor
     train: dict[str, MultiTaskData]
     validation: MultiTaskData
     test: MultiTaskData
@@ -64,7 +64,7 @@ class PreparedData:
 
 
 def build_task(spec: TaskConfig) -> Task:
-    """An unfitted :class:`Task` from its config entry."""
+    """An unfitted :class:`Task` from its config entry (common keys and its type's options)."""
     data = {
         "type": spec.type,
         "name": spec.name,
@@ -73,9 +73,8 @@ def build_task(spec: TaskConfig) -> Task:
         "metrics": tuple(spec.metrics or ()),
         "weight": spec.weight,
         "auxiliary": spec.auxiliary,
+        **spec.options,
     }
-    if spec.positive is not None:
-        data["positive"] = spec.positive
     return task_from_dict(data)
 
 
@@ -163,7 +162,7 @@ def _check_labels_exist(table: Table, spec: TaskConfig) -> None:
 def encode_frame(
     frame: pd.DataFrame,
     tasks: list[Task],
-    encoder: FeatureEncoder,
+    encoder: FeaturePreprocessor,
     source: str,
     *,
     warn: bool = True,
@@ -189,7 +188,11 @@ def _unlabelled(task: Task, n_rows: int) -> pd.DataFrame:
     return pd.DataFrame({c: [np.nan] * n_rows for c in task.columns})
 
 
-def _encode(table: Table, split: str, tasks: list[Task], encoder: FeatureEncoder) -> MultiTaskData:
+def _encode(
+    table: Table, split: str, tasks: list[Task], encoder: FeaturePreprocessor
+) -> MultiTaskData:
+    table: Table, split: str, tasks: list[Task], encoder: FeaturePreprocessor
+) -> MultiTaskData:
     frame = table.frame.iloc[table.splits[split]]
     labelled = frame.copy()
     for task in tasks:
@@ -215,7 +218,7 @@ def _read_tables(config: Config) -> list[Table]:
     return tables
 
 
-def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
+def _feature_encoder(config: Config, tables: list[Table]) -> FeaturePreprocessor:
     declared = config.features
     first = tables[0]
     select_columns(first.frame, declared.drop, f"{first.source} (features.drop)")
@@ -233,20 +236,20 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeatureEncoder:
         raise ConfigError(f"features: column '{overlap[0]}' is declared both text and tabular")
     if not numeric and not categorical and not text:
         raise DataError(f"{first.source}: no feature columns left after removing targets")
-    settings = config.model.encoder
-    if settings.type == "text" and not text:
+    block = config.model.encoder
+    if block.type == "text" and not text:
         raise ConfigError(
             "model.encoder: 'text' encodes the features.text columns, but none are declared"
         )
-    text_model = settings.model if settings.type == "text" else DEFAULT_TEXT_MODEL
-    encoder = FeatureEncoder(
+    settings = block.options if block.type == "text" else {}  # the text input block's options
+    encoder = FeaturePreprocessor(
         numeric,
         categorical,
         missing=declared.missing,
         text=text,
-        text_model=text_model if text else "",
-        fine_tune=bool(text) and settings.type == "text" and settings.fine_tune,
-        max_length=settings.max_length,
+        text_model=settings.get("model", DEFAULT_TEXT_MODEL) if text else "",
+        fine_tune=bool(text) and settings.get("fine_tune", False),
+        max_length=settings.get("max_length", DEFAULT_MAX_LENGTH),
     )
     for table in tables:
         encoder.validate(table.frame, table.source)

@@ -11,7 +11,7 @@ code from it.
 
 Frozen embeddings are computed and cached as features by :mod:`polytask.data.text`; the
 tokenizer of :func:`load_trainable_encoder` is used once, when the data are prepared, and its
-transformer is fine-tuned by :class:`polytask.models.encoders.text.FineTunedText`. Both loaders
+transformer is fine-tuned by :class:`polytask.models.input_blocks.text.FineTunedText`. Both loaders
 are the seams tests replace with small fakes. This module sits in the data layer so that the
 data step never imports :mod:`polytask.models`.
 """

@@ -1,4 +1,4 @@
-"""Build the configured network for a set of fitted tasks and a tabular feature encoder."""
+"""Build the configured network for a set of fitted tasks and fitted feature preprocessing."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ from collections.abc import Sequence
 from torch import nn
 
 from polytask.config import ModelConfig
-from polytask.data.features import FeatureEncoder
+from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.base import MultiTaskModel
-from polytask.models.encoders import input_block
 from polytask.models.heads import mlp
+from polytask.models.input_blocks import input_block
 from polytask.models.registry import build_model
 from polytask.models.tabular import TabularEncoder
 from polytask.tasks import Task
 
 
 def build_network(
-    config: ModelConfig, encoder: FeatureEncoder, tasks: Sequence[Task]
+    config: ModelConfig, features: FeaturePreprocessor, tasks: Sequence[Task]
 ) -> MultiTaskModel:
-    """The configured architecture over the configured input encoder, with MLP heads.
+    """The configured architecture over the configured input block, with MLP heads.
 
     The body is a sequence of blocks (the input block, ``model.encoder``: tabular embedding +
     first layer, CNN or GRU, each ending at width ``trunk[0]``, then one block per further
     trunk width), so layer-wise architectures (cross-stitch, tied) can address its layers.
     """
-    n_numeric, cardinalities = len(encoder.numeric), encoder.cardinalities
-    first_block = input_block(config.encoder, encoder, config.trunk[0], dropout=config.dropout)
+    n_numeric, cardinalities = len(features.numeric), features.cardinalities
+    first_block = input_block(config.encoder, features, config.trunk[0], dropout=config.dropout)
 
     def body() -> nn.Module:
         first = first_block()

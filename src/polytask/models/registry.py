@@ -1,17 +1,18 @@
 """Architectures by name: ``build_model("mmoe", encoder_factory=..., ..., experts=4)``.
 
-Each architecture has a frozen dataclass of options (the fields a config's ``model:`` section may
-set besides ``arch``) and a builder taking the common :class:`ModelParts`. Unknown names, unknown
-or missing options, and configurations an architecture cannot serve raise
-:class:`~polytask.errors.ConfigError`.
+Each architecture registers a pydantic option model (the keys a config's ``model:`` section may
+set besides ``arch`` and the common keys) and a builder taking the common :class:`ModelParts`
+(:func:`register_architecture`). Unknown names, unknown or missing options, and configurations
+an architecture cannot serve raise :class:`~polytask.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from polytask.errors import ConfigError, did_you_mean
 from polytask.models.base import MultiTaskModel
@@ -23,6 +24,7 @@ from polytask.models.parts import Factory, GateFactory, HeadFactory, check_outpu
 from polytask.models.ple import CGC, PLE
 from polytask.models.soft import Penalty, SoftSharing
 from polytask.models.tied import LayerRef, TiedCopies
+from polytask.options import ARCHITECTURE_OPTIONS, NoOptions, Options
 
 
 @dataclass(frozen=True)
@@ -37,47 +39,39 @@ class ModelParts:
     gate_factory: GateFactory | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class HardOptions:
+class HardOptions(NoOptions):
     """Hard sharing has no options."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SoftOptions:
+class SoftOptions(Options):
     penalty: Penalty = "l2"
     strength: float = 1e-3
 
 
-@dataclass(frozen=True, kw_only=True)
-class TiedOptions:
+class TiedOptions(Options):
     tied: tuple[LayerRef, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class CrossStitchOptions:
+class CrossStitchOptions(Options):
     self_weight: float = 0.9
 
 
-@dataclass(frozen=True, kw_only=True)
-class MMoEOptions:
+class MMoEOptions(Options):
     experts: int = 4
 
 
-@dataclass(frozen=True, kw_only=True)
-class CGCOptions:
+class CGCOptions(Options):
     shared_experts: int = 1
     task_experts: int = 1
 
 
-@dataclass(frozen=True, kw_only=True)
-class PLEOptions:
+class PLEOptions(Options):
     levels: int = 2
     shared_experts: int = 1
     task_experts: int = 1
 
 
-@dataclass(frozen=True, kw_only=True)
-class GroupsOptions:
+class GroupsOptions(Options):
     groups: tuple[tuple[str, ...], ...]
 
 
@@ -101,7 +95,7 @@ def _with_factories(
             parts.output_sizes,
             head_factory=parts.head_factory,
             **extra,
-            **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
+            **dict(options),
         )
 
     return build
@@ -109,57 +103,57 @@ def _with_factories(
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: its options dataclass and its builder."""
+    """A registered architecture: its option model and its builder."""
 
     name: str
-    options: type[Any]
+    options: type[Options]
     build: Callable[[ModelParts, Any], MultiTaskModel]
     summary: str
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        Architecture("hard", HardOptions, _hard, "one shared trunk, one head per task"),
-        Architecture(
-            "soft",
-            SoftOptions,
-            _with_factories(SoftSharing),
-            "one tower per task, L2/trace-norm coupled",
-        ),
-        Architecture(
-            "tied",
-            TiedOptions,
-            _with_factories(TiedCopies),
-            "per-task copies with chosen layers tied",
-        ),
-        Architecture(
-            "cross_stitch",
-            CrossStitchOptions,
-            _with_factories(CrossStitch),
-            "cross-stitch columns",
-        ),
-        Architecture(
-            "mmoe",
-            MMoEOptions,
-            _with_factories(MMoE, gated=True),
-            "experts with one softmax gate per task",
-        ),
-        Architecture(
-            "cgc", CGCOptions, _with_factories(CGC, gated=True), "shared + task experts, gates"
-        ),
-        Architecture(
-            "ple", PLEOptions, _with_factories(PLE, gated=True), "stacked CGC levels, shared gates"
-        ),
-        Architecture(
-            "groups", GroupsOptions, _with_factories(GroupSharing), "one trunk per group of tasks"
-        ),
-    )
-}
+ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def options_for(arch: str) -> type[Any]:
-    """The options dataclass of ``arch`` (its fields are what a config may set)."""
+def register_architecture(
+    name: str,
+    options: type[Options],
+    build: Callable[[ModelParts, Any], MultiTaskModel],
+    summary: str,
+) -> Architecture:
+    """Make ``model.arch: <name>`` build ``build(parts, options)``; ``options`` (a subclass of
+    :class:`~polytask.options.Options`) declares the keys ``model:`` may set for it."""
+    architecture = Architecture(name, options, build, summary)
+    ARCHITECTURES[name] = architecture
+    ARCHITECTURE_OPTIONS.register(name, options)
+    return architecture
+
+
+register_architecture("hard", HardOptions, _hard, "one shared trunk, one head per task")
+register_architecture(
+    "soft", SoftOptions, _with_factories(SoftSharing), "one tower per task, L2/trace-norm coupled"
+)
+register_architecture(
+    "tied", TiedOptions, _with_factories(TiedCopies), "per-task copies with chosen layers tied"
+)
+register_architecture(
+    "cross_stitch", CrossStitchOptions, _with_factories(CrossStitch), "cross-stitch columns"
+)
+register_architecture(
+    "mmoe", MMoEOptions, _with_factories(MMoE, gated=True), "experts with one softmax gate per task"
+)
+register_architecture(
+    "cgc", CGCOptions, _with_factories(CGC, gated=True), "shared + task experts, gates"
+)
+register_architecture(
+    "ple", PLEOptions, _with_factories(PLE, gated=True), "stacked CGC levels, shared gates"
+)
+register_architecture(
+    "groups", GroupsOptions, _with_factories(GroupSharing), "one trunk per group of tasks"
+)
+
+
+def options_for(arch: str) -> type[Options]:
+    """The option model of ``arch`` (its fields are what a config may set)."""
     return _lookup(arch).options
 
 
@@ -172,11 +166,23 @@ def _lookup(arch: str) -> Architecture:
     return ARCHITECTURES[arch]
 
 
-def _freeze(value: Any) -> Any:
-    """Lists from YAML become tuples, so option dataclasses stay hashable and immutable."""
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
+def parse_options(arch: str, options: Mapping[str, Any]) -> Options:
+    """``options`` validated by ``arch``'s option model; a ConfigError names the first bad key."""
+    model = _lookup(arch).options
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        fields = list(model.model_fields)
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(
+                f"model.{key}: '{arch}' has no option '{key}'{did_you_mean(key, fields)}; "
+                f"its options are {sorted(fields)}"
+            ) from exc
+        if error["type"] == "missing":
+            raise ConfigError(f"model.{key}: '{arch}' needs option '{key}'") from exc
+        raise ConfigError(f"model.{key}: {error['msg']}") from exc
 
 
 def build_model(
@@ -195,24 +201,9 @@ def build_model(
     the others.
     """
     spec = _lookup(arch)
-    fields = {f.name: f for f in dataclasses.fields(spec.options)}
-    for key in options:
-        if key not in fields:
-            raise ConfigError(
-                f"model.{key}: '{arch}' has no option '{key}'{did_you_mean(key, fields)}; "
-                f"its options are {sorted(fields)}"
-            )
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in options
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"model.{missing[0]}: '{arch}' needs option '{missing[0]}'")
+    parsed = parse_options(arch, options)
     parts = ModelParts(encoder_factory, encoder_width, output_sizes, head_factory, gate_factory)
     try:
-        return spec.build(parts, spec.options(**{k: _freeze(v) for k, v in options.items()}))
+        return spec.build(parts, parsed)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model '{arch}': {exc}") from exc

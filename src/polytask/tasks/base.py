@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from polytask.errors import ConfigError, DataError, did_you_mean
+from polytask.options import TASK_OPTIONS, NoOptions, Options
 
 Direction = Literal["higher", "lower"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -52,6 +53,8 @@ class Task(ABC):
     auxiliary: bool = False
 
     kind: ClassVar[str]
+    config_options: ClassVar[type[Options]] = NoOptions
+    """The keys a config entry of this type adds to the common task keys."""
     losses: ClassVar[Mapping[str, LossFn]]
     metric_table: ClassVar[Mapping[str, Metric]]
     default_loss: ClassVar[str]
@@ -230,8 +233,10 @@ TASK_TYPES: dict[str, type[Task]] = {}
 
 
 def register_task_type(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task type addressable by its ``kind`` in configs."""
+    """Class decorator: make a task type addressable by its ``kind`` in configs, with
+    ``cls.config_options`` as the options its config entries may set."""
     TASK_TYPES[cls.kind] = cls
+    TASK_OPTIONS.register(cls.kind, cls.config_options)
     return cls
 
 

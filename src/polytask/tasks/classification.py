@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from torch import Tensor
 
 from polytask.errors import ConfigError, DataError
+from polytask.options import Options
 from polytask.tasks.base import (
     Metric,
     Task,
@@ -90,6 +91,12 @@ def _binary_f1(y: np.ndarray, p: np.ndarray, m: np.ndarray) -> float:
     return skm.f1_score(y[m], p[m] >= 0.5, zero_division=0.0)
 
 
+class BinaryOptions(Options):
+    """``positive``: the label of the positive class (inferred when not given)."""
+
+    positive: str | None = None
+
+
 @register_task_type
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BinaryTask(_ClassificationTask):
@@ -102,6 +109,7 @@ class BinaryTask(_ClassificationTask):
     positive: str | None = None
 
     kind: ClassVar[str] = "binary"
+    config_options: ClassVar[type[Options]] = BinaryOptions
     target_dtype: ClassVar[torch.dtype] = torch.float32
     losses: ClassVar = {
         "bce": lambda out, y: F.binary_cross_entropy_with_logits(

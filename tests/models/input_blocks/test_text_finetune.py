@@ -14,7 +14,7 @@ from polytask.data import prepare_data, text_model
 from polytask.errors import ConfigError
 from polytask.experiment import make_trainer
 from polytask.models.build import build_network
-from polytask.models.encoders import text as text_encoder
+from polytask.models.input_blocks import text as text_encoder
 from polytask.predict import load_run
 
 from ...fake_text import FrozenFake, review_frame, text_config
@@ -96,7 +96,6 @@ def test_missing_extra_is_exit_code_2(monkeypatch, capsys, reviews, tmp_path):
         )
 
     monkeypatch.setattr(text_model, "load_trainable_encoder", missing)
-    monkeypatch.setattr(text_encoder, "load_trainable_encoder", missing)  # the re-export, too
     config = tmp_path / "reviews.yaml"
     config.write_text(yaml.safe_dump(text_config(str(reviews), str(tmp_path), encoder=FINE_TUNE)))
     code, _, err = run_cli(monkeypatch, capsys, "train", config)

@@ -1,0 +1,1 @@
+"""Public contract checks for architectures and balancers."""
