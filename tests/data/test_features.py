@@ -38,8 +38,6 @@ def test_missing_feature_column_suggests_a_name():
 def test_round_trip():
     frame = pd.DataFrame({"a": [1.0, 3.0], "b": ["x", "y"]})
     encoder = FeaturePreprocessor(["a"], ["b"]).fit(frame)
-        pd.DataFrame({"a": [1.0, 3.0], "b": ["x", "y"]})
-    )
     assert FeaturePreprocessor.from_dict(encoder.to_dict()) == encoder
 
 

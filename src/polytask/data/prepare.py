@@ -191,8 +191,6 @@ def _unlabelled(task: Task, n_rows: int) -> pd.DataFrame:
 def _encode(
     table: Table, split: str, tasks: list[Task], encoder: FeaturePreprocessor
 ) -> MultiTaskData:
-    table: Table, split: str, tasks: list[Task], encoder: FeaturePreprocessor
-) -> MultiTaskData:
     frame = table.frame.iloc[table.splits[split]]
     labelled = frame.copy()
     for task in tasks:
