@@ -3,7 +3,16 @@ early stopping and checkpoints. It never names a method: balancers and architect
 
 Model selection uses validation data only: the score of an epoch is its validation Δm% against a
 reference (the single-task baselines' validation metrics when given, else the model's own
-first-epoch metrics), and the best epoch's weights are restored at the end.
+first-epoch metrics), and the best epoch's weights are restored at the end. A metric whose
+reference is 0 or undefined leaves the score (with a warning); when no metric is left, the score
+is the mean relative decrease of the validation loss from the first epoch; when that is undefined
+too (no validation labels), the last epoch is kept. An epoch whose score is undefined is never
+selected.
+
+Training that diverges raises :class:`TrainingDiverged`: weights that are no longer finite
+(checked once per epoch, before validation and the checkpoint), an epoch in which every step had
+a non-finite loss, or a non-finite validation loss. A step with a non-finite loss (which the
+balancers skip) is otherwise tolerated and counted in :attr:`EpochLog.nonfinite_steps`.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +33,8 @@ from torch import Tensor
 from polytask.balancers import Balancer, EqualWeights
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
-from polytask.evaluation.delta_m import Scores, delta_m, metric_directions
+from polytask.errors import RunError
+from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, undefined_reason
 from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task
 from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -38,9 +49,16 @@ class EarlyStopping:
     min_delta: float = 0.0
 
 
+class TrainingDiverged(RunError):
+    """The weights or losses became non-finite: the run failed and must not be used."""
+
+
 @dataclass
 class EpochLog:
-    """What one epoch measured."""
+    """What one epoch measured (NaN marks an undefined value; JSON ``null`` reads back as NaN).
+
+    ``score`` is the epoch's validation selection score (NaN: undefined, never selected);
+    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip."""
 
     epoch: int
     train_loss: dict[str, float]
@@ -50,6 +68,13 @@ class EpochLog:
     weights: dict[str, float] = field(default_factory=dict)
     step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    nonfinite_steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_loss = _nan_for_none(self.train_loss)
+        self.val_loss = _nan_for_none(self.val_loss)
+        self.val_metrics = _nan_for_none(self.val_metrics)
+        self.score = math.nan if self.score is None else self.score
 
 
 @dataclass
@@ -102,6 +127,7 @@ class Trainer:
         self.seed = seed
         self.early_stopping = early_stopping
         self.reference = reference
+        self._has_baselines = reference is not None
         self.delta_m_average = delta_m_average
         self.grad_clip = grad_clip
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -111,6 +137,9 @@ class Trainer:
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
         self._directions = metric_directions(self.tasks)
+        self._reference_loss: dict[str, float] | None = None
+        self._selection_rule: dict[str, Any] | None = None
+        self._first_nonfinite: tuple[str, int, int] | None = None
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
@@ -165,19 +194,100 @@ class Trainer:
         return self.history
 
     def _validate(self, log: EpochLog, validation: MultiTaskData, selection: _Selection) -> None:
-        """Score the epoch by validation Δm; keep its weights if it is the best so far."""
+        """Score the epoch on validation; keep its weights if it is the best so far."""
         evaluation = self.evaluate(validation)
         log.val_metrics, log.val_loss = evaluation.metrics, evaluation.loss
+        for task in self.tasks:
+            loss = evaluation.loss[task.name]
+            if not math.isfinite(loss) and bool(validation.masks[task.name].any()):
+                raise self._diverged(
+                    f"the validation loss of task '{task.name}' is {loss} after epoch {log.epoch}"
+                )
         if self.reference is None:
             self.reference = evaluation.metrics
-        log.score = delta_m(log.val_metrics, self.reference, self._directions, self.delta_m_average)
-        score = log.score if math.isfinite(log.score) else -math.inf
+        if self._reference_loss is None:
+            self._reference_loss = dict(evaluation.loss)
+        rule = self._selection_rule or self._choose_selection_rule()
+        log.score = self._score(log.epoch, evaluation, rule)
         min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
-        if self.best_epoch is None or score > selection.score + min_delta:
-            selection.score, selection.stale, self.best_epoch = score, 0, log.epoch
+        if rule["by"] == "last epoch" or (
+            math.isfinite(log.score) and log.score > selection.score + min_delta
+        ):
+            selection.score, selection.stale, self.best_epoch = log.score, 0, log.epoch
             selection.weights = self._copy_weights()
         else:
             selection.stale += 1
+
+    def _choose_selection_rule(self) -> dict[str, Any]:
+        """Validation Δm over the metrics with a usable reference; else the mean relative
+        decrease of the validation loss; else the last epoch. Warns when it is not plain Δm."""
+        assert self.reference is not None and self._reference_loss is not None
+        metrics: dict[str, dict[str, Any]] = {}
+        left_out = []
+        for task, directions in self._directions.items():
+            for metric, direction in directions.items():
+                reference = self.reference.get(task, {}).get(metric)
+                reason = undefined_reason(1.0, reference)  # the reference's own problems only
+                if reason is None:
+                    metrics.setdefault(task, {})[metric] = direction
+                else:
+                    left_out.append(f"'{task}' {metric} ({reason})")
+        losses = {
+            task: loss
+            for task, loss in self._reference_loss.items()
+            if task in self._directions and undefined_reason(1.0, loss) is None
+        }
+        what = "the baselines' validation metrics" if self._has_baselines else "epoch 1"
+        if metrics:
+            rule: dict[str, Any] = {"by": "delta_m", "metrics": metrics}
+            if left_out:
+                _warn(
+                    f"model selection ({self.label}): left out of validation Δm, as a relative "
+                    f"change from {what} is undefined: {', '.join(left_out)}"
+                )
+        elif losses:
+            rule = {"by": "loss", "losses": losses}
+            _warn(
+                f"model selection ({self.label}): validation Δm is undefined (a relative change "
+                f"from {what} is undefined for {', '.join(left_out) or 'every metric'}); "
+                "selecting by the mean validation loss instead (its relative decrease from "
+                "epoch 1)"
+            )
+        else:
+            rule = {"by": "last epoch"}
+            _warn(
+                f"model selection ({self.label}): neither validation Δm nor the validation loss "
+                "is defined (no validation labels?); keeping the last epoch"
+            )
+        self._selection_rule = rule
+        return rule
+
+    def _score(self, epoch: int, evaluation: Evaluation, rule: dict[str, Any]) -> float:
+        """The epoch's selection score under ``rule`` (higher is better); NaN, with a warning,
+        when one of its values is undefined."""
+        if rule["by"] == "last epoch":
+            return math.nan
+        if rule["by"] == "loss":
+            values = {(task, "loss"): evaluation.loss[task] for task in rule["losses"]}
+        else:
+            values = {
+                (task, metric): evaluation.metrics[task][metric]
+                for task, metrics in rule["metrics"].items()
+                for metric in metrics
+            }
+        undefined = [f"'{t}' {m} is {v}" for (t, m), v in values.items() if not _finite(v)]
+        if undefined:
+            _warn(
+                f"model selection ({self.label}): epoch {epoch} cannot be scored "
+                f"({', '.join(undefined)}); it is not selected"
+            )
+            return math.nan
+        if rule["by"] == "loss":
+            losses = rule["losses"]
+            decrease = [100.0 * (ref - evaluation.loss[t]) / ref for t, ref in losses.items()]
+            return sum(decrease) / len(decrease)
+        assert self.reference is not None
+        return delta_m(evaluation.metrics, self.reference, rule["metrics"], self.delta_m_average)
 
     def _copy_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -187,27 +297,91 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
         self.model.train()
         names = [t.name for t in self.tasks]
-        loss_sums = {n: torch.zeros(()) for n in names}
-        counts = dict.fromkeys(names, 0)
+        # accumulated on the device (no host sync per step): sums and counts of the finite
+        # losses, the first step with a non-finite loss per task, steps with any
+        loss_sums: dict[str, Tensor] = {}
+        counts: dict[str, Tensor] = {}
+        first_bad: dict[str, Tensor] = {}
+        bad_steps: list[Tensor] = []
+        steps = 0
         trace: dict[str, list[float]] = {n: [] for n in names}
         if bar is not None:
             bar.reset(bar.task_ids[0], description=f"{self.label} epoch {epoch}/{self.epochs}")
         for batch in source.epoch(self.seed, epoch):
+            steps += 1
             losses, weights = self.step(batch)
+            bad_step = None
             for name, loss in losses.items():
-                loss_sums[name] += loss
-                counts[name] += 1
+                finite = torch.isfinite(loss)
+                if name not in loss_sums:
+                    loss_sums[name] = torch.zeros((), device=loss.device)
+                    counts[name] = torch.zeros((), dtype=torch.long, device=loss.device)
+                    first_bad[name] = torch.zeros((), dtype=torch.long, device=loss.device)
+                loss_sums[name] += torch.where(finite, loss, 0.0)
+                counts[name] += finite
+                first_bad[name] = torch.where(
+                    (first_bad[name] == 0) & ~finite, steps, first_bad[name]
+                )
+                bad_step = ~finite if bad_step is None else bad_step | ~finite
+            if bad_step is not None:
+                bad_steps.append(bad_step)
             for name, weight in weights.items():
                 trace[name].append(weight)
             if bar is not None:
                 bar.advance(bar.task_ids[0])
-        train_loss = {n: float(loss_sums[n]) / counts[n] if counts[n] else math.nan for n in names}
+        # once per epoch: read the counters back, then check the weights
+        nonfinite_steps = int(torch.stack(bad_steps).sum()) if bad_steps else 0
+        first = {n: int(first_bad[n]) for n in names if n in first_bad}
+        first = {n: step for n, step in first.items() if step}
+        if first and self._first_nonfinite is None:
+            task = min(first, key=first.__getitem__)
+            self._first_nonfinite = (task, epoch, first[task])
+        if steps and nonfinite_steps == steps:
+            raise self._diverged(f"every step of epoch {epoch} had a non-finite loss")
+        self._check_weights(epoch)
+        train_loss = {
+            n: float(loss_sums[n] / counts[n]) if n in counts and int(counts[n]) else math.nan
+            for n in names
+        }
         self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
         mean_weights = {n: sum(v) / len(v) for n, v in trace.items() if v}
         step_weights = {n: _thin(v, STEP_WEIGHT_SAMPLES) for n, v in trace.items() if v}
         seconds = time.perf_counter() - started
         return EpochLog(
-            epoch, train_loss, weights=mean_weights, step_weights=step_weights, seconds=seconds
+            epoch,
+            train_loss,
+            weights=mean_weights,
+            step_weights=step_weights,
+            seconds=seconds,
+            nonfinite_steps=nonfinite_steps,
+        )
+
+    def _check_weights(self, epoch: int) -> None:
+        """Raise :class:`TrainingDiverged` unless every weight is finite (one host sync)."""
+        tensors = {
+            name: value
+            for name, value in self.model.state_dict().items()
+            if value.is_floating_point() or value.is_complex()
+        }
+        tensors |= {f"balancer.{i}": p for i, p in enumerate(self.balancer.parameters())}
+        if not tensors:
+            return
+        flags = [t.detach().isfinite().all() for t in tensors.values()]
+        device = flags[0].device
+        if bool(torch.stack([f.to(device) for f in flags]).all()):
+            return
+        bad = next(n for n, f in zip(tensors, flags, strict=True) if not bool(f))
+        raise self._diverged(f"after epoch {epoch} the weights are not finite ('{bad}')")
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        if self._first_nonfinite is None:
+            origin = "every training loss was finite until then (the gradients overflowed?)"
+        else:
+            task, epoch, step = self._first_nonfinite
+            origin = f"task '{task}' had the first non-finite loss at epoch {epoch} step {step}"
+        return TrainingDiverged(
+            f"training diverged ({self.label}): {what}; {origin}. Lower the learning rate or "
+            "clip the gradients (training.lr, training.grad_clip)"
         )
 
     # -- evaluation --------------------------------------------------------------------------
@@ -243,6 +417,7 @@ class Trainer:
             "best_score": selection.score if math.isfinite(selection.score) else None,
             "stale_epochs": selection.stale,
             "reference": self.reference,
+            "reference_loss": self._reference_loss,
         }
         save_checkpoint(
             self.checkpoint_dir,
@@ -267,7 +442,10 @@ class Trainer:
         state = checkpoint.state
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
-        self.reference = state["reference"] or self.reference
+        self.reference = _nan_for_none(state["reference"]) or self.reference
+        self._reference_loss = _nan_for_none(state.get("reference_loss"))
+        if self._reference_loss is None and self.history and self.history[0].val_loss:
+            self._reference_loss = dict(self.history[0].val_loss)  # a checkpoint from before
         score = state["best_score"]
         selection = _Selection(
             checkpoint.best_model, -math.inf if score is None else score, state["stale_epochs"]
@@ -295,6 +473,25 @@ class _Selection:
     weights: dict[str, Tensor]
     score: float = -math.inf
     stale: int = 0
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _nan_for_none(value: Any) -> Any:
+    """JSON ``null`` back to NaN in (nested dicts and lists of) numbers."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _nan_for_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_for_none(v) for v in value]
+    return value
 
 
 STEP_WEIGHT_SAMPLES = 64
