@@ -9,6 +9,7 @@ Run directory layout::
       checkpoint/                   per-epoch checkpoint for --resume
       model.safetensors             the selected (best-validation) multi-task weights
       metrics.json                  per-task metrics, Δm, parameters, wall time, history
+      failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
@@ -16,11 +17,12 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,14 @@ from polytask.reporting.plots import plot_loss_curves, plot_weights
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
+    nan_for_none,
     save_weights,
 )
 from polytask.training.optim import build_optimizer, parameter_groups
-from polytask.training.trainer import EarlyStopping, EpochLog, Trainer
+from polytask.training.trainer import EarlyStopping, EpochLog, Trainer, TrainingDiverged
 
 RESULT = "metrics.json"
+FAILED = "failed.json"
 
 
 @dataclass
@@ -56,6 +60,9 @@ class ModelResult:
     seconds: float
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # read back from JSON: null is an undefined metric
+        self.validation, self.test = nan_for_none(self.validation), nan_for_none(self.test)
 
 
 @dataclass
@@ -123,11 +130,12 @@ def run_experiment(
     report(source.describe())
 
     baseline_results = {}
-    if baselines:
-        for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
-            baseline_results[task.name] = train_baseline(
-                config, data, task, output / "baselines", progress=progress, report=report
-            )
+    with _failure_recorded(run_dir):
+        if baselines:
+            for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
+                baseline_results[task.name] = train_baseline(
+                    config, data, task, output / "baselines", progress=progress, report=report
+                )
     reference = _scores(baseline_results, "validation") or None
 
     trainer = make_trainer(
@@ -140,7 +148,8 @@ def run_experiment(
         checkpoint_dir=run_dir / "checkpoint",
     )
     started = time.perf_counter()
-    history = trainer.fit(source, data.validation, resume=resume)
+    with _failure_recorded(run_dir):
+        history = trainer.fit(source, data.validation, resume=resume)
     seconds = sum(log.seconds for log in history) if resume else time.perf_counter() - started
     multitask = _result(trainer, data, history, seconds)
     save_weights(trainer.model.state_dict(), run_dir / "model.safetensors")
@@ -169,7 +178,19 @@ def run_experiment(
     )
     plot_weights(history, run_dir / "balancer_weights.png")
     atomic_write_json(run_dir / RESULT, result.to_dict())
+    (run_dir / FAILED).unlink(missing_ok=True)  # a resumed run that failed before
     return result
+
+
+@contextlib.contextmanager
+def _failure_recorded(run_dir: Path) -> Iterator[None]:
+    """Training that diverges leaves ``failed.json`` with the error (checkpoints stay), never
+    weights or metrics as if it had succeeded."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        atomic_write_json(run_dir / FAILED, {"error": str(exc)})
+        raise
 
 
 def make_trainer(

@@ -237,3 +237,17 @@ def test_steps_skipped_for_a_non_finite_loss_do_not_stop_training():
         history = trainer.fit(data, toy_data(seed=1))
     assert [log.nonfinite_steps for log in history] == [1, 1]
     assert all(math.isfinite(log.train_loss["r"]) for log in history)  # skipped: not averaged
+
+
+def test_a_resumed_run_keeps_the_fallback_rule_and_its_reference(tmp_path):
+    reference = {"r": {"mae": 0.0}, "b": {"auc": 0.0}}
+    losses = [(1.0, 2.0), (0.5, 1.0), (0.8, 1.6), (0.4, 0.8)]
+    script = [scripted(0.5, 1.0, loss) for loss in losses]
+    with pytest.warns(RuntimeWarning, match="mean validation loss"):
+        straight = ScriptedValidation(script, reference=reference).fit(toy_data(), toy_data(seed=1))
+        interrupted = ScriptedValidation(script[:2], reference=reference, checkpoint_dir=tmp_path)
+        interrupted.fit(toy_data(), toy_data(seed=1))
+        resumed = ScriptedValidation(script, reference=reference, checkpoint_dir=tmp_path)
+        history = resumed.fit(toy_data(), toy_data(seed=1), resume=True)
+    assert [log.score for log in history] == [log.score for log in straight]
+    assert resumed.best_epoch == 4

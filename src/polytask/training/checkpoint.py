@@ -82,6 +82,17 @@ def finite_or_none(data: Any) -> Any:
     return data
 
 
+def nan_for_none(data: Any) -> Any:
+    """The reverse of :func:`finite_or_none` for numbers read back: None becomes NaN."""
+    if data is None:
+        return math.nan
+    if isinstance(data, dict):
+        return {k: nan_for_none(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [nan_for_none(v) for v in data]
+    return data
+
+
 def save_weights(state: Mapping[str, Tensor], path: Path) -> None:
     """A state dict as safetensors, written atomically (tied tensors are stored once per name)."""
     tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}

@@ -37,7 +37,12 @@ from polytask.errors import RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, undefined_reason
 from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task
-from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from polytask.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    nan_for_none,
+    save_checkpoint,
+)
 from polytask.training.optim import parameter_groups
 
 
@@ -71,9 +76,9 @@ class EpochLog:
     nonfinite_steps: int = 0
 
     def __post_init__(self) -> None:
-        self.train_loss = _nan_for_none(self.train_loss)
-        self.val_loss = _nan_for_none(self.val_loss)
-        self.val_metrics = _nan_for_none(self.val_metrics)
+        self.train_loss = nan_for_none(self.train_loss)
+        self.val_loss = nan_for_none(self.val_loss)
+        self.val_metrics = nan_for_none(self.val_metrics)
         self.score = math.nan if self.score is None else self.score
 
 
@@ -442,8 +447,10 @@ class Trainer:
         state = checkpoint.state
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
-        self.reference = _nan_for_none(state["reference"]) or self.reference
-        self._reference_loss = _nan_for_none(state.get("reference_loss"))
+        if state["reference"] is not None:
+            self.reference = nan_for_none(state["reference"])
+        if state.get("reference_loss") is not None:
+            self._reference_loss = nan_for_none(state["reference_loss"])
         if self._reference_loss is None and self.history and self.history[0].val_loss:
             self._reference_loss = dict(self.history[0].val_loss)  # a checkpoint from before
         score = state["best_score"]
@@ -481,17 +488,6 @@ def _warn(message: str) -> None:
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def _nan_for_none(value: Any) -> Any:
-    """JSON ``null`` back to NaN in (nested dicts and lists of) numbers."""
-    if value is None:
-        return math.nan
-    if isinstance(value, dict):
-        return {k: _nan_for_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_for_none(v) for v in value]
-    return value
 
 
 STEP_WEIGHT_SAMPLES = 64
