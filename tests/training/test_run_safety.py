@@ -7,10 +7,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from polytask.config import parse_config
+from polytask.errors import RunError
 from polytask.experiment import run_experiment
+from polytask.predict import load_run
+from polytask.training.checkpoint import load_weights, save_weights
 
 from ..conftest import config_dict
 from ..test_cli import assert_clean_error, run_cli
@@ -62,6 +66,21 @@ def test_a_zero_f1_in_the_first_epoch_leaves_selection_and_the_best_epoch_is_cho
     assert result.multitask.best_epoch == 1 + int(np.argmax(scores))
     assert result.multitask.best_epoch > 1  # spend kept improving after epoch 1
     strict_json(result.run_dir / "metrics.json")
+
+
+@pytest.mark.filterwarnings("ignore:model selection")
+def test_a_finished_run_whose_weights_are_not_finite_is_refused(tmp_path):
+    config = rare_positive_config(tmp_path)
+    config["training"]["epochs"] = 1
+    result = run_experiment(parse_config(config), baselines=False)
+    load_run(result.run_dir)  # loads while the weights are finite
+    path = result.run_dir / "model.safetensors"
+    weights = load_weights(path)
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], math.nan)
+    save_weights(weights, path)
+    with pytest.raises(RunError, match=rf"model.safetensors: the weights are not finite.*'{name}'"):
+        load_run(result.run_dir)
 
 
 def test_a_run_that_diverges_exits_2_and_is_not_saved_as_a_success(
