@@ -302,12 +302,10 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
         self.model.train()
         names = [t.name for t in self.tasks]
-        # accumulated on the device (no host sync per step): sums and counts of the finite
-        # losses, the first step with a non-finite loss per task, steps with any
-        loss_sums: dict[str, Tensor] = {}
-        counts: dict[str, Tensor] = {}
-        first_bad: dict[str, Tensor] = {}
-        bad_steps: list[Tensor] = []
+        # the detached losses are kept per task (on their device, no host sync per step) and
+        # read back once per epoch
+        kept: dict[str, list[Tensor]] = {n: [] for n in names}
+        kept_steps: dict[str, list[int]] = {n: [] for n in names}
         steps = 0
         trace: dict[str, list[float]] = {n: [] for n in names}
         if bar is not None:
@@ -315,39 +313,34 @@ class Trainer:
         for batch in source.epoch(self.seed, epoch):
             steps += 1
             losses, weights = self.step(batch)
-            bad_step = None
             for name, loss in losses.items():
-                finite = torch.isfinite(loss)
-                if name not in loss_sums:
-                    loss_sums[name] = torch.zeros((), device=loss.device)
-                    counts[name] = torch.zeros((), dtype=torch.long, device=loss.device)
-                    first_bad[name] = torch.zeros((), dtype=torch.long, device=loss.device)
-                loss_sums[name] += torch.where(finite, loss, 0.0)
-                counts[name] += finite
-                first_bad[name] = torch.where(
-                    (first_bad[name] == 0) & ~finite, steps, first_bad[name]
-                )
-                bad_step = ~finite if bad_step is None else bad_step | ~finite
-            if bad_step is not None:
-                bad_steps.append(bad_step)
+                kept[name].append(loss)
+                kept_steps[name].append(steps)
             for name, weight in weights.items():
                 trace[name].append(weight)
             if bar is not None:
                 bar.advance(bar.task_ids[0])
-        # once per epoch: read the counters back, then check the weights
-        nonfinite_steps = int(torch.stack(bad_steps).sum()) if bad_steps else 0
-        first = {n: int(first_bad[n]) for n in names if n in first_bad}
-        first = {n: step for n, step in first.items() if step}
-        if first and self._first_nonfinite is None:
-            task = min(first, key=first.__getitem__)
-            self._first_nonfinite = (task, epoch, first[task])
-        if steps and nonfinite_steps == steps:
+        train_loss: dict[str, float] = {}
+        bad_steps: set[int] = set()
+        first_bad: dict[str, int] = {}
+        for name in names:
+            if not kept[name]:
+                train_loss[name] = math.nan
+                continue
+            values = torch.stack(kept[name])
+            finite = values.isfinite()
+            bad = [kept_steps[name][k] for k in (~finite).nonzero().flatten().tolist()]
+            bad_steps.update(bad)
+            if bad:
+                first_bad[name] = bad[0]
+            # the mean over the steps that were not skipped
+            train_loss[name] = float(values[finite].mean()) if len(bad) < len(values) else math.nan
+        if first_bad and self._first_nonfinite is None:
+            task = min(first_bad, key=first_bad.__getitem__)  # ties: the first task
+            self._first_nonfinite = (task, epoch, first_bad[task])
+        if steps and len(bad_steps) == steps:
             raise self._diverged(f"every step of epoch {epoch} had a non-finite loss")
         self._check_weights(epoch)
-        train_loss = {
-            n: float(loss_sums[n] / counts[n]) if n in counts and int(counts[n]) else math.nan
-            for n in names
-        }
         self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
         mean_weights = {n: sum(v) / len(v) for n, v in trace.items() if v}
         step_weights = {n: _thin(v, STEP_WEIGHT_SAMPLES) for n, v in trace.items() if v}
@@ -358,7 +351,7 @@ class Trainer:
             weights=mean_weights,
             step_weights=step_weights,
             seconds=seconds,
-            nonfinite_steps=nonfinite_steps,
+            nonfinite_steps=len(bad_steps),
         )
 
     def _check_weights(self, epoch: int) -> None:
