@@ -251,3 +251,20 @@ def test_a_resumed_run_keeps_the_fallback_rule_and_its_reference(tmp_path):
         history = resumed.fit(toy_data(), toy_data(seed=1), resume=True)
     assert [log.score for log in history] == [log.score for log in straight]
     assert resumed.best_epoch == 4
+
+
+def test_without_any_defined_score_the_last_epoch_is_kept_with_a_warning():
+    unlabelled = toy_data(seed=1)
+    for mask in unlabelled.masks.values():
+        mask[:] = False
+    script = [scripted(math.nan, math.nan, (math.nan, math.nan))] * 3
+    trainer = ScriptedValidation(script, early_stopping=EarlyStopping(patience=1))
+    with pytest.warns(RuntimeWarning, match="keeping the last epoch"):
+        history = trainer.fit(toy_data(), unlabelled)
+    assert len(history) == 3 and trainer.best_epoch == 3
+
+
+def test_a_non_finite_validation_loss_is_divergence():
+    trainer = ScriptedValidation([scripted(0.5, 1.0, (math.inf, 0.5))])
+    with pytest.raises(RunError, match=r"validation loss of task 'b' is inf after epoch 1"):
+        trainer.fit(toy_data(), toy_data(seed=1))

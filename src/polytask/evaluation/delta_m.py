@@ -32,16 +32,21 @@ def metric_directions(tasks: Iterable[Task]) -> dict[str, dict[str, Direction]]:
     return {t.name: {m: t.direction(m) for m in t.metrics} for t in tasks if not t.auxiliary}
 
 
+def reference_problem(reference: float | None) -> str | None:
+    """Why no relative change from ``reference`` is defined (it is 0, missing or not finite),
+    or None when it is usable."""
+    if reference is None or not math.isfinite(reference):
+        return f"reference is {reference}"
+    return "reference is 0" if reference == 0 else None
+
+
 def undefined_reason(value: float | None, reference: float | None) -> str | None:
     """Why the relative change from ``reference`` to ``value`` is undefined, or None if it is
     defined (both finite, reference non-zero)."""
-    if reference is None or not math.isfinite(reference):
-        return f"reference is {reference}"
-    if reference == 0:
-        return "reference is 0"
-    if value is None or not math.isfinite(value):
+    problem = reference_problem(reference)
+    if problem is None and (value is None or not math.isfinite(value)):
         return f"value is {value}"
-    return None
+    return problem
 
 
 def relative_change(value: float | None, reference: float | None, direction: Direction) -> float:

@@ -34,9 +34,9 @@ from polytask.balancers import Balancer, EqualWeights
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
 from polytask.errors import RunError
-from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, undefined_reason
+from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.models.base import MultiTaskModel
-from polytask.tasks import Task
+from polytask.tasks import Direction, Task
 from polytask.training.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -132,7 +132,7 @@ class Trainer:
         self.seed = seed
         self.early_stopping = early_stopping
         self.reference = reference
-        self._has_baselines = reference is not None
+        self._given_reference = reference is not None
         self.delta_m_average = delta_m_average
         self.grad_clip = grad_clip
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -143,7 +143,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self._directions = metric_directions(self.tasks)
         self._reference_loss: dict[str, float] | None = None
-        self._selection_rule: dict[str, Any] | None = None
+        self._selection_rule: _SelectionRule | None = None
         self._first_nonfinite: tuple[str, int, int] | None = None
 
     # -- one step ----------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class Trainer:
         rule = self._selection_rule or self._choose_selection_rule()
         log.score = self._score(log.epoch, evaluation, rule)
         min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
-        if rule["by"] == "last epoch" or (
+        if rule.by == "last_epoch" or (
             math.isfinite(log.score) and log.score > selection.score + min_delta
         ):
             selection.score, selection.stale, self.best_epoch = log.score, 0, log.epoch
@@ -223,61 +223,60 @@ class Trainer:
         else:
             selection.stale += 1
 
-    def _choose_selection_rule(self) -> dict[str, Any]:
+    def _choose_selection_rule(self) -> _SelectionRule:
         """Validation Δm over the metrics with a usable reference; else the mean relative
         decrease of the validation loss; else the last epoch. Warns when it is not plain Δm."""
         assert self.reference is not None and self._reference_loss is not None
-        metrics: dict[str, dict[str, Any]] = {}
+        metrics: dict[str, dict[str, Direction]] = {}
         left_out = []
         for task, directions in self._directions.items():
             for metric, direction in directions.items():
-                reference = self.reference.get(task, {}).get(metric)
-                reason = undefined_reason(1.0, reference)  # the reference's own problems only
-                if reason is None:
+                problem = reference_problem(self.reference.get(task, {}).get(metric))
+                if problem is None:
                     metrics.setdefault(task, {})[metric] = direction
                 else:
-                    left_out.append(f"'{task}' {metric} ({reason})")
+                    left_out.append(f"'{task}' {metric} ({problem})")
         losses = {
             task: loss
             for task, loss in self._reference_loss.items()
-            if task in self._directions and undefined_reason(1.0, loss) is None
+            if task in self._directions and reference_problem(loss) is None
         }
-        what = "the baselines' validation metrics" if self._has_baselines else "epoch 1"
+        origin = "the baselines' validation metrics" if self._given_reference else "epoch 1"
+        prefix = f"model selection ({self.label})"
         if metrics:
-            rule: dict[str, Any] = {"by": "delta_m", "metrics": metrics}
+            rule = _SelectionRule("delta_m", metrics=metrics)
             if left_out:
                 _warn(
-                    f"model selection ({self.label}): left out of validation Δm, as a relative "
-                    f"change from {what} is undefined: {', '.join(left_out)}"
+                    f"{prefix}: left out of validation Δm, as a relative change from {origin} "
+                    f"is undefined: {', '.join(left_out)}"
                 )
         elif losses:
-            rule = {"by": "loss", "losses": losses}
+            rule = _SelectionRule("loss", losses=losses)
             _warn(
-                f"model selection ({self.label}): validation Δm is undefined (a relative change "
-                f"from {what} is undefined for {', '.join(left_out) or 'every metric'}); "
-                "selecting by the mean validation loss instead (its relative decrease from "
-                "epoch 1)"
+                f"{prefix}: validation Δm is undefined (a relative change from {origin} is "
+                f"undefined for {', '.join(left_out) or 'every metric'}); selecting by the mean "
+                "validation loss instead (its relative decrease from epoch 1)"
             )
         else:
-            rule = {"by": "last epoch"}
+            rule = _SelectionRule("last_epoch")
             _warn(
-                f"model selection ({self.label}): neither validation Δm nor the validation loss "
-                "is defined (no validation labels?); keeping the last epoch"
+                f"{prefix}: neither validation Δm nor the validation loss is defined (no "
+                "validation labels?); keeping the last epoch"
             )
         self._selection_rule = rule
         return rule
 
-    def _score(self, epoch: int, evaluation: Evaluation, rule: dict[str, Any]) -> float:
+    def _score(self, epoch: int, evaluation: Evaluation, rule: _SelectionRule) -> float:
         """The epoch's selection score under ``rule`` (higher is better); NaN, with a warning,
         when one of its values is undefined."""
-        if rule["by"] == "last epoch":
+        if rule.by == "last_epoch":
             return math.nan
-        if rule["by"] == "loss":
-            values = {(task, "loss"): evaluation.loss[task] for task in rule["losses"]}
+        if rule.by == "loss":
+            values = {(task, "loss"): evaluation.loss[task] for task in rule.losses}
         else:
             values = {
                 (task, metric): evaluation.metrics[task][metric]
-                for task, metrics in rule["metrics"].items()
+                for task, metrics in rule.metrics.items()
                 for metric in metrics
             }
         undefined = [f"'{t}' {m} is {v}" for (t, m), v in values.items() if not _finite(v)]
@@ -287,12 +286,14 @@ class Trainer:
                 f"({', '.join(undefined)}); it is not selected"
             )
             return math.nan
-        if rule["by"] == "loss":
-            losses = rule["losses"]
-            decrease = [100.0 * (ref - evaluation.loss[t]) / ref for t, ref in losses.items()]
+        if rule.by == "loss":
+            decrease = [
+                100.0 * (ref - evaluation.loss[task]) / abs(ref)
+                for task, ref in rule.losses.items()
+            ]
             return sum(decrease) / len(decrease)
         assert self.reference is not None
-        return delta_m(evaluation.metrics, self.reference, rule["metrics"], self.delta_m_average)
+        return delta_m(evaluation.metrics, self.reference, rule.metrics, self.delta_m_average)
 
     def _copy_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -473,6 +474,17 @@ class _Selection:
     weights: dict[str, Tensor]
     score: float = -math.inf
     stale: int = 0
+
+
+@dataclass(frozen=True)
+class _SelectionRule:
+    """How epochs are scored, fixed at the first validation: validation Δm over ``metrics``
+    (those with a usable reference), else the mean relative decrease of the validation loss
+    from ``losses`` (the first epoch's), else none (the last epoch is kept)."""
+
+    by: Literal["delta_m", "loss", "last_epoch"]
+    metrics: dict[str, dict[str, Direction]] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
 
 
 def _warn(message: str) -> None:
