@@ -268,3 +268,16 @@ def test_a_non_finite_validation_loss_is_divergence():
     trainer = ScriptedValidation([scripted(0.5, 1.0, (math.inf, 0.5))])
     with pytest.raises(RunError, match=r"validation loss of task 'b' is inf after epoch 1"):
         trainer.fit(toy_data(), toy_data(seed=1))
+
+
+def test_an_epoch_in_which_every_step_is_skipped_is_divergence():
+    data = toy_data()
+    data.targets["r"][:] = math.inf  # every batch has a non-finite loss: all skipped
+    torch.manual_seed(0)
+    balancer = build_balancer("uncertainty", ["r", "b"])
+    trainer = Trainer(toy_model(), TASKS, balancer=balancer, epochs=2, batch_size=64)
+    with (
+        pytest.warns(RuntimeWarning, match="step skipped"),
+        pytest.raises(RunError, match=r"every step of epoch 1 .*task 'r' .* epoch 1 step 1\b"),
+    ):
+        trainer.fit(data, toy_data(seed=1))
