@@ -7,10 +7,11 @@ in :mod:`polytask.results`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from polytask.training.checkpoint import (
     save_weights,
 )
 from polytask.training.optim import build_optimizer, parameter_groups
-from polytask.training.trainer import EarlyStopping, EpochLog, Trainer
+from polytask.training.trainer import EarlyStopping, EpochLog, Trainer, TrainingDiverged
 
 Reporter = Callable[[str], None]
 
@@ -81,11 +82,12 @@ def run_experiment(
     report(source.describe())
 
     baseline_results = {}
-    if baselines:
-        for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
-            baseline_results[task.name] = train_baseline(
-                config, data, task, baselines_folder(output), progress=progress, report=report
-            )
+    with _failure_recorded(run.failed):
+        if baselines:
+            for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
+                baseline_results[task.name] = train_baseline(
+                    config, data, task, baselines_folder(output), progress=progress, report=report
+                )
     reference = _scores(baseline_results, "validation") or None
 
     trainer = make_trainer(
@@ -98,7 +100,8 @@ def run_experiment(
         checkpoint_dir=run.checkpoint,
     )
     started = time.perf_counter()
-    history = trainer.fit(source, data.validation, resume=resume)
+    with _failure_recorded(run.failed):
+        history = trainer.fit(source, data.validation, resume=resume)
     seconds = sum(log.seconds for log in history) if resume else time.perf_counter() - started
     multitask = _result(trainer, data, history, seconds)
     save_weights(trainer.model.state_dict(), run.model)
@@ -127,7 +130,19 @@ def run_experiment(
     )
     plot_weights(history, run.balancer_weights)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
+    run.failed.unlink(missing_ok=True)  # a resumed run that failed before
     return result
+
+
+@contextlib.contextmanager
+def _failure_recorded(failed: Path) -> Iterator[None]:
+    """Training that diverges leaves ``failed.json`` with the error (checkpoints stay), never
+    weights or metrics as if it had succeeded."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        atomic_write_json(failed, {"error": str(exc)})
+        raise
 
 
 def make_trainer(

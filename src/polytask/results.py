@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask.tasks import Task
-from polytask.training.checkpoint import atomic_write_json
+from polytask.training.checkpoint import atomic_write_json, nan_for_none
 
 
 @dataclass
@@ -29,6 +29,9 @@ class ModelResult:
     seconds: float
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # read back from JSON: null is an undefined metric
+        self.validation, self.test = nan_for_none(self.validation), nan_for_none(self.test)
 
 
 @dataclass

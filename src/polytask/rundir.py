@@ -9,6 +9,7 @@ Layout::
       checkpoint/                   per-epoch checkpoint for --resume
       model.safetensors             the selected (best-validation) multi-task weights
       metrics.json                  per-task metrics, Δm, parameters, wall time, history
+      failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
@@ -31,6 +32,7 @@ DATA = "data.json"
 CHECKPOINT = "checkpoint"
 MODEL = "model.safetensors"
 METRICS = "metrics.json"
+FAILED = "failed.json"
 LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
 BASELINES = "baselines"
@@ -65,6 +67,11 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def failed(self) -> Path:
+        """Written instead of the weights and metrics when the training diverged."""
+        return self.path / FAILED
 
     @property
     def loss_curves(self) -> Path:

@@ -22,7 +22,29 @@ def test_per_task_averages_within_a_task_first():
     assert delta_m(scores, BASE, DIRECTIONS, "per_metric") == pytest.approx(25.0 / 3)
 
 
-def test_identical_scores_give_zero_and_undefined_metrics_give_nan():
+def test_identical_scores_give_zero():
     assert delta_m(BASE, BASE, DIRECTIONS) == 0.0
-    broken = {"a": {"auc": math.nan, "acc": 0.5}, "b": {"mae": 2.0}}
-    assert math.isnan(delta_m(broken, BASE, DIRECTIONS))
+
+
+def test_a_zero_reference_leaves_delta_m_with_a_warning_naming_it():
+    base = {"a": {"auc": 0.80, "acc": 0.0}, "b": {"mae": 2.0}}  # e.g. F1 = 0: all negatives
+    scores = {"a": {"auc": 0.88, "acc": 0.45}, "b": {"mae": 1.5}}
+    with pytest.warns(RuntimeWarning, match=r"'a' acc \(reference is 0\)"):
+        value = delta_m(scores, base, DIRECTIONS)
+    assert value == pytest.approx((10.0 + 25.0) / 2)  # acc left out, task a kept with auc
+    assert math.isnan(relative_changes(scores, base, DIRECTIONS)["a"]["acc"])
+
+
+def test_an_undefined_value_leaves_delta_m_and_a_task_with_nothing_left_leaves():
+    broken = {"a": {"auc": math.nan, "acc": None}, "b": {"mae": 1.5}}  # None: JSON null
+    with pytest.warns(RuntimeWarning, match=r"'a' auc \(value is nan\).*'a' acc"):
+        value = delta_m(broken, BASE, DIRECTIONS)
+    assert value == pytest.approx(25.0)  # task a has no metric left: only b counts
+    with pytest.warns(RuntimeWarning):
+        assert delta_m(broken, BASE, DIRECTIONS, "per_metric") == pytest.approx(25.0)
+
+
+def test_nothing_defined_gives_nan_with_a_warning():
+    base = {"a": {"auc": 0.0, "acc": 0.0}, "b": {"mae": math.inf}}
+    with pytest.warns(RuntimeWarning, match="Δm is undefined"):
+        assert math.isnan(delta_m(BASE, base, DIRECTIONS))

@@ -66,8 +66,15 @@ def _delta(result: RunResult) -> str:
     if not result.baselines:
         return "— (no baselines)"
     test, val = result.delta_m_test, result.delta_m_validation
+    if test is None or not math.isfinite(test):
+        return f"— (undefined) ({_signed(val)})"
     style = "green" if test > 0 else "red"
-    return f"[{style}]{test:+.2f}[/] ({val:+.2f})"
+    return f"[{style}]{test:+.2f}[/] ({_signed(val)})"
+
+
+def _signed(value: float | None) -> str:
+    """A Δm-like value with its sign, "—" when undefined."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.2f}"
 
 
 def metrics_table(

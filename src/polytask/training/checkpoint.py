@@ -4,16 +4,23 @@ with ``weights_only=True``, trainer state in JSON; written atomically.
 Each epoch is written to ``epoch-NNNN.tmp/`` and renamed to ``epoch-NNNN/`` when complete; then
 ``latest.json`` (itself replaced atomically) points at it and older epochs are removed. A run
 killed at any moment leaves the previous complete checkpoint readable.
+
+Every file is written to a temporary name beside its target and renamed over it; files are
+created with mode ``0o666`` less the umask, like any other output. JSON is strict (a non-finite
+number is written ``null``) and weights that are not finite are refused when read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,37 +35,86 @@ from polytask.errors import RunError
 LATEST = "latest.json"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A fresh temporary file beside ``path`` (mode ``0o666`` less the umask) to write; renamed
+    over ``path`` when the block succeeds, removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # 0o666 less the umask, without reading the umask
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        os.chmod(tmp, mode)  # a writer may have replaced the file with a private one
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    """JSON version of :func:`atomic_write_text` (NaN allowed, as Python's json writes it)."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    """Strict JSON version of :func:`atomic_write_text`: NaN and infinities become ``null``."""
+    text = json.dumps(finite_or_none(data), indent=2, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every non-finite float, in nested dicts, lists and tuples, set to None."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite_or_none(v) for v in data]
+    return data
+
+
+def nan_for_none(data: Any) -> Any:
+    """The reverse of :func:`finite_or_none` for numbers read back: None becomes NaN."""
+    if data is None:
+        return math.nan
+    if isinstance(data, dict):
+        return {k: nan_for_none(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [nan_for_none(v) for v in data]
+    return data
 
 
 def save_weights(state: Mapping[str, Tensor], path: Path) -> None:
-    """A state dict as safetensors (tied tensors are stored once per name)."""
-    save_file({k: v.detach().contiguous().clone().cpu() for k, v in state.items()}, str(path))
+    """A state dict as safetensors, written atomically (tied tensors are stored once per name)."""
+    tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
-def load_weights(path: Path) -> dict[str, Tensor]:
-    """Read safetensors weights; a missing or corrupt file raises RunError."""
+def load_weights(path: Path, *, require_finite: bool = True) -> dict[str, Tensor]:
+    """Read safetensors weights; a missing or corrupt file raises RunError, and so do weights
+    that are not finite (a diverged model) unless ``require_finite`` is false."""
     try:
-        return load_file(str(path))
+        weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot read the weights ({exc})") from exc
+    if require_finite:
+        for name, tensor in weights.items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise RunError(
+                    f"{path}: the weights are not finite (tensor '{name}' holds NaN or "
+                    "infinity); the training diverged and this model cannot be used"
+                )
+    return weights
 
 
 @dataclass

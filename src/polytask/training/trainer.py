@@ -3,7 +3,16 @@ early stopping and checkpoints. It never names a method: balancers and architect
 
 Model selection uses validation data only: the score of an epoch is its validation Δm% against a
 reference (the single-task baselines' validation metrics when given, else the model's own
-first-epoch metrics), and the best epoch's weights are restored at the end.
+first-epoch metrics), and the best epoch's weights are restored at the end. A metric whose
+reference is 0 or undefined leaves the score (with a warning); when no metric is left, the score
+is the mean relative decrease of the validation loss from the first epoch; when that is undefined
+too (no validation labels), the last epoch is kept. An epoch whose score is undefined is never
+selected.
+
+Training that diverges raises :class:`TrainingDiverged`: weights that are no longer finite
+(checked once per epoch, before validation and the checkpoint), an epoch in which every step had
+a non-finite loss, or a non-finite validation loss. A step with a non-finite loss (which the
+balancers skip) is otherwise tolerated and counted in :attr:`EpochLog.nonfinite_steps`.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +33,17 @@ from torch import Tensor
 from polytask.balancers import Balancer, EqualWeights
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
-from polytask.evaluation.delta_m import Scores, delta_m, metric_directions
+from polytask.errors import RunError
+from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
-from polytask.tasks import Task
-from polytask.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from polytask.tasks import Direction, Task
+from polytask.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    nan_for_none,
+    save_checkpoint,
+)
 from polytask.training.optim import parameter_groups
 
 
@@ -39,9 +55,16 @@ class EarlyStopping:
     min_delta: float = 0.0
 
 
+class TrainingDiverged(RunError):
+    """The weights or losses became non-finite: the run failed and must not be used."""
+
+
 @dataclass
 class EpochLog:
-    """What one epoch measured."""
+    """What one epoch measured (NaN marks an undefined value; JSON ``null`` reads back as NaN).
+
+    ``score`` is the epoch's validation selection score (NaN: undefined, never selected);
+    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip."""
 
     epoch: int
     train_loss: dict[str, float]
@@ -51,6 +74,13 @@ class EpochLog:
     weights: dict[str, float] = field(default_factory=dict)
     step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    nonfinite_steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_loss = nan_for_none(self.train_loss)
+        self.val_loss = nan_for_none(self.val_loss)
+        self.val_metrics = nan_for_none(self.val_metrics)
+        self.score = math.nan if self.score is None else self.score
 
 
 class Trainer:
@@ -95,6 +125,7 @@ class Trainer:
         self.seed = seed
         self.early_stopping = early_stopping
         self.reference = reference
+        self._given_reference = reference is not None
         self.delta_m_average = delta_m_average
         self.grad_clip = grad_clip
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -104,6 +135,9 @@ class Trainer:
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
         self._directions = metric_directions(self.tasks)
+        self._reference_loss: dict[str, float] | None = None
+        self._selection_rule: _SelectionRule | None = None
+        self._first_nonfinite: tuple[str, int, int] | None = None
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
@@ -158,19 +192,101 @@ class Trainer:
         return self.history
 
     def _validate(self, log: EpochLog, validation: MultiTaskData, selection: _Selection) -> None:
-        """Score the epoch by validation Δm; keep its weights if it is the best so far."""
+        """Score the epoch on validation; keep its weights if it is the best so far."""
         evaluation = self.evaluate(validation)
         log.val_metrics, log.val_loss = evaluation.metrics, evaluation.loss
+        for task in self.tasks:
+            loss = evaluation.loss[task.name]
+            if not math.isfinite(loss) and bool(validation.masks[task.name].any()):
+                raise self._diverged(
+                    f"the validation loss of task '{task.name}' is {loss} after epoch {log.epoch}"
+                )
         if self.reference is None:
             self.reference = evaluation.metrics
-        log.score = delta_m(log.val_metrics, self.reference, self._directions, self.delta_m_average)
-        score = log.score if math.isfinite(log.score) else -math.inf
+        if self._reference_loss is None:
+            self._reference_loss = dict(evaluation.loss)
+        rule = self._selection_rule or self._choose_selection_rule()
+        log.score = self._score(log.epoch, evaluation, rule)
         min_delta = self.early_stopping.min_delta if self.early_stopping else 0.0
-        if self.best_epoch is None or score > selection.score + min_delta:
-            selection.score, selection.stale, self.best_epoch = score, 0, log.epoch
+        if rule.by == "last_epoch" or (
+            math.isfinite(log.score) and log.score > selection.score + min_delta
+        ):
+            selection.score, selection.stale, self.best_epoch = log.score, 0, log.epoch
             selection.weights = self._copy_weights()
         else:
             selection.stale += 1
+
+    def _choose_selection_rule(self) -> _SelectionRule:
+        """Validation Δm over the metrics with a usable reference; else the mean relative
+        decrease of the validation loss; else the last epoch. Warns when it is not plain Δm."""
+        assert self.reference is not None and self._reference_loss is not None
+        metrics: dict[str, dict[str, Direction]] = {}
+        left_out = []
+        for task, directions in self._directions.items():
+            for metric, direction in directions.items():
+                problem = reference_problem(self.reference.get(task, {}).get(metric))
+                if problem is None:
+                    metrics.setdefault(task, {})[metric] = direction
+                else:
+                    left_out.append(f"'{task}' {metric} ({problem})")
+        losses = {
+            task: loss
+            for task, loss in self._reference_loss.items()
+            if task in self._directions and reference_problem(loss) is None
+        }
+        origin = "the baselines' validation metrics" if self._given_reference else "epoch 1"
+        prefix = f"model selection ({self.label})"
+        if metrics:
+            rule = _SelectionRule("delta_m", metrics=metrics)
+            if left_out:
+                _warn(
+                    f"{prefix}: left out of validation Δm, as a relative change from {origin} "
+                    f"is undefined: {', '.join(left_out)}"
+                )
+        elif losses:
+            rule = _SelectionRule("loss", losses=losses)
+            _warn(
+                f"{prefix}: validation Δm is undefined (a relative change from {origin} is "
+                f"undefined for {', '.join(left_out) or 'every metric'}); selecting by the mean "
+                "validation loss instead (its relative decrease from epoch 1)"
+            )
+        else:
+            rule = _SelectionRule("last_epoch")
+            _warn(
+                f"{prefix}: neither validation Δm nor the validation loss is defined (no "
+                "validation labels?); keeping the last epoch"
+            )
+        self._selection_rule = rule
+        return rule
+
+    def _score(self, epoch: int, evaluation: Evaluation, rule: _SelectionRule) -> float:
+        """The epoch's selection score under ``rule`` (higher is better); NaN, with a warning,
+        when one of its values is undefined."""
+        if rule.by == "last_epoch":
+            return math.nan
+        if rule.by == "loss":
+            values = {(task, "loss"): evaluation.loss[task] for task in rule.losses}
+        else:
+            values = {
+                (task, metric): evaluation.metrics[task][metric]
+                for task, metrics in rule.metrics.items()
+                for metric in metrics
+            }
+        undefined = [f"'{t}' {m} is {v}" for (t, m), v in values.items() if not _finite(v)]
+        if undefined:
+            _warn(
+                f"model selection ({self.label}): epoch {epoch} cannot be scored "
+                f"({', '.join(undefined)}); it is not selected"
+            )
+            return math.nan
+        if rule.by == "loss":
+            decrease = [
+                100.0 * (ref - evaluation.loss[task]) / abs(ref)
+                for task, ref in rule.losses.items()
+            ]
+            return sum(decrease) / len(decrease)
+        assert self.reference is not None
+        return delta_m(evaluation.metrics, self.reference, rule.metrics, self.delta_m_average)
 
     def _copy_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -180,27 +296,84 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
         self.model.train()
         names = [t.name for t in self.tasks]
-        loss_sums = {n: torch.zeros(()) for n in names}
-        counts = dict.fromkeys(names, 0)
+        # the detached losses are kept per task (on their device, no host sync per step) and
+        # read back once per epoch
+        kept: dict[str, list[Tensor]] = {n: [] for n in names}
+        kept_steps: dict[str, list[int]] = {n: [] for n in names}
+        steps = 0
         trace: dict[str, list[float]] = {n: [] for n in names}
         if bar is not None:
             bar.reset(bar.task_ids[0], description=f"{self.label} epoch {epoch}/{self.epochs}")
         for batch in source.epoch(self.seed, epoch):
+            steps += 1
             losses, weights = self.step(batch)
             for name, loss in losses.items():
-                loss_sums[name] += loss
-                counts[name] += 1
+                kept[name].append(loss)
+                kept_steps[name].append(steps)
             for name, weight in weights.items():
                 trace[name].append(weight)
             if bar is not None:
                 bar.advance(bar.task_ids[0])
-        train_loss = {n: float(loss_sums[n]) / counts[n] if counts[n] else math.nan for n in names}
+        train_loss: dict[str, float] = {}
+        bad_steps: set[int] = set()
+        first_bad: dict[str, int] = {}
+        for name in names:
+            if not kept[name]:
+                train_loss[name] = math.nan
+                continue
+            values = torch.stack(kept[name])
+            finite = values.isfinite()
+            bad = [kept_steps[name][k] for k in (~finite).nonzero().flatten().tolist()]
+            bad_steps.update(bad)
+            if bad:
+                first_bad[name] = bad[0]
+            # the mean over the steps that were not skipped
+            train_loss[name] = float(values[finite].mean()) if len(bad) < len(values) else math.nan
+        if first_bad and self._first_nonfinite is None:
+            task = min(first_bad, key=first_bad.__getitem__)  # ties: the first task
+            self._first_nonfinite = (task, epoch, first_bad[task])
+        if steps and len(bad_steps) == steps:
+            raise self._diverged(f"every step of epoch {epoch} had a non-finite loss")
+        self._check_weights(epoch)
         self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
         mean_weights = {n: sum(v) / len(v) for n, v in trace.items() if v}
         step_weights = {n: _thin(v, STEP_WEIGHT_SAMPLES) for n, v in trace.items() if v}
         seconds = time.perf_counter() - started
         return EpochLog(
-            epoch, train_loss, weights=mean_weights, step_weights=step_weights, seconds=seconds
+            epoch,
+            train_loss,
+            weights=mean_weights,
+            step_weights=step_weights,
+            seconds=seconds,
+            nonfinite_steps=len(bad_steps),
+        )
+
+    def _check_weights(self, epoch: int) -> None:
+        """Raise :class:`TrainingDiverged` unless every weight is finite (one host sync)."""
+        tensors = {
+            name: value
+            for name, value in self.model.state_dict().items()
+            if value.is_floating_point() or value.is_complex()
+        }
+        tensors |= {f"balancer.{i}": p for i, p in enumerate(self.balancer.parameters())}
+        if not tensors:
+            return
+        flags = [t.detach().isfinite().all() for t in tensors.values()]
+        device = flags[0].device
+        if bool(torch.stack([f.to(device) for f in flags]).all()):
+            return
+        bad = next(n for n, f in zip(tensors, flags, strict=True) if not bool(f))
+        raise self._diverged(f"after epoch {epoch} the weights are not finite ('{bad}')")
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        if self._first_nonfinite is None:
+            origin = "every training loss was finite until then (the gradients overflowed?)"
+        else:
+            task, epoch, step = self._first_nonfinite
+            origin = f"task '{task}' had the first non-finite loss at epoch {epoch} step {step}"
+        return TrainingDiverged(
+            f"training diverged ({self.label}): {what}; {origin}. Lower the learning rate or "
+            "clip the gradients (training.lr, training.grad_clip)"
         )
 
     # -- evaluation --------------------------------------------------------------------------
@@ -224,6 +397,7 @@ class Trainer:
             "best_score": selection.score if math.isfinite(selection.score) else None,
             "stale_epochs": selection.stale,
             "reference": self.reference,
+            "reference_loss": self._reference_loss,
         }
         save_checkpoint(
             self.checkpoint_dir,
@@ -248,7 +422,12 @@ class Trainer:
         state = checkpoint.state
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
-        self.reference = state["reference"] or self.reference
+        if state["reference"] is not None:
+            self.reference = nan_for_none(state["reference"])
+        if state.get("reference_loss") is not None:
+            self._reference_loss = nan_for_none(state["reference_loss"])
+        if self._reference_loss is None and self.history and self.history[0].val_loss:
+            self._reference_loss = dict(self.history[0].val_loss)  # a checkpoint from before
         score = state["best_score"]
         selection = _Selection(
             checkpoint.best_model, -math.inf if score is None else score, state["stale_epochs"]
@@ -276,6 +455,25 @@ class _Selection:
     weights: dict[str, Tensor]
     score: float = -math.inf
     stale: int = 0
+
+
+@dataclass(frozen=True)
+class _SelectionRule:
+    """How epochs are scored, fixed at the first validation: validation Δm over ``metrics``
+    (those with a usable reference), else the mean relative decrease of the validation loss
+    from ``losses`` (the first epoch's), else none (the last epoch is kept)."""
+
+    by: Literal["delta_m", "loss", "last_epoch"]
+    metrics: dict[str, dict[str, Direction]] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 STEP_WEIGHT_SAMPLES = 64
