@@ -34,7 +34,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from _report import Section, machine, pm, table
@@ -44,9 +44,12 @@ from polytask.config import Config, load_config, parse_config
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
 from polytask.data.prepare import prepare_data
 from polytask.evaluation.delta_m import delta_m, metric_directions
-from polytask.experiment import RunResult, train_baseline
+from polytask.experiment import train_baseline
 from polytask.tasks import Task
 from polytask.training.checkpoint import atomic_write_json
+
+if TYPE_CHECKING:
+    from polytask.experiment import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "configs"
