@@ -99,10 +99,11 @@ def run_grid(
     progress: bool = False,
     report: Reporter = lambda message: None,
 ) -> dict[str, list[RunResult]]:
-    """Train every labelled config variant with every seed (:func:`with_seed`), seed by seed;
-    within a seed, the first run that needs a single-task baseline trains it and the others reuse
-    it. ``skip(label, seed)`` leaves a pair out (done already); ``finished`` sees each run as soon
-    as it ends. Returns each label's runs in seed order."""
+    """Train every labelled config variant with every seed (:func:`with_seed`), seed by seed.
+    With ``baselines``, each run trains its single-task baselines or reuses those of an earlier
+    run with the same data, model and budget (variants that differ only in the balancer share
+    them). ``skip(label, seed)`` leaves a pair out (done already); ``finished`` sees each run as
+    soon as it ends. Returns each label's runs in seed order."""
     runs: dict[str, list[RunResult]] = {name: [] for name in variants}
     for seed in seeds:
         for name, variant in variants.items():
