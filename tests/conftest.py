@@ -1,7 +1,16 @@
-"""Shared fixtures: small synthetic multi-task tables written to temporary CSV files."""
+"""Shared fixtures: small synthetic multi-task tables written to temporary CSV files.
+
+Every test process runs torch on one thread: the models here are tiny, and ``make test`` runs two
+pytest-xdist workers on two cores, where each worker's default two OpenMP threads oversubscribe
+the cores and spin-wait on each other (the suite took twice as long). The subprocesses some tests
+start inherit ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``. Set after NumPy is imported, so the
+worker's own OpenBLAS pool keeps its default (tests/balancers checks that it is limited and
+restored).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +20,10 @@ import torch
 import yaml
 
 from . import fake_text
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+torch.set_num_threads(1)
 
 
 def synthetic_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:

@@ -3,14 +3,14 @@ once per seed (and reused), per-task metrics and Δm% as mean ± std over seeds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config, parse_config
 from polytask.errors import ConfigError
 from polytask.experiment import Reporter, run_experiment
-from polytask.results import BalancerSummary, mean_std
+from polytask.results import BalancerSummary, RunResult, mean_std
 from polytask.rundir import comparison_path
 from polytask.training.checkpoint import atomic_write_json
 
@@ -42,24 +42,65 @@ def compare_balancers(
     report: Reporter = lambda message: None,
 ) -> list[BalancerSummary]:
     """Train every (balancer, seed) pair; write ``comparison.json`` into the output folder."""
-    checked = [  # validate every balancer before the first run starts
-        check_config(
-            parse_config({**config.model_dump(), "balancer": spec.model_dump()}, "--balancers")
+    labels = [label(spec) for spec in balancers]
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--balancers: {', '.join(repeated)} given more than once")
+    variants = {  # validate every balancer before the first run starts
+        name: check_config(
+            parse_config(
+                {
+                    **config.model_dump(),
+                    "balancer": spec.model_dump(),
+                    "name": f"{config.name or 'run'}-{name.replace(':', '-')}",
+                },
+                source="--balancers",
+            )
         )
-        for spec in balancers
-    ]
-    summaries = [BalancerSummary(label(spec)) for spec in balancers]
-    for seed in seeds:
-        for summary, variant in zip(summaries, checked, strict=True):
-            training = variant.training.model_copy(update={"seed": seed})
-            name = f"{config.name or 'run'}-{summary.name.replace(':', '-')}-seed{seed}"
-            run_config = variant.model_copy(update={"training": training, "name": name})
-            report(f"balancer {summary.name}, seed {seed}")
-            summary.runs.append(run_experiment(run_config, progress=progress, report=report))
+        for name, spec in zip(labels, balancers, strict=True)
+    }
+    runs = run_grid(variants, seeds, progress=progress, report=report)
+    summaries = [BalancerSummary(name, runs[name]) for name in labels]
     output = comparison_path(Path(config.output_dir), config.name or "run")
     atomic_write_json(output, to_dict(summaries))
     report(f"comparison written to {output}")
     return summaries
+
+
+def with_seed(config: Config, seed: int) -> Config:
+    """``config`` trained with ``seed`` and named ``<name>-seed<seed>``."""
+    training = config.training.model_copy(update={"seed": seed})
+    name = f"{config.name or 'run'}-seed{seed}"
+    return config.model_copy(update={"training": training, "name": name})
+
+
+def run_grid(
+    variants: Mapping[str, Config],
+    seeds: Sequence[int],
+    *,
+    baselines: bool = True,
+    skip: Callable[[str, int], bool] = lambda label, seed: False,
+    finished: Callable[[str, int, RunResult], None] = lambda label, seed, result: None,
+    progress: bool = False,
+    report: Reporter = lambda message: None,
+) -> dict[str, list[RunResult]]:
+    """Train every labelled config variant with every seed (:func:`with_seed`), seed by seed.
+    With ``baselines``, each run trains its single-task baselines or reuses those of an earlier
+    run with the same data, model and budget (variants that differ only in the balancer share
+    them). ``skip(label, seed)`` leaves a pair out (done already); ``finished`` sees each run as
+    soon as it ends. Returns each label's runs in seed order."""
+    runs: dict[str, list[RunResult]] = {name: [] for name in variants}
+    for seed in seeds:
+        for name, variant in variants.items():
+            if skip(name, seed):
+                continue
+            report(f"{name}, seed {seed}")
+            result = run_experiment(
+                with_seed(variant, seed), baselines=baselines, progress=progress, report=report
+            )
+            runs[name].append(result)
+            finished(name, seed, result)
+    return runs
 
 
 def to_dict(summaries: Sequence[BalancerSummary]) -> dict:

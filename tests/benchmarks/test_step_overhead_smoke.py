@@ -60,11 +60,11 @@ def test_tiny_run_has_the_expected_structure(bench, tmp_path):
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nprose kept\n")
     section = bench.markdown(result, "python benchmarks/step_overhead.py --tasks 2")
-    bench.write_section(out, section)
-    bench.write_section(out, section)  # replaces, does not duplicate
+    bench.SECTION.write(out, section)
+    bench.SECTION.write(out, section)  # replaces, does not duplicate
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nprose kept\n")
-    assert text.count(bench.SECTION_BEGIN) == 1 and text.count(bench.SECTION_END) == 1
+    assert text.count(bench.SECTION.begin) == 1 and text.count(bench.SECTION.end) == 1
     assert "| mgda | params |" in text
 
 

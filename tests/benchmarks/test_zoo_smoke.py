@@ -59,9 +59,9 @@ def test_penguins_zoo_has_the_expected_structure(zoo_module, tmp_path):
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nprose kept\n\n## Other\n\nkept too\n")
     section = zoo_module.markdown(collected, "python benchmarks/zoo.py --datasets penguins")
-    zoo_module.write_section(out, section)
-    zoo_module.write_section(out, section)  # replaces, does not duplicate
+    zoo_module.SECTION.write(out, section)
+    zoo_module.SECTION.write(out, section)  # replaces, does not duplicate
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nprose kept\n\n## Other\n\nkept too\n")
-    assert text.count(zoo_module.SECTION_BEGIN) == 1 and text.count(zoo_module.SECTION) == 1
+    assert text.count(zoo_module.SECTION.begin) == 1 and text.count(zoo_module.HEADING) == 1
     assert "### penguins" in text and "| mmoe | ew |" in text and "| single-task | — |" in text
