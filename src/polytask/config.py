@@ -8,14 +8,34 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polytask.errors import ConfigError, did_you_mean
 
 TaskType = Literal["binary", "multiclass", "multilabel", "regression"]
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_bool)]
+"""A float that also takes an int or a numeric string (YAML reads ``1e-3`` as a string), never a
+boolean. Counts are :class:`~pydantic.StrictInt`: no booleans, no floats."""
 
 
 class _Section(BaseModel):
@@ -25,9 +45,9 @@ class _Section(BaseModel):
 class SplitConfig(_Section):
     """How rows are split when the data does not say: fractions and seed, or a split column."""
 
-    validation: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
-    seed: int = 0
+    validation: Number = Field(0.15, ge=0, lt=1)
+    test: Number = Field(0.15, ge=0, lt=1)
+    seed: StrictInt = 0
     column: str | None = None
 
 
@@ -37,7 +57,7 @@ class DataConfig(_Section):
     source: str | None = None
     split: SplitConfig = SplitConfig()
     sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
-    temperature: float = Field(2.0, gt=0)
+    temperature: Number = Field(2.0, gt=0)
 
 
 class FeaturesConfig(_Section):
@@ -171,21 +191,21 @@ class ModelConfig(BaseModel):
 class EarlyStoppingConfig(_Section):
     """Stop when validation Δm has not improved by ``min_delta`` points for ``patience`` epochs."""
 
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    patience: StrictInt = Field(3, ge=1)
+    min_delta: Number = Field(0.0, ge=0)
 
 
 class TrainingConfig(_Section):
     """Optimisation budget, shared by the multi-task model and its single-task baselines."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: StrictInt = Field(10, ge=1)
+    batch_size: StrictInt = Field(256, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)
-    seed: int = 0
+    lr: Number = Field(1e-3, gt=0)
+    weight_decay: Number = Field(0.0, ge=0)
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    grad_clip: Number | None = Field(None, gt=0)
+    seed: StrictInt = 0
     early_stopping: EarlyStoppingConfig | None = None
 
 
@@ -219,6 +239,16 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     balancer: BalancerConfig = BalancerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: str | None) -> str | None:
+        if name is not None and not is_plain_name(name):
+            raise ValueError(
+                f"{name!r} must be one plain folder name (no '/', '\\', '.' or '..'): the run "
+                "folder is output_dir/name"
+            )
+        return name
 
     @field_validator("tasks")
     @classmethod
@@ -265,6 +295,11 @@ class Config(_Section):
         data = self.data.model_copy(update={"source": fix(self.data.source)})
         tasks = [t.model_copy(update={"data": fix(t.data)}) for t in self.tasks]
         return self.model_copy(update={"data": data, "tasks": tasks})
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one path component that stays inside its folder."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def load_config(path: str | Path) -> Config:
