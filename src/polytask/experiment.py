@@ -20,7 +20,7 @@ from polytask.balancers import build_balancer
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
-from polytask.errors import ConfigError
+from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.build import build_network, count_parameters
 from polytask.reporting.plots import plot_loss_curves, plot_weights
@@ -31,7 +31,14 @@ from polytask.results import (
     save_model_result,
     save_run_result,
 )
-from polytask.rundir import baseline_dir, baselines_folder, run_dir_for
+from polytask.rundir import (
+    RunDir,
+    baseline_dir,
+    baselines_folder,
+    check_output_dir,
+    check_run_name,
+    run_dir_for,
+)
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
@@ -51,13 +58,38 @@ def run_experiment(
     progress: bool = False,
     report: Reporter = lambda message: None,
 ) -> RunResult:
-    """Train baselines (or reuse them) and the multi-task model; write and return the results."""
+    """Train baselines (or reuse them) and the multi-task model; write and return the results.
+
+    The run folder is held by this process while it is written (a second process resuming it
+    gets a RunError naming this one); a baseline being trained by another run is waited for,
+    then reused."""
     output = Path(config.output_dir)
+    check_output_dir(output)  # a bad output folder or run name fails before any work
+    check_run_name(config.name or "run")
     data = prepare_data(config)  # bad data fails here, before any folder is made
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
     run = run_dir_for(output, config.name or "run", resume=resume)
+    with run.hold():
+        if run.finished:  # it finished while this process was looking for it
+            raise RunError(f"{run.path}: the run finished meanwhile; nothing to resume")
+        return _run(
+            config, data, run, baselines=baselines, resume=resume, progress=progress, report=report
+        )
+
+
+def _run(
+    config: Config,
+    data: PreparedData,
+    run: RunDir,
+    *,
+    baselines: bool,
+    resume: bool,
+    progress: bool,
+    report: Reporter,
+) -> RunResult:
+    output = Path(config.output_dir)
     report(f"run directory: {run.path}")
     atomic_write_json(run.config, config.model_dump(mode="json"))
     atomic_write_json(
@@ -189,6 +221,24 @@ def train_baseline(
     """The single-task network for ``task`` with the same trunk, budget and seed; reused when
     the same baseline was already trained in the baselines ``folder``."""
     baseline = baseline_dir(folder, task.name, baseline_key(config, task))
+    with baseline.hold(
+        wait=True,
+        on_wait=lambda holder: report(
+            f"baseline '{task.name}': waiting for {holder}, which is training it"
+        ),
+    ):
+        return _train_baseline(config, data, task, baseline, progress=progress, report=report)
+
+
+def _train_baseline(
+    config: Config,
+    data: PreparedData,
+    task: Task,
+    baseline: RunDir,
+    *,
+    progress: bool,
+    report: Reporter,
+) -> ModelResult:
     if baseline.finished:
         try:
             result = load_model_result(baseline.metrics)
