@@ -224,5 +224,6 @@ class MulticlassTask(_ClassificationTask):
         best = prob.argmax(1)
         return {
             self.name: np.asarray(self.classes, dtype=object)[best],
-            f"{self.name}_proba": prob[np.arange(len(best)), best],
+            f"{self.name}_proba": prob[np.arange(len(best)), best],  # of the predicted class
+            **{f"{self.name}.proba.{c}": prob[:, j] for j, c in enumerate(self.classes)},
         }
