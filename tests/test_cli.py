@@ -375,3 +375,12 @@ def test_epochs_must_be_an_integer(monkeypatch, capsys, tmp_path, table, value):
     raw["training"]["epochs"] = value
     code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
     assert_clean_error(code, err, "bad.yaml", "training.epochs", "integer")
+
+
+@pytest.mark.parametrize("trunk", [[10**9, 10**9], [10**12, 10**12]])
+def test_absurd_layer_sizes_in_a_training_config(monkeypatch, capsys, tmp_path, table, trunk):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["model"]["trunk"] = trunk
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "model:", "reduce model.trunk")
+    assert not (tmp_path / "runs").exists()

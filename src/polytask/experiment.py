@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,7 +23,9 @@ from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
 from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
+from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
+from polytask.predict import network_shapes
 from polytask.reporting.plots import plot_loss_curves, plot_weights
 from polytask.results import (
     ModelResult,
@@ -173,7 +176,7 @@ def make_trainer(
     """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
     training = config.training
     torch.manual_seed(training.seed)
-    model = build_network(config.model, data.encoder, tasks)
+    model = _build_network(config, data, tasks)
     names = [t.name for t in tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
     multipliers = {t.name: t.lr_multiplier for t in config.tasks}
@@ -207,6 +210,38 @@ def make_trainer(
         progress=progress,
         label=label,
     )
+
+
+TRAINING_BYTES_PER_PARAMETER = 16
+"""float32 weights, gradients and two optimizer moments (Adam)."""
+
+
+def _build_network(config: Config, data: PreparedData, tasks: list[Task]) -> MultiTaskModel:
+    """The configured network; layer sizes the machine cannot hold are a ConfigError, found
+    before any memory is allocated where the network can be built on the ``meta`` device."""
+    advice = "reduce model.trunk / model.head"
+    skeleton = network_shapes(config, data.encoder, tasks)
+    memory = _physical_memory()
+    if skeleton is not None and memory is not None:
+        needed = count_parameters(skeleton) * TRAINING_BYTES_PER_PARAMETER
+        if needed > memory:
+            raise ConfigError(
+                f"model: {count_parameters(skeleton):,} parameters need about "
+                f"{needed / 2**30:,.0f} GiB to train, more than this machine's "
+                f"{memory / 2**30:,.0f} GiB; {advice}"
+            )
+    try:
+        return build_network(config.model, data.encoder, tasks)
+    except (RuntimeError, MemoryError) as exc:
+        raise ConfigError(f"model: the network cannot be built ({exc}); {advice}") from exc
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def train_baseline(

@@ -107,6 +107,20 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     return LoadedRun(config, encoder, tasks, model)
 
 
+def network_shapes(
+    config: Config, encoder: FeatureEncoder, tasks: list[Task]
+) -> MultiTaskModel | None:
+    """The configured network built on the ``meta`` device: every shape, no memory. None when
+    it cannot be built there (sizes too large to count, or a block that loads real weights)."""
+    try:
+        with torch.device("meta"):
+            return build_network(config.model, encoder, tasks)
+    except PolytaskError:
+        raise
+    except Exception:
+        return None
+
+
 def _check_shapes(
     run: RunDir,
     config: Config,
@@ -118,12 +132,8 @@ def _check_shapes(
     memory is allocated for it (the model is built on the ``meta`` device): an edited or
     corrupt config asking for absurd layer sizes is an error, not an allocation failure. A
     model that cannot be built on ``meta`` is left to the real build."""
-    try:
-        with torch.device("meta"):
-            skeleton = build_network(config.model, encoder, tasks)
-    except PolytaskError:
-        raise
-    except Exception:
+    skeleton = network_shapes(config, encoder, tasks)
+    if skeleton is None:
         return
     shapes = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     saved = {name: tuple(t.shape) for name, t in weights.items()}
