@@ -66,8 +66,8 @@ def test_importing_the_cli_is_light():
     assert heavy == []
 
 
-@pending_config
-def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
+def train_with_a_typo(tmp_path) -> tuple[list[str], subprocess.CompletedProcess]:
+    """``polytask train`` on a config with a misspelt key, in a fresh interpreter."""
     config = tmp_path / "typo.yaml"
     config.write_text(
         "data: {source: table.csv}\ntasks: [{name: y, type: binary}]\ntraining: {epocs: 3}\n"
@@ -80,4 +80,15 @@ def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
     heavy, done = heavy_after(code)
     assert "EXIT 2" in done.stdout
     assert "did you mean 'epochs'" in done.stderr
+    return heavy, done
+
+
+@pending_config
+def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
+    heavy, _ = train_with_a_typo(tmp_path)
     assert heavy == []
+
+
+def test_a_config_typo_loads_neither_scikit_learn_nor_matplotlib(tmp_path):
+    heavy, _ = train_with_a_typo(tmp_path)
+    assert "sklearn" not in heavy and "matplotlib" not in heavy
