@@ -92,6 +92,9 @@ def test_predict_and_evaluate(monkeypatch, capsys, trained, table, tmp_path):
         "clicked_proba",
         "segment",
         "segment_proba",
+        "segment.proba.high",
+        "segment.proba.low",
+        "segment.proba.mid",
         "spend",
     ]
     assert set(predictions["clicked"]) <= {"yes", "no"}
@@ -276,4 +279,141 @@ def test_option_typos_fail_before_any_folder(
     raw[section] = value
     code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
     assert_clean_error(code, err, *fragments)
+
+
+# -- issue 8: tracebacks, names, predictions -----------------------------------------------------
+
+
+def test_predict_into_a_directory(monkeypatch, capsys, trained, table, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", tmp_path)
+    assert_clean_error(code, err, f"--output {tmp_path}: is a folder", "give a file name")
+
+
+def test_output_dir_that_is_a_file(monkeypatch, capsys, config_file, tmp_path):
+    file = tmp_path / "results.txt"
+    file.write_text("keep me")
+    code, _, err = run_cli(monkeypatch, capsys, "train", config_file, "-o", file)
+    assert_clean_error(code, err, f"output_dir '{file}'", "is a file, not a folder")
+    assert file.read_text() == "keep me"
+
+
+def test_a_run_name_that_leaves_the_output_folder(monkeypatch, capsys, tmp_path, table):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "out" / "runs"), name="../../escape")
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "bad.yaml", "name:", "one plain folder name")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("trunk", "message"),
+    [
+        ([10**9, 10**9], "does not match"),  # 4 EB of weights: caught before any allocation
+        ([10**12, 10**12], "cannot build the model of config.json"),  # too large to count
+    ],
+)
+def test_absurd_layer_sizes_in_a_run_config(
+    monkeypatch, capsys, trained, table, tmp_path, trunk, message
+):
+    config = json.loads((trained / "config.json").read_text())
+    config["model"]["trunk"] = trunk
+    (trained / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", tmp_path / "p.csv")
+    assert_clean_error(code, err, "config.json", message)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_model_that_cannot_be_built_is_a_run_error(monkeypatch, capsys, trained, table, tmp_path):
+    from polytask import predict
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough")
+
+    monkeypatch.setattr(predict, "build_network", no_memory)
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", tmp_path / "p.csv")
+    assert_clean_error(code, err, f"{trained}", "cannot build the model", "not enough")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_keeps_the_named_columns(monkeypatch, capsys, trained, table, tmp_path):
+    out_csv = tmp_path / "pred.csv"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "predict", trained, table, "-o", out_csv, "--keep", "colour,x1"
+    )
+    assert code == 0, err
+    predictions, frame = pd.read_csv(out_csv), synthetic_frame()
+    assert list(predictions.columns[:3]) == ["colour", "x1", "clicked"]
+    assert predictions["colour"].tolist() == frame["colour"].tolist()
+    assert predictions["x1"].to_numpy() == pytest.approx(frame["x1"].to_numpy())
+
+
+def test_predict_keep_of_a_missing_column(monkeypatch, capsys, trained, table, tmp_path):
+    out_csv = tmp_path / "pred.csv"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "predict", trained, table, "-o", out_csv, "--keep", "x1,colur"
+    )
+    assert_clean_error(code, err, "--keep", "'colur'", "did you mean 'colour'")
+    assert not out_csv.exists()
+
+
+def test_predict_keep_of_a_column_that_clashes_with_a_prediction(
+    monkeypatch, capsys, trained, table, tmp_path
+):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "predict", trained, table, "-o", tmp_path / "p.csv", "--keep", "spend"
+    )
+    assert_clean_error(code, err, "--keep", "'spend'", "prediction column")
+
+
+def test_multiclass_predictions_have_one_probability_per_class(
+    monkeypatch, capsys, trained, table, tmp_path
+):
+    out_csv = tmp_path / "pred.csv"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, table, "-o", out_csv)
+    assert code == 0, err
+    predictions = pd.read_csv(out_csv)
+    per_class = [f"segment.proba.{c}" for c in ("high", "low", "mid")]
+    assert set(per_class) <= set(predictions.columns)
+    assert predictions[per_class].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-5)
+    assert predictions["segment_proba"].to_numpy() == pytest.approx(
+        predictions[per_class].max(axis=1).to_numpy()
+    )
+    best = predictions[per_class].to_numpy().argmax(axis=1)
+    assert predictions["segment"].tolist() == [("high", "low", "mid")[i] for i in best]
+    # binary: the probability of the positive class ("yes"), whatever the predicted label
+    assert ((predictions["clicked_proba"] >= 0.5) == (predictions["clicked"] == "yes")).all()
+
+
+def test_evaluate_without_any_label(monkeypatch, capsys, trained, tmp_path):
+    path = tmp_path / "unlabelled.csv"
+    synthetic_frame(20).drop(columns=["clicked", "segment", "spend"]).to_csv(path, index=False)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", trained, path)
+    assert_clean_error(code, err, "unlabelled.csv", "no labels for any task")
+    frame = synthetic_frame(20)
+    frame[["clicked", "segment", "spend"]] = None  # the columns are there, every cell empty
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", trained, path)
+    assert_clean_error(code, err, "unlabelled.csv", "no labels for any task")
+
+
+def test_an_unknown_data_source_suggests_a_builtin(monkeypatch, capsys, tmp_path):
+    raw = config_dict("adlt")
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "adlt", "did you mean 'adult'")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", [True, 2.5])
+def test_epochs_must_be_an_integer(monkeypatch, capsys, tmp_path, table, value):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["training"]["epochs"] = value
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "bad.yaml", "training.epochs", "integer")
+
+
+@pytest.mark.parametrize("trunk", [[10**9, 10**9], [10**12, 10**12]])
+def test_absurd_layer_sizes_in_a_training_config(monkeypatch, capsys, tmp_path, table, trunk):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["model"]["trunk"] = trunk
+    code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
+    assert_clean_error(code, err, "model:", "reduce model.trunk")
     assert not (tmp_path / "runs").exists()

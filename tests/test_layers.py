@@ -24,6 +24,7 @@ LAYERS = (  # lowest first
     "errors",
     "options",
     "config",
+    "builtin_options",
     "tasks",
     "evaluation",
     "data",

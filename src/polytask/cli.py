@@ -1,6 +1,8 @@
 """The ``polytask`` command line: thin wrappers that parse, call the library and print.
 
-Every :class:`~polytask.errors.PolytaskError` becomes one line on stderr and exit code 2.
+Every :class:`~polytask.errors.PolytaskError` becomes one line on stderr and exit code 2. The
+module imports only the config layer: torch, scikit-learn and matplotlib load inside the
+commands that need them, so a config error is reported at once.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polytask.config import Config, load_config, parse_config
-from polytask.data.builtin import BUILTIN_DATASETS
-from polytask.errors import ConfigError, PolytaskError
+from polytask.errors import ConfigError, DataError, PolytaskError
 
 app = typer.Typer(
     add_completion=False,
@@ -52,6 +53,8 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 12,
 ) -> None:
     """Train income + marital status on the built-in Adult data, against single-task baselines."""
+    from polytask.data.builtin import BUILTIN_DATASETS
+
     raw = BUILTIN_DATASETS["adult"].config(
         name="adult-demo",
         output_dir=str(output),
@@ -108,6 +111,8 @@ def compare(
     loaded = load_config(config)
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
+    if markdown is not None:
+        _check_output_file(markdown, "--markdown")
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError as exc:
@@ -141,14 +146,20 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table with the feature columns.")],
     out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the predictions.")],
+    keep: Annotated[
+        str,
+        typer.Option(help="Comma-separated input columns to copy into the output (e.g. an id)."),
+    ] = "",
 ) -> None:
-    """Write one column per task: class and probability, or value."""
+    """Write the kept columns, then per task: class and probabilities, or value."""
     from polytask.predict import load_run, load_table
     from polytask.training.checkpoint import atomic_write_text
 
+    _check_output_file(out, "--output")
     run = load_run(run_dir)
     frame, source = load_table(data)
-    predictions = run.predict(frame, source)
+    kept = [c.strip() for c in keep.split(",") if c.strip()]
+    predictions = run.predict(frame, source, keep=kept)
     atomic_write_text(out, predictions.to_csv(index=False))
     console.print(f"{len(predictions)} predictions for {len(run.tasks)} tasks written to {out}")
 
@@ -167,6 +178,12 @@ def evaluate(
     console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
 
 
+def _check_output_file(path: Path, option: str) -> None:
+    """A file to write must not be an existing folder (checked before any work is done)."""
+    if path.is_dir():
+        raise DataError(f"{option} {path}: is a folder; give a file name, e.g. {path / 'out.csv'}")
+
+
 datasets_app = typer.Typer(
     no_args_is_help=False,
     invoke_without_command=True,
@@ -181,6 +198,7 @@ def datasets(ctx: typer.Context) -> None:
     package, fetched and cached, or not fetched yet. Never reaches the network."""
     if ctx.invoked_subcommand is not None:
         return
+    from polytask.data.builtin import BUILTIN_DATASETS
     from polytask.data.fetch import cache_dir
 
     table = Table(title="Built-in datasets")

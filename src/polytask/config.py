@@ -15,14 +15,16 @@ from __future__ import annotations
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializeAsAny,
+    StrictInt,
     ValidationError,
     field_validator,
     model_serializer,
@@ -41,6 +43,17 @@ from polytask.options import (
 )
 
 
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_bool)]
+"""A float that also takes an int or a numeric string (YAML reads ``1e-3`` as a string), never a
+boolean. Counts are :class:`~pydantic.StrictInt`: no booleans, no floats."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,9 +61,9 @@ class _Section(BaseModel):
 class SplitConfig(_Section):
     """How rows are split when the data does not say: fractions and seed, or a split column."""
 
-    validation: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
-    seed: int = 0
+    validation: Number = Field(0.15, ge=0, lt=1)
+    test: Number = Field(0.15, ge=0, lt=1)
+    seed: StrictInt = 0
     column: str | None = None
 
 
@@ -60,7 +73,7 @@ class DataConfig(_Section):
     source: str | None = None
     split: SplitConfig = SplitConfig()
     sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
-    temperature: float = Field(2.0, gt=0)
+    temperature: Number = Field(2.0, gt=0)
 
 
 class FeaturesConfig(_Section):
@@ -154,8 +167,8 @@ class TaskConfig(_Registered):
     target: str | list[str] | None = None
     loss: str | None = None
     metrics: list[str] | None = None
-    weight: float = Field(1.0, ge=0)
-    lr_multiplier: float = Field(1.0, gt=0)
+    weight: Number = Field(1.0, ge=0)
+    lr_multiplier: Number = Field(1.0, gt=0)
     auxiliary: bool = False
     data: str | None = None
 
@@ -194,30 +207,30 @@ class ModelConfig(_Registered):
     discriminator = "arch"
 
     arch: str = "hard"
-    trunk: list[int] = Field([256, 128], min_length=1)
-    head: list[int] = [64]
-    dropout: float = Field(0.1, ge=0, lt=1)
+    trunk: list[StrictInt] = Field([256, 128], min_length=1)
+    head: list[StrictInt] = [64]
+    dropout: Number = Field(0.1, ge=0, lt=1)
     encoder: InputBlockConfig = Field(default_factory=InputBlockConfig)
 
 
 class EarlyStoppingConfig(_Section):
     """Stop when validation Δm has not improved by ``min_delta`` points for ``patience`` epochs."""
 
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    patience: StrictInt = Field(3, ge=1)
+    min_delta: Number = Field(0.0, ge=0)
 
 
 class TrainingConfig(_Section):
     """Optimisation budget, shared by the multi-task model and its single-task baselines."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: StrictInt = Field(10, ge=1)
+    batch_size: StrictInt = Field(256, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)
-    seed: int = 0
+    lr: Number = Field(1e-3, gt=0)
+    weight_decay: Number = Field(0.0, ge=0)
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    grad_clip: Number | None = Field(None, gt=0)
+    seed: StrictInt = 0
     early_stopping: EarlyStoppingConfig | None = None
 
 
@@ -251,6 +264,16 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     balancer: BalancerConfig = BalancerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: str | None) -> str | None:
+        if name is not None and not is_plain_name(name):
+            raise ValueError(
+                f"{name!r} must be one plain folder name (no '/', '\\', '.' or '..'): the run "
+                "folder is output_dir/name"
+            )
+        return name
 
     @field_validator("tasks")
     @classmethod
@@ -290,6 +313,11 @@ class Config(_Section):
 def is_dataset_name(source: str) -> bool:
     """Whether ``source`` reads as a built-in dataset's name rather than a file path."""
     return not Path(source).suffix and "/" not in source and "\\" not in source
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one path component that stays inside its folder."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def load_config(path: str | Path) -> Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -22,9 +23,11 @@ from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
-from polytask.errors import ConfigError
+from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
+from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
+from polytask.predict import network_shapes
 from polytask.reporting.plots import plot_loss_curves, plot_weights
 from polytask.results import (
     ModelResult,
@@ -33,7 +36,14 @@ from polytask.results import (
     save_model_result,
     save_run_result,
 )
-from polytask.rundir import baseline_dir, baselines_folder, run_dir_for
+from polytask.rundir import (
+    RunDir,
+    baseline_dir,
+    baselines_folder,
+    check_output_dir,
+    check_run_name,
+    run_dir_for,
+)
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
@@ -53,14 +63,39 @@ def run_experiment(
     progress: bool = False,
     report: Reporter = lambda message: None,
 ) -> RunResult:
-    """Train baselines (or reuse them) and the multi-task model; write and return the results."""
+    """Train baselines (or reuse them) and the multi-task model; write and return the results.
+
+    The run folder is held by this process while it is written (a second process resuming it
+    gets a RunError naming this one); a baseline being trained by another run is waited for,
+    then reused."""
     output = Path(config.output_dir)
     check_config(config)  # a balancer typo fails before the data are read
+    check_output_dir(output)  # a bad output folder or run name fails before any work
+    check_run_name(config.name or "run")
     data = prepare_data(config)  # bad data fails here, before any folder is made
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
     run = run_dir_for(output, config.name or "run", resume=resume)
+    with run.hold():
+        if run.finished:  # it finished while this process was looking for it
+            raise RunError(f"{run.path}: the run finished meanwhile; nothing to resume")
+        return _run(
+            config, data, run, baselines=baselines, resume=resume, progress=progress, report=report
+        )
+
+
+def _run(
+    config: Config,
+    data: PreparedData,
+    run: RunDir,
+    *,
+    baselines: bool,
+    resume: bool,
+    progress: bool,
+    report: Reporter,
+) -> RunResult:
+    output = Path(config.output_dir)
     report(f"run directory: {run.path}")
     atomic_write_json(run.config, config.model_dump(mode="json"))
     atomic_write_json(
@@ -158,7 +193,7 @@ def make_trainer(
     """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
     training = config.training
     torch.manual_seed(training.seed)
-    model = build_network(config.model, data.encoder, tasks)
+    model = _build_network(config, data, tasks)
     names = [t.name for t in tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
     multipliers = {t.name: t.lr_multiplier for t in config.tasks}
@@ -194,6 +229,38 @@ def make_trainer(
     )
 
 
+TRAINING_BYTES_PER_PARAMETER = 16
+"""float32 weights, gradients and two optimizer moments (Adam)."""
+
+
+def _build_network(config: Config, data: PreparedData, tasks: list[Task]) -> MultiTaskModel:
+    """The configured network; layer sizes the machine cannot hold are a ConfigError, found
+    before any memory is allocated where the network can be built on the ``meta`` device."""
+    advice = "reduce model.trunk / model.head"
+    skeleton = network_shapes(config, data.encoder, tasks)
+    memory = _physical_memory()
+    if skeleton is not None and memory is not None:
+        needed = count_parameters(skeleton) * TRAINING_BYTES_PER_PARAMETER
+        if needed > memory:
+            raise ConfigError(
+                f"model: {count_parameters(skeleton):,} parameters need about "
+                f"{needed / 2**30:,.0f} GiB to train, more than this machine's "
+                f"{memory / 2**30:,.0f} GiB; {advice}"
+            )
+    try:
+        return build_network(config.model, data.encoder, tasks)
+    except (RuntimeError, MemoryError) as exc:
+        raise ConfigError(f"model: the network cannot be built ({exc}); {advice}") from exc
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def train_baseline(
     config: Config,
     data: PreparedData,
@@ -206,6 +273,24 @@ def train_baseline(
     """The single-task network for ``task`` with the same trunk, budget and seed; reused when
     the same baseline was already trained in the baselines ``folder``."""
     baseline = baseline_dir(folder, task.name, baseline_key(config, task))
+    with baseline.hold(
+        wait=True,
+        on_wait=lambda holder: report(
+            f"baseline '{task.name}': waiting for {holder}, which is training it"
+        ),
+    ):
+        return _train_baseline(config, data, task, baseline, progress=progress, report=report)
+
+
+def _train_baseline(
+    config: Config,
+    data: PreparedData,
+    task: Task,
+    baseline: RunDir,
+    *,
+    progress: bool,
+    report: Reporter,
+) -> ModelResult:
     if baseline.finished:
         try:
             result = load_model_result(baseline.metrics)

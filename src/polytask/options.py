@@ -3,13 +3,16 @@
 
 Each registry maps a name to the pydantic model of that entry's options (unknown keys are
 errors). The modules that define architectures, input blocks and task types register their
-option models here when they are imported (``import polytask`` imports them all), so the config
-schema validates a section by name without importing them: this module sits below the config.
+option models here when they are imported. Each registry names the modules of its built-in
+entries (``builtins``) and imports them by name at its first lookup, so the config schema
+validates a section by name without importing them itself: this module sits below the config,
+and a config error in any other section is reported before torch is loaded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -31,20 +34,32 @@ class NoOptions(Options):
 class OptionRegistry:
     """Names → option models for one kind of entry (``what``: "architecture", ...)."""
 
-    def __init__(self, what: str, *, saved_defaults: bool = False) -> None:
+    def __init__(
+        self, what: str, *, builtins: Sequence[str] = (), saved_defaults: bool = False
+    ) -> None:
         self.what = what
         self.saved_defaults = saved_defaults
-        self._models: dict[str, type[Options]] = {}
+        self._builtins = tuple(builtins)
+        self._entries: dict[str, type[Options]] = {}
+
+    @property
+    def _models(self) -> dict[str, type[Options]]:
+        """The entries, after importing the built-in ones' modules (once)."""
+        while self._builtins:
+            module, *rest = self._builtins
+            self._builtins = tuple(rest)
+            importlib.import_module(module)
+        return self._entries
 
     def register(self, name: str, options: type[Options]) -> None:
         """Make ``name`` valid in configs, with ``options`` as its option model."""
         if not issubclass(options, Options):
             raise TypeError(f"{self.what} '{name}': options must subclass polytask.options.Options")
-        self._models[name] = options
+        self._entries[name] = options
 
     def unregister(self, name: str) -> None:
         """Forget ``name`` (tests that register an entry for a while)."""
-        self._models.pop(name, None)
+        self._entries.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -91,13 +106,17 @@ def raise_at(key: str, message: str) -> None:
     raise ValidationError.from_exception_data("options", [detail])
 
 
-ARCHITECTURE_OPTIONS = OptionRegistry("architecture")
+ARCHITECTURE_OPTIONS = OptionRegistry("architecture", builtins=("polytask.builtin_options",))
 """``model.arch`` → the architecture's options (the other keys of ``model``)."""
 
-INPUT_BLOCK_OPTIONS = OptionRegistry("encoder", saved_defaults=True)
+INPUT_BLOCK_OPTIONS = OptionRegistry(
+    "encoder", builtins=("polytask.builtin_options",), saved_defaults=True
+)
 """``model.encoder.type`` → the input block's options (the other keys of ``model.encoder``)."""
 
-TASK_OPTIONS = OptionRegistry("task type", saved_defaults=True)
+TASK_OPTIONS = OptionRegistry(
+    "task type", builtins=("polytask.builtin_options",), saved_defaults=True
+)
 """``tasks[*].type`` → the options a task of that type adds to the common task keys."""
 
 __all__ = [

@@ -6,17 +6,19 @@ are :mod:`polytask.inference`'s)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from polytask.config import Config
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor
 from polytask.data.prepare import encode_frame
 from polytask.data.tables import read_table
-from polytask.errors import RunError
+from polytask.errors import DataError, PolytaskError, RunError, did_you_mean
 from polytask.inference import evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network
@@ -37,18 +39,40 @@ class LoadedRun:
     def encode(self, frame: pd.DataFrame, source: str) -> MultiTaskData:
         return encode_frame(frame, self.tasks, self.encoder, source)
 
-    def predict(self, frame: pd.DataFrame, source: str = "data") -> pd.DataFrame:
-        """One column per task (class and probability, or value), in input row order."""
+    def predict(
+        self, frame: pd.DataFrame, source: str = "data", keep: Sequence[str] = ()
+    ) -> pd.DataFrame:
+        """The ``keep`` columns of ``frame`` as they are, then each task's columns (see
+        :meth:`~polytask.tasks.Task.decode`), in input row order."""
+        kept = self._kept(frame, source, keep)
         data = self.encode(frame.drop(columns=self._label_columns(frame)), source)
         outputs = predict_outputs(self.model, self.tasks, data)
         columns: dict[str, object] = {}
         for task in self.tasks:
             columns.update(task.decode(outputs[task.name]))
-        return pd.DataFrame(columns, index=frame.index)
+        clash = next((c for c in kept if c in columns), None)
+        if clash is not None:
+            raise DataError(f"--keep: column '{clash}' has the name of a prediction column")
+        return pd.concat([frame[kept], pd.DataFrame(columns, index=frame.index)], axis=1)
 
     def evaluate(self, frame: pd.DataFrame, source: str = "data") -> dict[str, dict[str, float]]:
-        """Metrics of every task on the labelled rows of ``frame``."""
-        return evaluate(self.model, self.tasks, self.encode(frame, source)).metrics
+        """Metrics of every task on the labelled rows of ``frame`` (a DataError when no row has
+        a label for any task)."""
+        data = self.encode(frame, source)
+        if not any(bool(mask.any()) for mask in data.masks.values()):
+            columns = [c for t in self.tasks for c in t.columns]
+            raise DataError(
+                f"{source}: no labels for any task (label columns: {', '.join(columns)})"
+            )
+        return evaluate(self.model, self.tasks, data).metrics
+
+    @staticmethod
+    def _kept(frame: pd.DataFrame, source: str, keep: Sequence[str]) -> list[str]:
+        for column in keep:
+            if column not in frame.columns:
+                hint = did_you_mean(column, map(str, frame.columns))
+                raise DataError(f"--keep: {source} has no column '{column}'{hint}")
+        return list(dict.fromkeys(keep))
 
     def _label_columns(self, frame: pd.DataFrame) -> list[str]:
         return [c for t in self.tasks for c in t.columns if c in frame.columns]
@@ -69,14 +93,58 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         tasks = [task_from_dict(t) for t in data["tasks"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{run.path}: config.json or data.json is corrupt ({exc})") from exc
-    model = build_network(config.model, encoder, tasks)
     weights = load_weights(run.model)
+    _check_shapes(run, config, encoder, tasks, weights)
+    try:
+        model = build_network(config.model, encoder, tasks)
+    except (RuntimeError, MemoryError, ValueError, OverflowError) as exc:
+        raise RunError(f"{run.path}: cannot build the model of {run.config.name} ({exc})") from exc
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise RunError(f"{run.model} does not match the model ({exc})") from exc
     model.eval()
     return LoadedRun(config, encoder, tasks, model)
+
+
+def network_shapes(
+    config: Config, encoder: FeaturePreprocessor, tasks: list[Task]
+) -> MultiTaskModel | None:
+    """The configured network built on the ``meta`` device: every shape, no memory. None when
+    it cannot be built there (sizes too large to count, or a block that loads real weights)."""
+    try:
+        with torch.device("meta"):
+            return build_network(config.model, encoder, tasks)
+    except PolytaskError:
+        raise
+    except Exception:
+        return None
+
+
+def _check_shapes(
+    run: RunDir,
+    config: Config,
+    encoder: FeaturePreprocessor,
+    tasks: list[Task],
+    weights: dict[str, torch.Tensor],
+) -> None:
+    """Compare the model that ``config.json`` describes with the saved weights, before any
+    memory is allocated for it (the model is built on the ``meta`` device): an edited or
+    corrupt config asking for absurd layer sizes is an error, not an allocation failure. A
+    model that cannot be built on ``meta`` is left to the real build."""
+    skeleton = network_shapes(config, encoder, tasks)
+    if skeleton is None:
+        return
+    shapes = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    saved = {name: tuple(t.shape) for name, t in weights.items()}
+    for name in sorted(shapes.keys() | saved.keys()):
+        if shapes.get(name) != saved.get(name):
+            expected = "absent" if name not in shapes else f"of shape {list(shapes[name])}"
+            found = "absent" if name not in saved else f"of shape {list(saved[name])}"
+            raise RunError(
+                f"{run.config} does not match {run.model}: '{name}' is {expected} in the "
+                f"model the config describes, {found} in the weights"
+            )
 
 
 def load_table(path: str | Path) -> tuple[pd.DataFrame, str]:

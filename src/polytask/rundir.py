@@ -12,20 +12,32 @@ Layout::
       failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
+      .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
-      checkpoint/, model.safetensors, metrics.json
+      checkpoint/, model.safetensors, metrics.json, .lock, .owner
     <output_dir>/<name>-comparison.json     ``polytask compare``'s mean ± std per balancer
 
 A new run of ``<name>`` gets ``<name>``, else ``<name>-2``, ``<name>-3``…; a run is finished
-once its ``metrics.json`` is written (always the last file).
+once its ``metrics.json`` is written (always the last file). One process at a time writes a run
+or a baseline: it holds the folder's lock (:meth:`RunDir.hold`); the lock dies with its process.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from polytask.errors import RunError
+from filelock import FileLock, Timeout
+
+from polytask.config import is_plain_name
+from polytask.errors import ConfigError, RunError
 
 CONFIG = "config.json"
 DATA = "data.json"
@@ -36,6 +48,8 @@ FAILED = "failed.json"
 LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
 BASELINES = "baselines"
+LOCK = ".lock"
+OWNER = ".owner"
 
 REQUIRED = (CONFIG, DATA, MODEL, METRICS)
 """The files :func:`polytask.predict.load_run` needs, in the order it checks them."""
@@ -86,9 +100,62 @@ class RunDir:
         """Whether the run wrote its last file, ``metrics.json``."""
         return self.metrics.is_file()
 
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK
+
+    @property
+    def owner(self) -> Path:
+        return self.path / OWNER
+
     def missing(self) -> list[str]:
         """The files of :data:`REQUIRED` that are not there."""
         return [name for name in REQUIRED if not (self.path / name).is_file()]
+
+    @contextmanager
+    def hold(
+        self, *, wait: bool = False, on_wait: Callable[[str], None] = lambda holder: None
+    ) -> Iterator[None]:
+        """Hold this folder for the current process until the block ends (creating the folder
+        if needed). When another process holds it: raise a :class:`RunError` naming that
+        process, or with ``wait`` call ``on_wait`` with its description and wait for it. The
+        operating system releases the lock of a process that dies, so a killed run's folder
+        is taken over by the next one."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = self._holder()
+            if not wait:
+                raise RunError(
+                    f"{self.path} is in use by {holder}; wait until it ends or stop it"
+                ) from None
+            on_wait(holder)
+            lock.acquire()
+        try:
+            owner = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            self.owner.write_text(json.dumps(owner) + "\n")
+            yield
+        finally:
+            self.owner.unlink(missing_ok=True)
+            lock.release()
+
+    def _holder(self, patience: float = 1.0) -> str:
+        """The process named in the owner note (its holder writes it just after locking)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                owner = json.loads(self.owner.read_text())
+                return f"process {owner['pid']} on {owner['host']} (since {owner['since']})"
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() > deadline:
+                    return "another process"
+                time.sleep(0.05)
 
 
 def baselines_folder(output: Path) -> Path:
@@ -112,19 +179,45 @@ def run_dir_for(output: Path, name: str, *, resume: bool) -> RunDir:
     return unfinished_run_dir(output, name) if resume else new_run_dir(output, name)
 
 
-def new_run_dir(output: Path, name: str) -> RunDir:
-    """Create and return ``output/name``, or ``name-2``, ``name-3``… if it exists."""
+def check_output_dir(output: Path) -> None:
+    """Raise a ConfigError naming ``output_dir`` when it, or a folder above it, is a file."""
     output = Path(output)
+    for path in (output, *output.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"output_dir '{output}': '{path}' is a file, not a folder")
+            return
+
+
+def check_run_name(name: str) -> None:
+    """Raise a RunError unless ``name`` is one plain folder name (it must stay in output_dir)."""
+    if not is_plain_name(name):
+        raise RunError(f"run name {name!r}: a run name must be one plain folder name")
+
+
+def new_run_dir(output: Path, name: str) -> RunDir:
+    """Create and return ``output/name``, or ``name-2``, ``name-3``… if it exists (also when
+    another run creates it at the same moment)."""
+    check_run_name(name)
+    check_output_dir(output)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
     path, suffix = output / name, 1
-    while path.exists():
+    while True:
+        if not path.exists():
+            try:
+                path.mkdir()
+                return RunDir(path)
+            except FileExistsError:
+                pass
         suffix += 1
         path = output / f"{name}-{suffix}"
-    path.mkdir(parents=True)
-    return RunDir(path)
 
 
 def unfinished_run_dir(output: Path, name: str) -> RunDir:
     """The most recently modified run folder of ``name`` without ``metrics.json``."""
+    check_run_name(name)
+    check_output_dir(output)
     output = Path(output)
     candidates = sorted(
         (p for p in output.glob(f"{name}*") if p.is_dir() and is_run_of(p.name, name)),

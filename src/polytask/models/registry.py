@@ -14,6 +14,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from polytask.builtin_options import (
+    CGCOptions,
+    CrossStitchOptions,
+    GroupsOptions,
+    HardOptions,
+    MMoEOptions,
+    PLEOptions,
+    SoftOptions,
+    TiedOptions,
+)
 from polytask.errors import ConfigError, did_you_mean
 from polytask.models.base import MultiTaskModel
 from polytask.models.cross_stitch import CrossStitch
@@ -22,9 +32,9 @@ from polytask.models.hard import HardSharing
 from polytask.models.mmoe import MMoE
 from polytask.models.parts import Factory, GateFactory, HeadFactory, check_output_sizes, make_heads
 from polytask.models.ple import CGC, PLE
-from polytask.models.soft import Penalty, SoftSharing
-from polytask.models.tied import LayerRef, TiedCopies
-from polytask.options import ARCHITECTURE_OPTIONS, NoOptions, Options
+from polytask.models.soft import SoftSharing
+from polytask.models.tied import TiedCopies
+from polytask.options import ARCHITECTURE_OPTIONS, Options
 
 
 @dataclass(frozen=True)
@@ -37,42 +47,6 @@ class ModelParts:
     output_sizes: Mapping[str, int]
     head_factory: HeadFactory | None = None
     gate_factory: GateFactory | None = None
-
-
-class HardOptions(NoOptions):
-    """Hard sharing has no options."""
-
-
-class SoftOptions(Options):
-    penalty: Penalty = "l2"
-    strength: float = 1e-3
-
-
-class TiedOptions(Options):
-    tied: tuple[LayerRef, ...]
-
-
-class CrossStitchOptions(Options):
-    self_weight: float = 0.9
-
-
-class MMoEOptions(Options):
-    experts: int = 4
-
-
-class CGCOptions(Options):
-    shared_experts: int = 1
-    task_experts: int = 1
-
-
-class PLEOptions(Options):
-    levels: int = 2
-    shared_experts: int = 1
-    task_experts: int = 1
-
-
-class GroupsOptions(Options):
-    groups: tuple[tuple[str, ...], ...]
 
 
 def _hard(parts: ModelParts, _: HardOptions) -> MultiTaskModel:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sklearn import metrics as skm
 from torch import Tensor
 
+from polytask.builtin_options import BinaryOptions
 from polytask.errors import ConfigError, DataError
 from polytask.options import Options
 from polytask.tasks.base import (
@@ -89,12 +90,6 @@ class _ClassificationTask(Task):
 
 def _binary_f1(y: np.ndarray, p: np.ndarray, m: np.ndarray) -> float:
     return skm.f1_score(y[m], p[m] >= 0.5, zero_division=0.0)
-
-
-class BinaryOptions(Options):
-    """``positive``: the label of the positive class (inferred when not given)."""
-
-    positive: str | None = None
 
 
 @register_task_type
@@ -232,5 +227,6 @@ class MulticlassTask(_ClassificationTask):
         best = prob.argmax(1)
         return {
             self.name: np.asarray(self.classes, dtype=object)[best],
-            f"{self.name}_proba": prob[np.arange(len(best)), best],
+            f"{self.name}_proba": prob[np.arange(len(best)), best],  # of the predicted class
+            **{f"{self.name}.proba.{c}": prob[:, j] for j, c in enumerate(self.classes)},
         }

@@ -6,6 +6,8 @@ Sources, licences and citations: ``files/SOURCES.md`` beside this module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from polytask.data.builtin import bikeshare, census, multimnist, qm9, vader, yeast
@@ -127,10 +129,13 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _DATASETS}
 
 
 def get_builtin(name: str) -> BuiltinDataset:
-    """The built-in dataset called ``name``."""
+    """The built-in dataset called ``name``; otherwise a DataError suggesting the closest one
+    (a ``data.source`` without a file suffix arrives here as a path: it names no file either)."""
     if name not in BUILTIN_DATASETS:
+        base = Path(name).name
+        what = f"{name}: no such file, and '{base}'" if base != name else f"'{name}'"
         raise DataError(
-            f"unknown built-in dataset '{name}'{did_you_mean(name, BUILTIN_DATASETS)}; "
-            f"available: {sorted(BUILTIN_DATASETS)}"
+            f"{what} is not a built-in dataset{did_you_mean(base, BUILTIN_DATASETS)}; "
+            f"built-in: {', '.join(sorted(BUILTIN_DATASETS))}"
         )
     return BUILTIN_DATASETS[name]

@@ -5,24 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
 from torch import Tensor, nn
 
+from polytask.builtin_options import CNNOptions
 from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.input_blocks.base import BlockFactory, register_input_block
-from polytask.options import Options
-
-
-class CNNOptions(Options):
-    """``channels`` × ``height`` × ``width`` (a square inferred when not given); ``conv``
-    channel widths; ``kernel`` size."""
-
-    channels: int = Field(1, ge=1)
-    height: int | None = Field(None, ge=1)
-    width: int | None = Field(None, ge=1)
-    conv: list[int] = Field([16, 32], min_length=1)
-    kernel: int = Field(3, ge=1)
 
 
 class ConvEncoder(nn.Module):

@@ -5,29 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from polytask.builtin_options import GRUOptions
 from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.input_blocks.base import BlockFactory, register_input_block
 from polytask.models.tabular import TabularEncoder
-from polytask.options import Options
-
-
-class GRUOptions(Options):
-    """``sequence``: one column-name prefix per channel (matched columns in table order, oldest
-    first); ``hidden`` size and ``layers`` of the GRU."""
-
-    sequence: list[str] | None = Field(None, min_length=1)
-    hidden: int = Field(64, ge=1)
-    layers: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _needs_sequence(self) -> GRUOptions:
-        if not self.sequence:
-            raise ValueError("encoder 'gru' needs 'sequence': the lag column prefix(es)")
-        return self
 
 
 class SequenceEncoder(nn.Module):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from polytask.builtin_options import TabularOptions
 from polytask.data.features import FeaturePreprocessor
 from polytask.models.input_blocks.base import BlockFactory, register_input_block
 from polytask.models.tabular import TabularEncoder
-from polytask.options import NoOptions, Options
-
-
-class TabularOptions(NoOptions):
-    """``tabular`` has no options."""
+from polytask.options import Options
 
 
 def tabular_block(

@@ -15,25 +15,15 @@ import copy
 from collections.abc import Mapping, Sequence
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL
+from polytask.builtin_options import TextOptions
 from polytask.data import text_model
 from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.input_blocks.base import BlockFactory, register_input_block
 from polytask.models.input_blocks.tabular import tabular_block
 from polytask.models.tabular import TabularEncoder
-from polytask.options import Options
-
-
-class TextOptions(Options):
-    """``model`` (the sentence transformer), ``fine_tune``, ``max_length`` (tokens)."""
-
-    model: str = Field(DEFAULT_TEXT_MODEL, min_length=1)
-    fine_tune: bool = False
-    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=2)
 
 
 def text_block(

@@ -1,0 +1,141 @@
+"""The option models of the built-in architectures, input blocks and task types.
+
+They are plain pydantic models, kept apart from the code that builds the entries (which needs
+torch), so that :mod:`polytask.options` can validate a config by name without importing torch:
+the registries import this module at their first lookup. The modules that build the entries
+import their option model from here. An entry added by a user defines its options in its own
+module and registers them with it (see the README's "Write your own architecture").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, StrictInt, model_validator
+
+from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL, Number
+from polytask.options import (
+    ARCHITECTURE_OPTIONS,
+    INPUT_BLOCK_OPTIONS,
+    TASK_OPTIONS,
+    NoOptions,
+    Options,
+)
+
+Penalty = Literal["l2", "trace"]
+LayerRef = StrictInt | str
+
+# -- architectures (model.arch) ------------------------------------------------------------
+
+
+class HardOptions(NoOptions):
+    """Hard sharing has no options."""
+
+
+class SoftOptions(Options):
+    penalty: Penalty = "l2"
+    strength: Number = Field(1e-3, ge=0)
+
+
+class TiedOptions(Options):
+    tied: tuple[LayerRef, ...]
+
+
+class CrossStitchOptions(Options):
+    self_weight: Number = 0.9
+
+
+class MMoEOptions(Options):
+    experts: StrictInt = Field(4, ge=1)
+
+
+class CGCOptions(Options):
+    shared_experts: StrictInt = Field(1, ge=0)
+    task_experts: StrictInt = Field(1, ge=0)
+
+
+class PLEOptions(Options):
+    levels: StrictInt = Field(2, ge=1)
+    shared_experts: StrictInt = Field(1, ge=0)
+    task_experts: StrictInt = Field(1, ge=0)
+
+
+class GroupsOptions(Options):
+    groups: tuple[tuple[str, ...], ...]
+
+
+# -- input blocks (model.encoder.type) -----------------------------------------------------
+
+
+class TabularOptions(NoOptions):
+    """``tabular`` has no options."""
+
+
+class CNNOptions(Options):
+    """``channels`` × ``height`` × ``width`` (a square inferred when not given); ``conv``
+    channel widths; ``kernel`` size."""
+
+    channels: StrictInt = Field(1, ge=1)
+    height: StrictInt | None = Field(None, ge=1)
+    width: StrictInt | None = Field(None, ge=1)
+    conv: list[StrictInt] = Field([16, 32], min_length=1)
+    kernel: StrictInt = Field(3, ge=1)
+
+
+class GRUOptions(Options):
+    """``sequence``: one column-name prefix per channel (matched columns in table order, oldest
+    first); ``hidden`` size and ``layers`` of the GRU."""
+
+    sequence: list[str] | None = Field(None, min_length=1)
+    hidden: StrictInt = Field(64, ge=1)
+    layers: StrictInt = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_sequence(self) -> GRUOptions:
+        if not self.sequence:
+            raise ValueError("encoder 'gru' needs 'sequence': the lag column prefix(es)")
+        return self
+
+
+class TextOptions(Options):
+    """``model`` (the sentence transformer), ``fine_tune``, ``max_length`` (tokens)."""
+
+    model: str = Field(DEFAULT_TEXT_MODEL, min_length=1)
+    fine_tune: bool = False
+    max_length: StrictInt = Field(DEFAULT_MAX_LENGTH, ge=2)
+
+
+# -- task types (tasks[*].type) -------------------------------------------------------------
+
+
+class BinaryOptions(Options):
+    """``positive``: the label of the positive class (inferred when not given)."""
+
+    positive: str | None = None
+
+
+for _name, _options in {
+    "hard": HardOptions,
+    "soft": SoftOptions,
+    "tied": TiedOptions,
+    "cross_stitch": CrossStitchOptions,
+    "mmoe": MMoEOptions,
+    "cgc": CGCOptions,
+    "ple": PLEOptions,
+    "groups": GroupsOptions,
+}.items():
+    ARCHITECTURE_OPTIONS.register(_name, _options)
+for _name, _options in {
+    "tabular": TabularOptions,
+    "cnn": CNNOptions,
+    "gru": GRUOptions,
+    "text": TextOptions,
+}.items():
+    INPUT_BLOCK_OPTIONS.register(_name, _options)
+for _name, _options in {
+    "binary": BinaryOptions,
+    "multiclass": NoOptions,
+    "multilabel": NoOptions,
+    "regression": NoOptions,
+}.items():
+    TASK_OPTIONS.register(_name, _options)
