@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from polytask.balancers import BALANCERS, build_balancer
-from polytask.balancers.base import options_of
+from polytask.balancers.registry import options_of
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.training import Trainer
 

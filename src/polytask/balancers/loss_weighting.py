@@ -1,0 +1,63 @@
+"""Loss weighting: the update is ``Σᵢ cᵢ∇Lᵢ`` with the factors ``cᵢ`` chosen from the losses
+(and the method's state) alone. A method implements :meth:`LossWeighting.factors` and, when it
+has parameters of its own, :meth:`LossWeighting.objective`; the base class does the backward."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from polytask.balancers.base import Balancer, Kind, ScaledLosses, check_finite
+
+
+class LossWeighting(Balancer):
+    """Base of the pure loss-weighting methods; any of them can feed a Gramian method
+    (``losses_from``) through :meth:`scaled`."""
+
+    kind: ClassVar[Kind] = "loss_weighting"
+
+    @abstractmethod
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        """The factor ``cᵢ`` on each present task's loss (``values``: the detached losses of
+        ``names``, stacked); advances the method's state as one training step does."""
+
+    def objective(self, names: Sequence[str], values: Tensor) -> Tensor | None:
+        """Scalar whose gradient trains :meth:`parameters` (``values`` detached), or ``None``."""
+        return None
+
+    def scaled(self, names: Sequence[str], losses: Sequence[Tensor]) -> ScaledLosses:
+        """Terms ``cᵢ·Lᵢ`` (``cᵢ`` detached), the factors and the objective, for the finite
+        ``losses`` of ``names``; advances the state."""
+        values = torch.stack([loss.reshape(()) for loss in losses])
+        factors = self.factors(names, values.detach()).detach()
+        objective = self.objective(names, values.detach())
+        factors = factors.to(device=values.device, dtype=values.dtype)
+        terms = {n: values[k] * factors[k] for k, n in enumerate(names)}
+        return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
+
+    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
+        """:meth:`scaled` for the present tasks of ``losses``; ``None`` when none is present.
+        The losses must be finite (checked, :class:`~polytask.balancers.base.SkipStep`)."""
+        names = self.present(losses)
+        if not names:
+            return None
+        values = [losses[n] for n in names]
+        check_finite("loss", names, torch.stack([v.detach().reshape(()) for v in values]),
+                     self.nonnegative_losses)  # fmt: skip
+        return self.scaled(names, values)
+
+    def step(
+        self,
+        names: list[str],
+        losses: list[Tensor],
+        shared_params: list[Tensor] | None,
+        features: Tensor | None,
+    ) -> Tensor:
+        scaled = self.scaled(names, losses)
+        total = torch.stack(list(scaled.terms.values())).sum()
+        (total if scaled.objective is None else total + scaled.objective).backward()
+        return torch.tensor(list(scaled.factors.values()), dtype=torch.float64)
