@@ -106,6 +106,8 @@ class Balancer(ABC):
     nonnegative_losses: ClassVar[bool] = False
     #: ``"features"`` or ``"params"`` for methods with gradient modes, ``None`` otherwise.
     mode: str | None = None
+    #: Whether the weights depend on random draws (from a generator kept in the state).
+    randomized: bool = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
         if not task_names or len(set(task_names)) != len(task_names):

@@ -76,6 +76,8 @@ class GradDrop(Balancer):
     ``leak`` ∈ [0, 1] lets each task's gradient through regardless of the mask.
     """
 
+    randomized = True
+
     kind: ClassVar[Kind] = "jacobian"
 
     def __init__(

@@ -70,6 +70,8 @@ class GradVac(Weighting):
     one loss; weights invariant to scaling all losses together.
     """
 
+    randomized = True
+
     def __init__(
         self,
         task_names: Sequence[str],

@@ -70,6 +70,8 @@ class PCGrad(Weighting):
     loss; weights invariant to scaling all losses together. ``seed`` fixes the random orders.
     """
 
+    randomized = True
+
     def __init__(
         self,
         task_names: Sequence[str],

@@ -30,6 +30,8 @@ class RandomLossWeighting(LossWeighting):
     state is in :meth:`state_dict`, so a resumed run draws the same weights.
     """
 
+    randomized = True
+
     def __init__(
         self, task_names: Sequence[str], seed: int | None = None, scale_to_tasks: bool = False
     ) -> None:

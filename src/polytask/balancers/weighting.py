@@ -25,6 +25,8 @@ class Weighting(ABC):
 
     name: str = "weighting"
     kind: ClassVar[Kind] = "gramian"
+    #: Whether the weights depend on random draws (from a generator kept in the state).
+    randomized: ClassVar[bool] = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
         self.task_names = tuple(task_names)
@@ -57,6 +59,7 @@ class GramianBalancer(Balancer):
         self.weighting = weighting
         self.engine = GramianEngine(mode, reuse_jacobian)
         self.name = weighting.name
+        self.randomized = weighting.randomized
 
     @property
     def mode(self) -> str:  # type: ignore[override]

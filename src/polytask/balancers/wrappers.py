@@ -24,6 +24,7 @@ class Wrapper(Balancer):
         self.inner = inner
         self.name = inner.name
         self.kind = inner.kind  # type: ignore[misc]
+        self.randomized = inner.randomized
 
     @property
     def mode(self) -> str | None:  # type: ignore[override]
@@ -110,6 +111,7 @@ class LossesFrom(Wrapper):
     def __init__(self, inner: Balancer, loss_source: LossWeighting) -> None:
         super().__init__(inner)
         self.loss_source = loss_source
+        self.randomized = inner.randomized or loss_source.randomized
         self.nonnegative_losses = loss_source.nonnegative_losses  # type: ignore[misc]
 
     def step(

@@ -1,0 +1,1 @@
+"""Public contract checks for methods and architectures."""
