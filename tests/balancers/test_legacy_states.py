@@ -1,8 +1,11 @@
-"""Balancer states saved before the issue-7 redesign still load and continue exactly as the old
-code did (``data/legacy_states.pt``, written by ``data/make_legacy_states.py`` at e488650)."""
+"""Balancer states and a run directory saved before the issue-7 redesign still load and continue
+as the old code did (``data/legacy_states.pt`` and ``data/legacy_run/``, written at e488650 by
+``data/make_legacy_states.py`` and ``data/make_legacy_run.py``)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,10 @@ import torch
 from gb_toys import run_step, toy_model
 
 from polytask.balancers import build_balancer
+from polytask.config import parse_config
+from polytask.experiment import run_experiment
+from tests.balancers.data.legacy_run_config import outcome, raw_config
+from tests.conftest import synthetic_frame
 
 DATA = Path(__file__).parent / "data"
 CASES = torch.load(DATA / "legacy_states.pt", weights_only=True)
@@ -34,3 +41,23 @@ def test_legacy_state_resumes_with_the_old_next_steps(key: str) -> None:
         for name in TASKS:
             assert got[name] == pytest.approx(weights[name], rel=rel, abs=tiny), (key, k, name)
         torch.testing.assert_close(got_grad, grad, rtol=rel, atol=tiny)
+
+
+def test_legacy_run_resumes_to_the_uninterrupted_outcome(tmp_path: Path) -> None:
+    """A run directory killed in its last epoch by the old code (``data/make_legacy_run.py``)
+    resumes with ``--resume`` and ends where the old code's uninterrupted run did."""
+    table = tmp_path / "table.csv"
+    synthetic_frame().to_csv(table, index=False)
+    shutil.copytree(DATA / "legacy_run", tmp_path / "runs" / "run")
+    config = parse_config(raw_config(table, tmp_path / "runs"))
+    result = run_experiment(config, baselines=False, resume=True)
+    got, expected = outcome(result.run_dir), json.loads((DATA / "legacy_run.json").read_text())
+    assert result.run_dir == tmp_path / "runs" / "run"
+    saved = json.loads((DATA / "legacy_run/checkpoint/epoch-0002/state.json").read_text())
+    history = json.loads((result.run_dir / "metrics.json").read_text())["multitask"]["history"]
+    assert history[:2] == saved["history"]  # epochs 1-2 come from the checkpoint, not retrained
+    assert got["best_epoch"] == expected["best_epoch"]
+    # imtl's learned-scale factors now round to float32 (see LEARNED_SCALES_COMPOSED)
+    assert got["scores"] == pytest.approx(expected["scores"], rel=1e-4)
+    for task, metrics in expected["test"].items():
+        assert got["test"][task] == pytest.approx(metrics, rel=1e-4), task
