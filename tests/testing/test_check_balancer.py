@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from polytask.balancers import BALANCERS, UncertaintyWeighting, build_balancer
+from polytask.balancers.base import Step
 from polytask.balancers.equal import EqualWeights
 from polytask.balancers.loss_weighting import LossWeighting
 from polytask.balancers.registry import PRESETS
@@ -60,9 +61,9 @@ def test_compositions_meet_the_contract(options: dict) -> None:
 class IgnoresItsWeights(EqualWeights):
     """Returns weights 1, 2, 3 but backpropagates the plain sum."""
 
-    def step(self, names, losses, shared_params, features):
-        super().step(names, losses, shared_params, features)
-        return torch.arange(1.0, len(names) + 1)
+    def step(self, step):
+        super().step(step)
+        return torch.arange(1.0, len(step.names) + 1)
 
 
 class ForgetsItsState(UncertaintyWeighting):
@@ -83,7 +84,7 @@ class SkipsTheGuard(EqualWeights):
         names = self.present(losses)
         if not names:
             return {}
-        weights = self.step(names, [losses[n] for n in names], None, features)
+        weights = self.step(Step(names, [losses[n] for n in names], None, features))
         return dict(zip(names, weights.tolist(), strict=True))
 
 

@@ -93,6 +93,16 @@ def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
     return leaves
 
 
+class Step(NamedTuple):
+    """What one step works on: the present tasks (in the balancer's order), their finite
+    losses, the shared parameters (or ``None``) and the shared representation (or ``None``)."""
+
+    names: list[str]
+    losses: list[Tensor]
+    shared_params: list[Tensor] | None
+    features: Tensor | None
+
+
 class Balancer(ABC):
     """Base class of loss-weighting and gradient-balancing methods.
 
@@ -136,7 +146,7 @@ class Balancer(ABC):
         try:
             check_finite("loss", names, torch.stack([v.reshape(()) for v in values]),
                          self.nonnegative_losses)  # fmt: skip
-            weights = self.step(names, values, params, features)
+            weights = self.step(Step(names, values, params, features))
         except SkipStep as skip:
             warnings.warn(
                 f"{self.name}: {skip.what} for task(s) {', '.join(map(repr, skip.tasks))}; "
@@ -150,16 +160,9 @@ class Balancer(ABC):
         return dict(zip(names, weights.tolist(), strict=True))
 
     @abstractmethod
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
-        """Write the gradients of the finite ``losses`` of the present tasks ``names`` (in the
-        balancer's order) and return their weights (one per task). Raise :class:`SkipStep`
-        (:func:`check_finite`) before writing anything to skip the step."""
+    def step(self, step: Step) -> Tensor:
+        """Write the gradients of the step's losses and return their weights (one per task).
+        Raise :class:`SkipStep` (:func:`check_finite`) before writing anything to skip it."""
 
     @property
     def needs_shared_params(self) -> bool:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._common import LOG_EPS, reorder
-from polytask.balancers.base import Balancer, Kind
+from polytask.balancers.base import Balancer, Kind, Step
 from polytask.balancers.engine import check_mode, task_jacobians
 from polytask.balancers.registry import register_balancer
 
@@ -53,13 +53,8 @@ class DualBalancing(Balancer):
         self.steps = torch.zeros(len(self.task_names))
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
+    def step(self, step: Step) -> Tensor:
+        names, losses, shared_params, features = step
         values = torch.stack([loss.reshape(()) for loss in losses])
         inputs: list[Tensor]
         if self.mode == "features":

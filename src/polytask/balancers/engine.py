@@ -51,12 +51,22 @@ def task_jacobians(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> list[T
     would push all T cotangents through every head, T² head work; it measured slower on CPU).
     Inputs a loss does not reach get zeros.
     """
-    rows = [
-        torch.autograd.grad(loss, list(inputs), retain_graph=True, allow_unused=True)
+    return _stacked(_task_rows(losses, inputs, [[] for _ in losses]), inputs)
+
+
+def _task_rows(
+    losses: Sequence[Tensor], inputs: Sequence[Tensor], extra: Sequence[Sequence[Tensor]]
+) -> list[Sequence[Tensor | None]]:
+    """Per task, the gradients of its loss with respect to ``inputs`` and its ``extra`` leaves."""
+    return [
+        torch.autograd.grad(loss, [*inputs, *more], retain_graph=True, allow_unused=True)
         if loss.requires_grad
-        else (None,) * len(inputs)
-        for loss in losses
+        else (None,) * (len(inputs) + len(more))
+        for loss, more in zip(losses, extra, strict=True)
     ]
+
+
+def _stacked(rows: Sequence[Sequence[Tensor | None]], inputs: Sequence[Tensor]) -> list[Tensor]:
     return [
         torch.stack([row[k] if row[k] is not None else torch.zeros_like(x) for row in rows])
         for k, x in enumerate(inputs)
@@ -206,16 +216,8 @@ def task_gradients(
             per_task = [[] for _ in losses]
         else:
             held = HeldGradients()
-    rows = [
-        torch.autograd.grad(loss, [*inputs, *extra], retain_graph=True, allow_unused=True)
-        if loss.requires_grad
-        else (None,) * (len(inputs) + len(extra))
-        for loss, extra in zip(losses, per_task, strict=True)
-    ]
-    stacked = [
-        torch.stack([row[k] if row[k] is not None else torch.zeros_like(x) for row in rows])
-        for k, x in enumerate(inputs)
-    ]
+    rows = _task_rows(losses, inputs, per_task)
+    stacked = _stacked(rows, inputs)
     if held is not None:
         index: dict[int, int] = {}
         for task, (row, extra) in enumerate(zip(rows, per_task, strict=True)):

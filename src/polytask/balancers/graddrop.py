@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer, Kind, check_finite
+from polytask.balancers.base import Balancer, Kind, Step, check_finite
 from polytask.balancers.engine import GramianEngine
 from polytask.balancers.registry import register_balancer
 from polytask.balancers.rng import generator_state, load_generator_state, seeded_generator
@@ -96,13 +96,8 @@ class GradDrop(Balancer):
         self.leak = float(leak)
         self.generator = seeded_generator(seed)
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
+    def step(self, step: Step) -> Tensor:
+        names, losses, shared_params, features = step
         ones = torch.ones(len(names), dtype=torch.float64)
         blocks, held = self.engine.gradients(losses, shared_params, features)
         check_finite("gradient", names, blocks)

@@ -15,7 +15,7 @@ from polytask.balancers._common import (
     reorder,
     select,
 )
-from polytask.balancers.base import Balancer, Kind
+from polytask.balancers.base import Balancer, Kind, Step
 from polytask.balancers.engine import task_jacobians
 from polytask.balancers.registry import register_balancer
 
@@ -73,13 +73,8 @@ class GradNorm(Balancer):
         self.adam = MaskedAdam(size, lr=self.lr)
         self._index = TaskIndex(self.task_names)
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
+    def step(self, step: Step) -> Tensor:
+        names, losses, shared_params, _ = step
         if shared_params is None:
             raise ValueError("gradnorm needs shared_params (its last layer is W)")
         values = torch.stack([loss.reshape(()) for loss in losses])

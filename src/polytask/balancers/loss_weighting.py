@@ -5,13 +5,13 @@ has parameters of its own, :meth:`LossWeighting.objective`; the base class does 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer, Kind, ScaledLosses, check_finite
+from polytask.balancers.base import Balancer, Kind, ScaledLosses, Step
 
 
 class LossWeighting(Balancer):
@@ -39,25 +39,8 @@ class LossWeighting(Balancer):
         terms = {n: values[k] * factors[k] for k, n in enumerate(names)}
         return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
 
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        """:meth:`scaled` for the present tasks of ``losses``; ``None`` when none is present.
-        The losses must be finite (checked, :class:`~polytask.balancers.base.SkipStep`)."""
-        names = self.present(losses)
-        if not names:
-            return None
-        values = [losses[n] for n in names]
-        check_finite("loss", names, torch.stack([v.detach().reshape(()) for v in values]),
-                     self.nonnegative_losses)  # fmt: skip
-        return self.scaled(names, values)
-
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
-        scaled = self.scaled(names, losses)
+    def step(self, step: Step) -> Tensor:
+        scaled = self.scaled(step.names, step.losses)
         total = torch.stack(list(scaled.terms.values())).sum()
         (total if scaled.objective is None else total + scaled.objective).backward()
         return torch.tensor(list(scaled.factors.values()), dtype=torch.float64)

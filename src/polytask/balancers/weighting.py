@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._qp import single_blas_thread
-from polytask.balancers.base import Balancer, Kind, check_finite
+from polytask.balancers.base import Balancer, Kind, Step, check_finite
 from polytask.balancers.engine import GramianEngine
 
 
@@ -65,19 +65,13 @@ class GramianBalancer(Balancer):
     def mode(self) -> str:  # type: ignore[override]
         return self.engine.mode
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
-        gramian, held = self.engine.gramian(losses, shared_params, features)
-        check_finite("gradient", names, torch.diagonal(gramian))
+    def step(self, step: Step) -> Tensor:
+        gramian, held = self.engine.gramian(step.losses, step.shared_params, step.features)
+        check_finite("gradient", step.names, torch.diagonal(gramian))
         with single_blas_thread():
-            weights = self.weighting.weights(gramian, names).detach().to(torch.float64).cpu()
-        check_finite("weight", names, weights)
-        self.engine.write(losses, weights, held)
+            weights = self.weighting.weights(gramian, step.names).detach().to(torch.float64).cpu()
+        check_finite("weight", step.names, weights)
+        self.engine.write(step.losses, weights, held)
         return weights
 
     def state_dict(self) -> dict[str, Any]:

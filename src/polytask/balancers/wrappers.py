@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer
+from polytask.balancers.base import Balancer, Step
 from polytask.balancers.engine import weighted_backward
 from polytask.balancers.loss_weighting import LossWeighting
 
@@ -30,14 +30,8 @@ class Wrapper(Balancer):
     def mode(self) -> str | None:  # type: ignore[override]
         return self.inner.mode
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
-        return self.inner.step(names, losses, shared_params, features)
+    def step(self, step: Step) -> Tensor:
+        return self.inner.step(step)
 
     def parameters(self) -> list[Tensor]:
         return self.inner.parameters()
@@ -65,23 +59,17 @@ class UpdateEvery(Wrapper):
         self._cached_names: list[str] | None = None
         self._cached_weights: list[float] | None = None
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
+    def step(self, step: Step) -> Tensor:
         if (
             self._cached_weights is not None
-            and self._cached_names == names
+            and self._cached_names == step.names
             and self._step % self.every != 0
         ):
             weights = torch.tensor(self._cached_weights, dtype=torch.float64)
-            weighted_backward(losses, weights)
+            weighted_backward(step.losses, weights)
         else:
-            weights = self.inner.step(names, losses, shared_params, features)
-            self._cached_names, self._cached_weights = list(names), weights.tolist()
+            weights = self.inner.step(step)
+            self._cached_names, self._cached_weights = list(step.names), weights.tolist()
         self._step += 1
         return weights
 
@@ -114,19 +102,12 @@ class LossesFrom(Wrapper):
         self.randomized = inner.randomized or loss_source.randomized
         self.nonnegative_losses = loss_source.nonnegative_losses  # type: ignore[misc]
 
-    def step(
-        self,
-        names: list[str],
-        losses: list[Tensor],
-        shared_params: list[Tensor] | None,
-        features: Tensor | None,
-    ) -> Tensor:
-        scaled = self.loss_source.scaled(names, losses)
-        terms = [scaled.terms[n] for n in names]
-        weights = self.inner.step(names, terms, shared_params, features)
+    def step(self, step: Step) -> Tensor:
+        scaled = self.loss_source.scaled(step.names, step.losses)
+        weights = self.inner.step(step._replace(losses=list(scaled.terms.values())))
         if scaled.objective is not None:
             torch.autograd.backward(scaled.objective, inputs=self.loss_source.parameters())
-        return weights * torch.tensor([scaled.factors[n] for n in names], dtype=torch.float64)
+        return weights * torch.tensor(list(scaled.factors.values()), dtype=torch.float64)
 
     def parameters(self) -> list[Tensor]:
         return [*self.loss_source.parameters(), *self.inner.parameters()]
