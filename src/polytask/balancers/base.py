@@ -135,8 +135,8 @@ class Balancer(ABC):
 
         A non-finite loss (gradient, weight) skips the step: a ``RuntimeWarning`` names the
         tasks, every gradient the step would have written is set to ``None`` (``torch.optim``
-        then leaves those parameters, momentum included, unchanged), the method's state is not
-        advanced, and the weights returned are 0.
+        then leaves those parameters, momentum included, unchanged), the weights returned are 0,
+        and a non-finite loss leaves the method's state as it was.
         """
         names = self.present(losses)
         if not names:

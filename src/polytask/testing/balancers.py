@@ -154,6 +154,9 @@ class _Check:
         return weights, grads
 
     def run(self) -> None:
+        kind = getattr(self.build(), "kind", None)
+        if kind not in ("loss_weighting", "gramian", "jacobian"):
+            raise self.fail("kind", f"declares kind {kind!r}, not loss_weighting/gramian/jacobian")
         self.check_empty_and_unknown()
         self.check_gradient()
         self.check_task_order()
