@@ -84,7 +84,8 @@ class SkipsTheGuard(EqualWeights):
         names = self.present(losses)
         if not names:
             return {}
-        weights = self.step(Step(names, [losses[n] for n in names], None, features))
+        values = [losses[n] for n in names]
+        weights = self.step(Step(names, values, torch.stack(values), None, features))
         return dict(zip(names, weights.tolist(), strict=True))
 
 

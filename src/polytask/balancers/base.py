@@ -58,15 +58,15 @@ def check_finite(
 ) -> None:
     """Raise :class:`SkipStep` naming the tasks whose ``values`` (one per task, or tensors with
     one row per task) are not finite (or negative, with ``nonnegative``). One host sync."""
+    tensors = [values] if isinstance(values, Tensor) else list(values)
     ok: Tensor | None = None
-    for value in [values] if isinstance(values, Tensor) else values:
-        value = value.detach().reshape(len(names), -1)
-        good = torch.isfinite(value).all(dim=1)
-        if nonnegative:
-            good &= (value >= 0).all(dim=1)
+    for tensor in tensors:
+        rows = tensor.detach()
+        good = torch.isfinite(rows) & (rows >= 0) if nonnegative else torch.isfinite(rows)
+        good = good if rows.dim() == 1 else good.reshape(len(names), -1).all(dim=1)
         ok = good if ok is None else ok & good.to(ok.device)
     if ok is not None and not bool(ok.all()):
-        bad = [n for n, good in zip(names, ok.tolist(), strict=True) if not good]
+        bad = [n for n, fine in zip(names, ok.tolist(), strict=True) if not fine]
         raise SkipStep(f"non-finite{' or negative' if nonnegative else ''} {what}", bad)
 
 
@@ -95,10 +95,12 @@ def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
 
 class Step(NamedTuple):
     """What one step works on: the present tasks (in the balancer's order), their finite
-    losses, the shared parameters (or ``None``) and the shared representation (or ``None``)."""
+    losses (and the same stacked, ``values``), the shared parameters (or ``None``) and the
+    shared representation (or ``None``)."""
 
     names: list[str]
     losses: list[Tensor]
+    values: Tensor
     shared_params: list[Tensor] | None
     features: Tensor | None
 
@@ -143,10 +145,10 @@ class Balancer(ABC):
             return {}
         values = [losses[n] for n in names]
         params = list(shared_params) if shared_params is not None else None
+        stacked = torch.stack([v.reshape(()) for v in values])
         try:
-            check_finite("loss", names, torch.stack([v.reshape(()) for v in values]),
-                         self.nonnegative_losses)  # fmt: skip
-            weights = self.step(Step(names, values, params, features))
+            check_finite("loss", names, stacked, self.nonnegative_losses)
+            weights = self.step(Step(names, values, stacked, params, features))
         except SkipStep as skip:
             warnings.warn(
                 f"{self.name}: {skip.what} for task(s) {', '.join(map(repr, skip.tasks))}; "

@@ -54,8 +54,7 @@ class DualBalancing(Balancer):
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
     def step(self, step: Step) -> Tensor:
-        names, losses, shared_params, features = step
-        values = torch.stack([loss.reshape(()) for loss in losses])
+        names, _, values, shared_params, features = step
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:

@@ -260,9 +260,8 @@ def check_mode(owner: str, mode: str, supported: Sequence[str] = MODES) -> str:
     return mode
 
 
-def weighted_backward(losses: Sequence[Tensor], weights: Tensor) -> None:
-    """The ordinary backward of ``Σᵢ wᵢ Lᵢ``."""
-    stacked = torch.stack([loss.reshape(()) for loss in losses])
+def weighted_backward(stacked: Tensor, weights: Tensor) -> None:
+    """The ordinary backward of ``Σᵢ wᵢ Lᵢ`` (``stacked``: the losses)."""
     (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
 
 
@@ -318,9 +317,9 @@ class GramianEngine:
         return gramian_of(blocks), held
 
     @staticmethod
-    def write(losses: Sequence[Tensor], weights: Tensor, held: HeldGradients | None) -> None:
+    def write(stacked: Tensor, weights: Tensor, held: HeldGradients | None) -> None:
         """Accumulate ``Σᵢ wᵢ∇Lᵢ`` into ``.grad``: from ``held`` gradients, or by a backward."""
         if held is not None:
             held.apply(weights)
         else:
-            weighted_backward(losses, weights)
+            weighted_backward(stacked, weights)

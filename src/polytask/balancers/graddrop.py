@@ -97,11 +97,11 @@ class GradDrop(Balancer):
         self.generator = seeded_generator(seed)
 
     def step(self, step: Step) -> Tensor:
-        names, losses, shared_params, features = step
+        names, losses, values, shared_params, features = step
         ones = torch.ones(len(names), dtype=torch.float64)
         blocks, held = self.engine.gradients(losses, shared_params, features)
         check_finite("gradient", names, blocks)
-        total = torch.stack([loss.reshape(()) for loss in losses]).sum()
+        total = values.sum()
         if self.mode == "features":
             assert features is not None
             grads = blocks[0]

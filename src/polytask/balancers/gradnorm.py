@@ -74,10 +74,9 @@ class GradNorm(Balancer):
         self._index = TaskIndex(self.task_names)
 
     def step(self, step: Step) -> Tensor:
-        names, losses, shared_params, _ = step
+        names, losses, values, shared_params, _ = step
         if shared_params is None:
             raise ValueError("gradnorm needs shared_params (its last layer is W)")
-        values = torch.stack([loss.reshape(()) for loss in losses])
         layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         index = self._index(names)
         w = select(self.weights, index).clone()

@@ -40,7 +40,9 @@ class LossWeighting(Balancer):
         return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
 
     def step(self, step: Step) -> Tensor:
-        scaled = self.scaled(step.names, step.losses)
-        total = torch.stack(list(scaled.terms.values())).sum()
-        (total if scaled.objective is None else total + scaled.objective).backward()
-        return torch.tensor(list(scaled.factors.values()), dtype=torch.float64)
+        values = step.values
+        factors = self.factors(step.names, values.detach()).detach()
+        total = torch.dot(factors.to(device=values.device, dtype=values.dtype), values)
+        objective = self.objective(step.names, values.detach())
+        (total if objective is None else total + objective).backward()
+        return factors

@@ -71,7 +71,7 @@ class GramianBalancer(Balancer):
         with single_blas_thread():
             weights = self.weighting.weights(gramian, step.names).detach().to(torch.float64).cpu()
         check_finite("weight", step.names, weights)
-        self.engine.write(step.losses, weights, held)
+        self.engine.write(step.values, weights, held)
         return weights
 
     def state_dict(self) -> dict[str, Any]:

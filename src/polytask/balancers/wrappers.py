@@ -66,7 +66,7 @@ class UpdateEvery(Wrapper):
             and self._step % self.every != 0
         ):
             weights = torch.tensor(self._cached_weights, dtype=torch.float64)
-            weighted_backward(step.losses, weights)
+            weighted_backward(step.values, weights)
         else:
             weights = self.inner.step(step)
             self._cached_names, self._cached_weights = list(step.names), weights.tolist()
@@ -104,7 +104,8 @@ class LossesFrom(Wrapper):
 
     def step(self, step: Step) -> Tensor:
         scaled = self.loss_source.scaled(step.names, step.losses)
-        weights = self.inner.step(step._replace(losses=list(scaled.terms.values())))
+        terms = list(scaled.terms.values())
+        weights = self.inner.step(step._replace(losses=terms, values=torch.stack(terms)))
         if scaled.objective is not None:
             torch.autograd.backward(scaled.objective, inputs=self.loss_source.parameters())
         return weights * torch.tensor(list(scaled.factors.values()), dtype=torch.float64)
