@@ -41,8 +41,8 @@ class LossWeighting(Balancer):
 
     def step(self, step: Step) -> Tensor:
         values = step.values
-        factors = self.factors(step.names, values.detach()).detach()
-        total = torch.dot(factors.to(device=values.device, dtype=values.dtype), values)
+        factors = self.factors(step.names, values.detach())
+        total = torch.dot(factors.to(values), values)
         objective = self.objective(step.names, values.detach())
         (total if objective is None else total + objective).backward()
         return factors

@@ -30,6 +30,10 @@ class Wrapper(Balancer):
     def mode(self) -> str | None:  # type: ignore[override]
         return self.inner.mode
 
+    @property
+    def needs_shared_params(self) -> bool:
+        return self.inner.needs_shared_params
+
     def step(self, step: Step) -> Tensor:
         return self.inner.step(step)
 
