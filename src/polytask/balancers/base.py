@@ -145,7 +145,7 @@ class Balancer(ABC):
             return {}
         values = [losses[n] for n in names]
         params = list(shared_params) if shared_params is not None else None
-        stacked = torch.stack([v.reshape(()) for v in values])
+        stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values])
         try:
             check_finite("loss", names, stacked, self.nonnegative_losses)
             weights = self.step(Step(names, values, stacked, params, features))
