@@ -48,7 +48,6 @@ import gc
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import math
 import platform
 import random
@@ -66,7 +65,7 @@ from _report import Section, cpu_name, table
 from torch import Tensor, nn
 
 from polytask.balancers import BALANCERS, build_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import options_of
 
 LIBRARIES = ("polytask", "LibMTL", "torchjd", "autogram")
 LIBRARY_TITLES = {
@@ -208,13 +207,11 @@ def polytask_methods() -> list[tuple[str, type]]:
 
 def modes_of(cls: type) -> tuple[str | None, ...]:
     """The modes a balancer accepts (``(None,)`` when it has no ``mode`` option)."""
-    if "mode" not in inspect.signature(cls.__init__).parameters:
-        return (None,)
-    return tuple(getattr(cls, "modes", MODES))
+    return MODES if "mode" in options_of(cls) else (None,)
 
 
 def is_gradient_method(cls: type) -> bool:
-    return issubclass(cls, GramianBalancer) or cls.name == "graddrop"
+    return cls.kind == "gramian" or cls.name == "graddrop"
 
 
 def polytask_case(name: str, mode: str | None) -> Case:

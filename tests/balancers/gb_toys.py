@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from polytask.balancers import Balancer
 from polytask.models.hard import HardSharing
 
 GRAMIAN_METHODS = (
@@ -63,3 +64,20 @@ def naive_jacobian(losses: Sequence[Tensor], inputs: Sequence[Tensor]) -> Tensor
             )
         )
     return torch.stack(rows)
+
+
+def run_step(
+    balancer: Balancer, model: HardSharing, seed: int, lr: float = 0.05
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One SGD step on the model and the balancer's parameters; the weights and the shared
+    parameters' gradient (flattened) of that step."""
+    for p in [*model.parameters(), *balancer.parameters()]:
+        p.grad = None
+    losses, features = toy_losses(model, seed)
+    weights = balancer.backward(losses, shared_params=model.shared_parameters(), features=features)
+    grad = torch.cat([p.grad.flatten() for p in model.shared_parameters()])
+    with torch.no_grad():
+        for p in [*model.parameters(), *balancer.parameters()]:
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+    return weights, grad

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polytask.balancers.gradvac import GradVac, gradvac_weights
-from polytask.balancers.pcgrad import pcgrad_weights, random_orders
+from polytask.balancers.pcgrad import pcgrad_weights
+from polytask.balancers.rng import random_orders
 from tests.balancers.gb_toys import random_jacobian
 
 SEEDS = st.integers(0, 10_000)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from polytask.balancers import build_balancer
-from polytask.balancers.gramian import features_gramian, params_gramian
+from polytask.balancers.engine import GramianEngine
 from polytask.errors import ConfigError
 from tests.balancers.gb_toys import GRAMIAN_METHODS, naive_jacobian, toy_losses, toy_model
 
@@ -23,7 +23,7 @@ def test_params_gramian_equals_naive(use_features: bool) -> None:
     params = list(model.shared_parameters())
     loss_list = list(losses.values())
     jac = naive_jacobian(loss_list, params)
-    gram = params_gramian(loss_list, params, features if use_features else None)
+    gram, _ = GramianEngine("params").gramian(loss_list, params, features if use_features else None)
     torch.testing.assert_close(gram, jac @ jac.T, rtol=1e-12, atol=1e-14)
 
 
@@ -33,7 +33,10 @@ def test_features_gramian_equals_representation_gradients() -> None:
     loss_list = list(losses.values())
     jac = naive_jacobian(loss_list, [features])
     torch.testing.assert_close(
-        features_gramian(loss_list, features), jac @ jac.T, rtol=1e-12, atol=1e-14
+        GramianEngine("features").gramian(loss_list, None, features)[0],
+        jac @ jac.T,
+        rtol=1e-12,
+        atol=1e-14,
     )
 
 

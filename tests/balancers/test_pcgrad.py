@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from polytask.balancers.pcgrad import PCGrad, pcgrad_weights, random_orders, seeded_generator
+from polytask.balancers.pcgrad import PCGrad, pcgrad_weights
+from polytask.balancers.rng import random_orders, seeded_generator
 from tests.balancers.gb_toys import random_jacobian
 
 SEEDS = st.integers(0, 10_000)

@@ -233,7 +233,7 @@ def test_steps_skipped_for_a_non_finite_loss_do_not_stop_training():
     torch.manual_seed(0)
     balancer = build_balancer("uncertainty", ["r", "b"])
     trainer = Trainer(toy_model(), TASKS, balancer=balancer, epochs=2, batch_size=64)
-    with pytest.warns(RuntimeWarning, match="step skipped"):
+    with pytest.warns(RuntimeWarning, match="skipping this step"):
         history = trainer.fit(data, toy_data(seed=1))
     assert [log.nonfinite_steps for log in history] == [1, 1]
     assert all(math.isfinite(log.train_loss["r"]) for log in history)  # skipped: not averaged
@@ -277,7 +277,7 @@ def test_an_epoch_in_which_every_step_is_skipped_is_divergence():
     balancer = build_balancer("uncertainty", ["r", "b"])
     trainer = Trainer(toy_model(), TASKS, balancer=balancer, epochs=2, batch_size=64)
     with (
-        pytest.warns(RuntimeWarning, match="step skipped"),
+        pytest.warns(RuntimeWarning, match="skipping this step"),
         pytest.raises(RunError, match=r"every step of epoch 1 .*task 'r' .* epoch 1 step 1\b"),
     ):
         trainer.fit(data, toy_data(seed=1))

@@ -1,58 +1,17 @@
-"""Shared pieces of the weighting balancers: loss stacking with the non-finite guard, subset
-indexing, state reordering by task name and a masked, vectorised Adam step."""
+"""Shared pieces of the weighting balancers: subset indexing, state reordering by task name and
+a masked, vectorised Adam step."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer, ScaledLosses
-
 #: Added to losses before taking their logarithm (gls, famo, db_mtl) so a zero loss stays finite.
 LOG_EPS = 1e-8
-
-
-def stack_losses(
-    balancer: Balancer, losses: Mapping[str, Tensor], *, nonnegative: bool = False
-) -> tuple[list[str], Tensor] | None:
-    """Stack the present tasks' losses in the balancer's order.
-
-    Returns ``None`` (after a ``RuntimeWarning`` naming the offending tasks) when no task is
-    present or some loss is non-finite (or negative, with ``nonnegative``): the caller then skips
-    the step, so no NaN reaches ``.grad`` or the method's state. One host sync, for the check.
-    """
-    names = balancer.present(losses)
-    if not names:
-        return None
-    stacked = torch.stack([losses[n] for n in names])
-    values = stacked.detach()
-    ok = torch.isfinite(values)
-    if nonnegative:
-        ok &= values >= 0
-    if not bool(ok.all()):
-        bad = [n for n, good in zip(names, ok.tolist(), strict=True) if not good]
-        need = "finite and non-negative" if nonnegative else "finite"
-        warnings.warn(
-            f"{balancer.name}: loss of task(s) {bad} is not {need}; step skipped",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return names, stacked
-
-
-def scaled(
-    names: Sequence[str], values: Tensor, factors: Tensor, objective: Tensor | None = None
-) -> ScaledLosses:
-    """:class:`ScaledLosses` of the stacked ``values`` times the (detached) ``factors``."""
-    factors = factors.detach().to(device=values.device, dtype=values.dtype)
-    terms = {n: values[k] * factors[k] for k, n in enumerate(names)}
-    return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
 
 
 class TaskIndex:

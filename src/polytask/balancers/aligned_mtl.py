@@ -7,13 +7,12 @@ Learning" (CVPR).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 SCALES = ("min", "median", "rmse")
 
@@ -41,22 +40,18 @@ def aligned_mtl_weights(gramian: Tensor, scale_mode: str = "min") -> Tensor:
 
 
 @register_balancer("aligned_mtl", "aligned-mtl")
-class AlignedMTL(GramianBalancer):
+class AlignedMTL(Weighting):
     """Replace the task gradients by the closest orthogonal set with equal norms (a Procrustes
     problem on the Gramian's eigendecomposition) and sum them. Weights are invariant to scaling
     all losses together, not to scaling one.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
-    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
         self,
         task_names: Sequence[str],
         scale_mode: str = "min",
-        **engine: Any,
     ) -> None:
-        super().__init__(task_names, **engine)
+        super().__init__(task_names)
         if scale_mode not in SCALES:
             raise ValueError(f"scale_mode must be one of {SCALES}, got {scale_mode!r}")
         self.scale_mode = scale_mode

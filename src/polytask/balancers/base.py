@@ -10,19 +10,25 @@ The trainer (or a user's own loop) calls::
 and get no weight. After ``backward`` every parameter holds an ordinary ``.grad``, so any
 ``torch.optim`` optimizer applies. Balancers are stateful; their ``state_dict`` is saved in
 checkpoints. The trainer never names a method: methods are found by name in the registry.
+
+:meth:`Balancer.backward` is the one place that guards a step: it orders the present tasks,
+checks their losses, and runs :meth:`Balancer.step`; a non-finite loss, gradient or weight found
+there (:func:`check_finite` raises :class:`SkipStep`) skips the whole step with one warning.
 """
 
 from __future__ import annotations
 
-import inspect
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-from polytask.errors import ConfigError, did_you_mean
+#: What a method needs: ``loss_weighting`` the losses alone, ``gramian`` the T×T Gramian of the
+#: per-task gradients, ``jacobian`` per-task gradients of its own (coordinates or norms).
+Kind = Literal["loss_weighting", "gramian", "jacobian"]
 
 
 class ScaledLosses(NamedTuple):
@@ -39,17 +45,87 @@ class ScaledLosses(NamedTuple):
     objective: Tensor | None
 
 
-class Balancer(ABC):
-    """Base class of loss-weighting and gradient-balancing methods."""
+class SkipStep(Exception):
+    """Raised inside :meth:`Balancer.step`, before anything is written, to skip the step."""
 
-    name: ClassVar[str]
+    def __init__(self, what: str, tasks: Sequence[str]) -> None:
+        super().__init__(what)
+        self.what, self.tasks = what, list(tasks)
+
+
+def check_finite(
+    what: str, names: Sequence[str], values: Tensor | Sequence[Tensor], nonnegative: bool = False
+) -> None:
+    """Raise :class:`SkipStep` naming the tasks whose ``values`` (one per task, or tensors with
+    one row per task) are not finite (or negative, with ``nonnegative``). One host sync."""
+    tensors = [values] if isinstance(values, Tensor) else list(values)
+    ok: Tensor | None = None
+    for tensor in tensors:
+        rows = tensor.detach()
+        good = torch.isfinite(rows) & (rows >= 0) if nonnegative else torch.isfinite(rows)
+        good = good if rows.dim() == 1 else good.reshape(len(names), -1).all(dim=1)
+        ok = good if ok is None else ok & good.to(ok.device)
+    if ok is not None and not bool(ok.all()):
+        bad = [n for n, fine in zip(names, ok.tolist(), strict=True) if not fine]
+        raise SkipStep(f"non-finite{' or negative' if nonnegative else ''} {what}", bad)
+
+
+def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
+    """Leaf tensors (parameters) that receive gradient from ``tensors`` through autograd, each
+    once; the graph is not followed below the node ``stop`` (e.g. ``features.grad_fn``)."""
+    leaves: list[Tensor] = []
+    seen: set[Any] = set() if stop is None else {stop}
+    stack = []
+    for t in tensors:
+        if t.grad_fn is not None:
+            stack.append(t.grad_fn)
+        elif t.requires_grad:
+            leaves.append(t)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            leaves.append(variable)
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return leaves
+
+
+class Step(NamedTuple):
+    """What one step works on: the present tasks (in the balancer's order), their finite
+    losses (and the same stacked, ``values``), the shared parameters (or ``None``) and the
+    shared representation (or ``None``)."""
+
+    names: list[str]
+    losses: list[Tensor]
+    values: Tensor
+    shared_params: list[Tensor] | None
+    features: Tensor | None
+
+
+class Balancer(ABC):
+    """Base class of loss-weighting and gradient-balancing methods.
+
+    A method declares its :data:`Kind` and implements :meth:`step`; :meth:`backward` does the
+    rest (task order, unknown names, the non-finite guard, the returned dict).
+    """
+
+    name: str = "balancer"
+    kind: ClassVar[Kind]
+    #: Whether the losses must be non-negative (methods taking their logarithm).
+    nonnegative_losses: ClassVar[bool] = False
+    #: ``"features"`` or ``"params"`` for methods with gradient modes, ``None`` otherwise.
+    mode: str | None = None
+    #: Whether the weights depend on random draws (from a generator kept in the state).
+    randomized: bool = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
         if not task_names or len(set(task_names)) != len(task_names):
             raise ValueError(f"task names must be unique and non-empty, got {list(task_names)}")
         self.task_names = tuple(task_names)
 
-    @abstractmethod
     def backward(
         self,
         losses: Mapping[str, Tensor],
@@ -57,29 +133,48 @@ class Balancer(ABC):
         shared_params: Iterable[torch.nn.Parameter] | None = None,
         features: Tensor | None = None,
     ) -> dict[str, float]:
-        """Backpropagate the balanced loss into ``.grad`` and return the weight of each task."""
+        """Backpropagate the balanced loss into ``.grad`` and return the weight of each task.
+
+        A non-finite loss (gradient, weight) skips the step: a ``RuntimeWarning`` names the
+        tasks, every gradient the step would have written is set to ``None`` (``torch.optim``
+        then leaves those parameters, momentum included, unchanged), the weights returned are 0,
+        and a non-finite loss leaves the method's state as it was.
+        """
+        names = self.present(losses)
+        if not names:
+            return {}
+        values = [losses[n] for n in names]
+        params = list(shared_params) if shared_params is not None else None
+        stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values])
+        try:
+            check_finite("loss", names, stacked, self.nonnegative_losses)
+            weights = self.step(Step(names, values, stacked, params, features))
+        except SkipStep as skip:
+            warnings.warn(
+                f"{self.name}: {skip.what} for task(s) {', '.join(map(repr, skip.tasks))}; "
+                "skipping this step (gradients cleared, no update)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            for leaf in [*graph_leaves(values), *(params or ()), *self.parameters()]:
+                leaf.grad = None
+            return dict.fromkeys(names, 0.0)
+        return dict(zip(names, weights.tolist(), strict=True))
+
+    @abstractmethod
+    def step(self, step: Step) -> Tensor:
+        """Write the gradients of the step's losses and return their weights (one per task).
+        Raise :class:`SkipStep` (:func:`check_finite`) before writing anything to skip it."""
 
     @property
     def needs_shared_params(self) -> bool:
         """Whether ``backward`` needs a non-empty ``shared_params`` (gradients over them)."""
-        return getattr(self, "mode", None) == "params"
+        return self.mode == "params"
 
     def parameters(self) -> list[Tensor]:
         """Trainable parameters of the method itself (e.g. log-variances); the trainer adds them
         to its optimizer."""
         return []
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        """The per-task scaled losses of a pure loss-weighting method (its update being
-        ``Σᵢ cᵢ∇Lᵢ`` with ``cᵢ`` chosen from the losses alone), advancing its state as
-        :meth:`backward` would; ``None`` when the step must be skipped (no task, or a loss it
-        rejects). Methods that need gradients of their own (gradient methods, GradNorm, DB-MTL)
-        do not implement it: they cannot feed a gradient method (``losses_from``)."""
-        raise NotImplementedError(f"{self.name} does not provide scaled losses")
-
-    @classmethod
-    def provides_scaled_losses(cls) -> bool:
-        return cls.scaled_losses is not Balancer.scaled_losses
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:  # noqa: B027 - optional hook
         """Called once per epoch with each task's mean training loss (DWA uses it)."""
@@ -97,71 +192,3 @@ class Balancer(ABC):
         if unknown:
             raise KeyError(f"{self.name}: unknown task {unknown[0]!r}; known {self.task_names}")
         return [name for name in self.task_names if name in losses]
-
-
-BALANCERS: dict[str, type[Balancer]] = {}
-
-
-def register_balancer(*names: str) -> Callable[[type[Balancer]], type[Balancer]]:
-    """Class decorator: address a balancer by ``name`` (and aliases) in configs."""
-
-    def decorate(cls: type[Balancer]) -> type[Balancer]:
-        for name in names:
-            if name in BALANCERS:
-                raise ValueError(f"balancer name {name!r} registered twice")
-            BALANCERS[name] = cls
-        cls.name = names[0]
-        return cls
-
-    return decorate
-
-
-def loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> Balancer | None:
-    """The loss-weighting balancer ``name`` (default options) whose scaled losses the gradient
-    method ``owner`` combines (its ``losses_from`` option); ``None`` for ``None``."""
-    if name is None:
-        return None
-    allowed = sorted(n for n, cls in BALANCERS.items() if cls.provides_scaled_losses())
-    if name not in allowed:
-        kind = "unknown balancer" if name not in BALANCERS else "not a pure loss-weighting method"
-        raise ValueError(
-            f"{owner}: losses_from={name!r} is {kind}{did_you_mean(name, allowed)}; "
-            f"choose from {allowed}"
-        )
-    return BALANCERS[name](task_names)
-
-
-def options_of(cls: type[Balancer]) -> list[str]:
-    """Keyword options of ``cls``: its constructor's, plus its bases' where it forwards
-    ``**engine`` options to them (gradient methods forward ``mode``, ``update_every``, ...)."""
-    accepted: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = inspect.signature(klass.__init__).parameters.values()
-        named = (p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        accepted += [n for n in named if n not in ("self", "task_names", *accepted)]
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    return accepted
-
-
-def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:
-    """Instantiate the balancer registered as ``name``; unknown options raise a ConfigError."""
-    if name not in BALANCERS:
-        raise ConfigError(
-            f"balancer.name: unknown balancer '{name}'{did_you_mean(name, BALANCERS)}; "
-            f"choose from {sorted(BALANCERS)}"
-        )
-    cls = BALANCERS[name]
-    accepted = options_of(cls)
-    for key in options:
-        if key not in accepted:
-            raise ConfigError(
-                f"balancer.{key}: '{name}' has no option '{key}'{did_you_mean(key, accepted)}; "
-                f"its options are {accepted}"
-            )
-    try:
-        return cls(task_names, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"balancer '{name}': {exc}") from exc

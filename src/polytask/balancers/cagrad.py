@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +16,8 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from polytask.balancers._qp import normalized, single_blas_thread
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 
 def cagrad_weights(gramian: Tensor, c: float, rescale: bool = True) -> Tensor:
@@ -64,13 +63,10 @@ def cagrad_weights(gramian: Tensor, c: float, rescale: bool = True) -> Tensor:
 
 
 @register_balancer("cagrad")
-class CAGrad(GramianBalancer):
+class CAGrad(Weighting):
     """Maximise the worst task's improvement within a ball of radius ``c‖g₀‖`` around the mean
     gradient ``g₀``. ``c = 0`` is the mean gradient (weights ``1/T``); larger ``c`` moves towards
     MGDA. Not invariant to scaling one loss; invariant to scaling all losses together.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
-    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
@@ -78,9 +74,8 @@ class CAGrad(GramianBalancer):
         task_names: Sequence[str],
         c: float = 0.5,
         rescale: bool = True,
-        **engine: Any,
     ) -> None:
-        super().__init__(task_names, **engine)
+        super().__init__(task_names)
         if c < 0:
             raise ValueError(f"c must be >= 0, got {c}")
         self.c = float(c)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import LOG_EPS, reorder, stack_losses
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers._common import LOG_EPS, reorder
+from polytask.balancers.base import Balancer, Kind, Step
+from polytask.balancers.engine import check_mode, task_jacobians
+from polytask.balancers.registry import register_balancer
 
 
 @register_balancer("db_mtl", "db-mtl")
@@ -32,6 +34,9 @@ class DualBalancing(Balancer):
     when the batch shape changes. Absent tasks keep their average and step count.
     """
 
+    kind: ClassVar[Kind] = "jacobian"
+    nonnegative_losses = True
+
     def __init__(
         self,
         task_names: Sequence[str],
@@ -42,24 +47,14 @@ class DualBalancing(Balancer):
         super().__init__(task_names)
         if not 0 <= beta < 1 or beta_sigma < 0:
             raise ValueError(f"need 0 <= beta < 1 and beta_sigma >= 0, got {beta}, {beta_sigma}")
-        if mode not in ("params", "features"):
-            raise ValueError(f"mode must be 'params' or 'features', got {mode!r}")
-        self.beta, self.beta_sigma, self.mode = float(beta), float(beta_sigma), mode
+        self.beta, self.beta_sigma = float(beta), float(beta_sigma)
+        self.mode = check_mode("db_mtl", mode)
         self.buffer: Tensor | None = None  # (T, n) averaged flat gradients
         self.steps = torch.zeros(len(self.task_names))
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return {}
-        names, values = stacked
+    def step(self, step: Step) -> Tensor:
+        names, _, values, shared_params, features = step
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:
@@ -71,7 +66,8 @@ class DualBalancing(Balancer):
             inputs = [p for p in shared_params if p.requires_grad]
         log_losses = torch.log(values + LOG_EPS)
 
-        grads = torch.stack([self._flat_grad(log_losses[i], inputs) for i in range(len(names))])
+        blocks = task_jacobians(list(log_losses.unbind()), inputs)
+        grads = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
         rows = torch.tensor([self._position[n] for n in names])
         averaged = self._average(rows, grads)
         norms = averaged.norm(dim=1)
@@ -95,17 +91,7 @@ class DualBalancing(Balancer):
                         p.grad = piece.clone()
                     else:
                         p.grad.add_(piece)
-        return dict(zip(names, alpha.tolist(), strict=True))
-
-    @staticmethod
-    def _flat_grad(loss: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-        return torch.cat(
-            [
-                (g if g is not None else torch.zeros_like(x)).reshape(-1)
-                for g, x in zip(grads, inputs, strict=True)
-            ]
-        ).detach()
+        return alpha
 
     def _average(self, rows: Tensor, grads: Tensor) -> Tensor:
         """Fold ``grads`` (one row per present task) into the running averages; return theirs."""

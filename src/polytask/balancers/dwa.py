@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import TaskIndex, check_positive, scaled, select, stack_losses
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers._common import check_positive
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
 
 
 @register_balancer("dwa")
-class DynamicWeightAverage(Balancer):
+class DynamicWeightAverage(LossWeighting):
     """DWA from "End-to-end multi-task learning with attention" (Liu, Johns & Davison 2019).
 
     ``w_i = T·softmax(r/τ)_i`` with ``r_i = L_i(t-1)/L_i(t-2)`` the ratio of task ``i``'s mean
@@ -33,7 +34,6 @@ class DynamicWeightAverage(Balancer):
         check_positive(temperature=temperature)
         self.temperature = float(temperature)
         self.history: dict[str, list[float]] = {n: [] for n in self.task_names}
-        self._index = TaskIndex(self.task_names)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -43,8 +43,7 @@ class DynamicWeightAverage(Balancer):
             dtype=torch.float64,
         )
         weights = len(self.task_names) * torch.softmax(ratios / self.temperature, dim=0)
-        self.weights = weights.float()
-        self._weight_list = dict(zip(self.task_names, self.weights.tolist(), strict=True))
+        self._weight_list = dict(zip(self.task_names, weights.float().tolist(), strict=True))
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
         unknown = [n for n in mean_losses if n not in self.history]
@@ -63,29 +62,8 @@ class DynamicWeightAverage(Balancer):
             self.history[name] = [*self.history[name], value][-2:]
         self._refresh()
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return {}
-        names, values = stacked
-        if self.weights.device != values.device:
-            self.weights = self.weights.to(values.device)
-        w = select(self.weights, self._index(names, values.device))
-        torch.dot(w.to(values.dtype), values).backward()
-        return {n: self._weight_list[n] for n in names}
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return None
-        names, values = stacked
-        return scaled(names, values, torch.tensor([self._weight_list[n] for n in names]))
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        return torch.tensor([self._weight_list[n] for n in names])
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {n: list(h) for n, h in self.history.items()}}

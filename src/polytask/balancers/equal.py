@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import scaled
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
 
 
 @register_balancer("equal", "ew")
-class EqualWeights(Balancer):
+class EqualWeights(LossWeighting):
     """Σᵢ Lᵢ: every task present in the batch gets weight 1 (the usual 'EW' baseline)."""
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        names = self.present(losses)
-        if names:
-            torch.stack([losses[n] for n in names]).sum().backward()
-        return dict.fromkeys(names, 1.0)
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        names = self.present(losses)
-        if not names:
-            return None
-        return scaled(names, torch.stack([losses[n] for n in names]), torch.ones(len(names)))
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        return torch.ones(len(names))
 
 
 @register_balancer("fixed")
-class FixedWeights(Balancer):
+class FixedWeights(LossWeighting):
     """Σᵢ wᵢ·Lᵢ with constant weights given per task name (missing names weigh 1)."""
 
     def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | None = None):
@@ -46,21 +31,5 @@ class FixedWeights(Balancer):
             raise ValueError(f"weights name unknown task {unknown[0]!r}")
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.task_names}
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        names = self.present(losses)
-        if names:
-            sum(self.weights[n] * losses[n] for n in names).backward()
-        return {n: self.weights[n] for n in names}
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        names = self.present(losses)
-        if not names:
-            return None
-        factors = torch.tensor([self.weights[n] for n in names])
-        return scaled(names, torch.stack([losses[n] for n in names]), factors)
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        return torch.tensor([self.weights[n] for n in names], dtype=torch.float64)

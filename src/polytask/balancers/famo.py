@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -14,15 +14,14 @@ from polytask.balancers._common import (
     TaskIndex,
     check_positive,
     reorder,
-    scaled,
     select,
-    stack_losses,
 )
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
 
 
 @register_balancer("famo")
-class FAMO(Balancer):
+class FAMO(LossWeighting):
     """FAMO from "FAMO: Fast Adaptive Multitask Optimization" (Liu et al. 2023).
 
     Task logits ``ξ`` give ``z = softmax(ξ)``; the model gradient is ``Σ c·z_i·∇log L_i`` with
@@ -38,6 +37,8 @@ class FAMO(Balancer):
     over them); absent tasks keep their logit and Adam moments. Losses are shifted by
     ``ε = 1e-8`` before the log (the paper's lower bound ``L* = 0``) and must be non-negative.
     """
+
+    nonnegative_losses = True
 
     def __init__(
         self,
@@ -60,13 +61,14 @@ class FAMO(Balancer):
         self.adam = MaskedAdam(size, lr=self.lr, weight_decay=self.weight_decay)
         self._index = TaskIndex(self.task_names)
 
-    def _update_logits(self, names: list[str], log_losses: Tensor) -> None:
+    def _update_logits(self, names: Sequence[str], log_losses: Tensor) -> None:
         """One step on ``ξ`` from the previous call's log-losses to this call's."""
         both = [n for n in names if n in self.prev_present]
         if len(both) < 2:  # a softmax over one task has a zero Jacobian: nothing to learn
             return
         index = self._index(both, log_losses.device)
-        now = log_losses if len(both) == len(names) else log_losses[[names.index(n) for n in both]]
+        position = {n: k for k, n in enumerate(names)}
+        now = log_losses if len(both) == len(names) else log_losses[[position[n] for n in both]]
         delta = select(self.prev_log_losses, index) - now
         z = torch.softmax(select(self.logits, index), dim=0)
         grad_sub = z * (delta - torch.dot(z, delta))  # J_softmax(ξ)ᵀ Δ, J symmetric
@@ -83,29 +85,7 @@ class FAMO(Balancer):
             step = grad + self.weight_decay * self.logits
             self.logits.sub_(self.lr * (step if mask is None else step * mask))
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return {}
-        names, values = stacked
-        weights = self._step_weights(names, values)
-        torch.dot(weights.to(values.dtype), values).backward()
-        return dict(zip(names, weights.tolist(), strict=True))
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return None
-        names, values = stacked
-        return scaled(names, values, self._step_weights(names, values))
-
-    def _step_weights(self, names: list[str], values: Tensor) -> Tensor:
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
         """Update ``ξ`` from the previous call's losses, then this call's weights."""
         if self.logits.device != values.device:
             self.logits = self.logits.to(values.device)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import LOG_EPS, scaled, stack_losses
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers._common import LOG_EPS
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
 
 
 @register_balancer("gls", "geometric")
-class GeometricLossStrategy(Balancer):
+class GeometricLossStrategy(LossWeighting):
     """GLS from "MultiNet++: Multi-stream feature aggregation and geometric loss strategy for
     multi-task learning" (Chennupati, Sistu, Yogamani & Rawashdeh, CVPRW 2019).
 
@@ -25,33 +25,8 @@ class GeometricLossStrategy(Balancer):
     Stateless.
     """
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return {}
-        names, values = stacked
+    nonnegative_losses = True
+
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
         shifted = values + LOG_EPS
-        geometric = torch.exp(torch.log(shifted).mean())
-        geometric.backward()
-        weights = geometric.detach() / (len(names) * shifted.detach())
-        return dict(zip(names, weights.tolist(), strict=True))
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        """Terms ``wᵢ·Lᵢ`` with the implied weights above (their gradient is the geometric
-        mean's)."""
-        stacked = stack_losses(self, losses, nonnegative=True)
-        if stacked is None:
-            return None
-        names, values = stacked
-        shifted = values.detach() + LOG_EPS
-        weights = torch.exp(torch.log(shifted).mean()) / (len(names) * shifted)
-        return scaled(names, values, weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+        return torch.exp(torch.log(shifted).mean()) / (len(names) * shifted)

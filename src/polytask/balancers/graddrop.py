@@ -6,22 +6,16 @@ Deep Multitask Models with Gradient Sign Dropout" (NeurIPS).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import Balancer, register_balancer
-from polytask.balancers.gramian import (
-    check_mode,
-    nonfinite_losses,
-    shared_list,
-    skip_step,
-    task_gradients,
-    task_jacobians,
-)
-from polytask.balancers.pcgrad import RandomState, seeded_generator
+from polytask.balancers.base import Balancer, Kind, Step, check_finite
+from polytask.balancers.engine import GramianEngine
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.rng import generator_state, load_generator_state, seeded_generator
 
 
 def sign_masks(signals: Tensor, generator: torch.Generator, eps: float = 1e-7) -> Tensor:
@@ -62,7 +56,7 @@ def dropped(grads: Tensor, masks: Tensor, leak: float) -> Tensor:
 
 
 @register_balancer("graddrop")
-class GradDrop(RandomState, Balancer):
+class GradDrop(Balancer):
     """Drop, per coordinate, the gradients of the sign that is in the minority (randomly, with
     probability given by sign purity). Needs per-coordinate signs, so it uses task Jacobians, not
     the Gramian, and returns nominal weights 1.0 (it masks, it does not weight).
@@ -75,14 +69,16 @@ class GradDrop(RandomState, Balancer):
     ``params``: masks over the coordinates of the shared parameters' T×P Jacobian. With
     ``reuse_jacobian`` (default) the shared ``.grad`` is the masked sum formed from that Jacobian
     and the heads get ``Σᵢ ∇Lᵢ`` from the per-task gradients computed with it: no second
-    backward (see :class:`~polytask.balancers.gramian.GramianBalancer` for the contract and the
+    backward (see :class:`~polytask.balancers.engine.GramianEngine` for the contract and the
     fallback). With ``reuse_jacobian=False``, an ordinary backward of ``Σᵢ Lᵢ`` and then the
     shared ``.grad`` corrected to the masked sum. Neither suits DDP's overlapping all-reduce
     (both write ``.grad`` outside a backward).
     ``leak`` ∈ [0, 1] lets each task's gradient through regardless of the mask.
     """
 
-    modes = ("features", "params")
+    randomized = True
+
+    kind: ClassVar[Kind] = "jacobian"
 
     def __init__(
         self,
@@ -93,70 +89,51 @@ class GradDrop(RandomState, Balancer):
         reuse_jacobian: bool = True,
     ) -> None:
         super().__init__(task_names)
-        self.mode = check_mode("GradDrop", mode, self.modes)
+        self.engine = GramianEngine(mode, reuse_jacobian)
+        self.mode = mode
         if not 0 <= leak <= 1:
             raise ValueError(f"leak must be in [0, 1], got {leak}")
         self.leak = float(leak)
         self.generator = seeded_generator(seed)
-        self.reuse_jacobian = bool(reuse_jacobian)
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        names = self.present(losses)
-        if not names:
-            return {}
-        loss_list = [losses[n] for n in names]
-        params = list(shared_params) if shared_params is not None else []
-        bad = nonfinite_losses(losses, names)
-        if bad:
-            return skip_step(self.name, names, bad, "loss", loss_list, params)
-        total = torch.stack([loss.reshape(()) for loss in loss_list]).sum()
+    def step(self, step: Step) -> Tensor:
+        names, losses, values, shared_params, features = step
+        ones = torch.ones(len(names), dtype=torch.float64)
+        blocks, held = self.engine.gradients(losses, shared_params, features)
+        check_finite("gradient", names, blocks)
+        total = values.sum()
         if self.mode == "features":
-            if features is None:
-                raise ValueError("graddrop: mode 'features' needs features=<representation>")
-            grads = task_jacobians(loss_list, [features])[0]
-            bad = [n for n, g in zip(names, grads, strict=True) if not torch.isfinite(g).all()]
-            if bad:
-                return skip_step(self.name, names, bad, "gradient", loss_list, params)
+            assert features is not None
+            grads = blocks[0]
             signals = (features.detach().sign().unsqueeze(0) * grads).sum(1)
             combined = dropped(grads, sign_masks(signals, self.generator), self.leak)
             # Σᵢ Lᵢ already sends Σᵢ ∇ᵢ into features; add the difference to the masked sum.
             torch.autograd.backward(
                 [total, features], [torch.ones_like(total), combined - grads.sum(0)]
             )
-        else:
-            shared = shared_list(params)
-            blocks, held = task_gradients(
-                loss_list, "params", shared, features, self.reuse_jacobian
-            )
-            bad = [n for k, n in enumerate(names) if not all(b[k].isfinite().all() for b in blocks)]
-            if bad:
-                return skip_step(self.name, names, bad, "gradient", loss_list, params)
-            if held is not None:
-                ids = {id(p) for p in shared}
+            return ones
+        assert shared_params is not None
+        shared = [p for p in shared_params if p.requires_grad]
+        if held is not None:
+            ids = {id(p) for p in shared}
 
-                def masked(leaf: Tensor, block: Tensor) -> Tensor | None:
-                    if id(leaf) not in ids:
-                        return None  # trunk leaves outside shared_params: plain sum
-                    return masked_sum(block, self.generator, self.leak)
+            def masked(leaf: Tensor, block: Tensor) -> Tensor | None:
+                if id(leaf) not in ids:
+                    return None  # trunk leaves outside shared_params: plain sum
+                return masked_sum(block, self.generator, self.leak)
 
-                held.apply(torch.ones(len(names), dtype=torch.float64), combine=masked)
-                return dict.fromkeys(names, 1.0)
-            total.backward()
-            with torch.no_grad():
-                for p, block in zip(shared, blocks, strict=True):
-                    masks = sign_masks(block, self.generator)
-                    correction = dropped(block.unsqueeze(1), masks, self.leak)[0] - block.sum(0)
-                    p.grad = correction if p.grad is None else p.grad + correction
-        return dict.fromkeys(names, 1.0)
+            held.apply(ones, combine=masked)
+            return ones
+        total.backward()
+        with torch.no_grad():
+            for p, block in zip(shared, blocks, strict=True):
+                masks = sign_masks(block, self.generator)
+                correction = dropped(block.unsqueeze(1), masks, self.leak)[0] - block.sum(0)
+                p.grad = correction if p.grad is None else p.grad + correction
+        return ones
 
     def state_dict(self) -> dict[str, Any]:
-        return self.random_state()
+        return generator_state(self.generator)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.load_random_state(state)
+        load_generator_state(self.generator, state)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -14,9 +14,10 @@ from polytask.balancers._common import (
     check_positive,
     reorder,
     select,
-    stack_losses,
 )
-from polytask.balancers.base import Balancer, register_balancer
+from polytask.balancers.base import Balancer, Kind, Step
+from polytask.balancers.engine import task_jacobians
+from polytask.balancers.registry import register_balancer
 
 
 def last_layer(params: Sequence[Tensor], count: int | None) -> list[Tensor]:
@@ -48,6 +49,7 @@ class GradNorm(Balancer):
     weight and the total stays ``T``.
     """
 
+    kind: ClassVar[Kind] = "jacobian"
     needs_shared_params = True  # gradient norms over the last shared layer
 
     def __init__(
@@ -71,32 +73,18 @@ class GradNorm(Balancer):
         self.adam = MaskedAdam(size, lr=self.lr)
         self._index = TaskIndex(self.task_names)
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return {}
-        names, values = stacked
+    def step(self, step: Step) -> Tensor:
+        names, losses, values, shared_params, _ = step
         if shared_params is None:
             raise ValueError("gradnorm needs shared_params (its last layer is W)")
         layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         index = self._index(names)
         w = select(self.weights, index).clone()
-        norms = torch.stack([self._grad_norm(values[i], layer) for i in range(len(names))])
+        blocks = task_jacobians(losses, layer)  # ‖∇_W Lᵢ‖ per task
+        norms = torch.stack([block.pow(2).flatten(1).sum(1) for block in blocks]).sum(0).sqrt()
         torch.dot(w.to(values.device, values.dtype), values).backward()
         self._update(names, index, w, norms.cpu().float(), values.detach().cpu().float())
-        return dict(zip(names, w.tolist(), strict=True))
-
-    @staticmethod
-    def _grad_norm(loss: Tensor, layer: Sequence[Tensor]) -> Tensor:
-        grads = torch.autograd.grad(loss, layer, retain_graph=True, allow_unused=True)
-        squares = [g.pow(2).sum() for g in grads if g is not None]
-        return torch.stack(squares).sum().sqrt() if squares else loss.new_zeros(())
+        return w
 
     def _update(
         self, names: list[str], index: Tensor | None, w: Tensor, norms: Tensor, values: Tensor

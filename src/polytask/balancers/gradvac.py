@@ -13,14 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
-from polytask.balancers.pcgrad import (
-    RandomState,
-    order_matrix,
+from polytask.balancers.pcgrad import order_matrix
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.rng import (
+    generator_state,
+    load_generator_state,
     random_orders,
     seeded_generator,
 )
+from polytask.balancers.weighting import Weighting
 
 
 def gradvac_weights(
@@ -61,25 +62,23 @@ def gradvac_weights(
 
 
 @register_balancer("gradvac")
-class GradVac(RandomState, GramianBalancer):
+class GradVac(Weighting):
     """PCGrad generalised: instead of only removing conflict, pull each pair's cosine up to an EMA
     of its observed cosines (``beta`` the EMA rate, 0.01 in the paper; targets start at 0).
 
     State: the T×T targets and the RNG of the random visiting orders. Not invariant to scaling
     one loss; weights invariant to scaling all losses together.
-
-    Modes: ``features`` (default) and ``params``; ``update_every`` (targets update when the
-    weights are recomputed).
     """
+
+    randomized = True
 
     def __init__(
         self,
         task_names: Sequence[str],
         beta: float = 0.01,
         seed: int | None = None,
-        **engine: Any,
     ) -> None:
-        super().__init__(task_names, **engine)
+        super().__init__(task_names)
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.beta = float(beta)
@@ -96,9 +95,8 @@ class GradVac(RandomState, GramianBalancer):
         return weights
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self.random_state(), "targets": self.targets.clone()}
+        return {**generator_state(self.generator), "targets": self.targets.clone()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.load_random_state(state)
+        load_generator_state(self.generator, state)
         self.targets = state["targets"].clone().double()

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._qp import normalized
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 
 def imtl_g_weights(gramian: Tensor) -> Tensor:
@@ -33,41 +33,20 @@ def imtl_g_weights(gramian: Tensor) -> Tensor:
 
 
 @register_balancer("imtl_g", "imtl-g")
-class IMTLG(GramianBalancer):
+class IMTLG(Weighting):
     """Weights (summing to 1) making the update's projection onto every unit task gradient equal.
 
     The update's line is invariant to scaling one loss (its length, and with the paper's
     ``Σα = 1`` normalisation even its sign, may change: when ``1ᵀG⁻¹‖g‖ < 0`` every projection
     is negative); weights are invariant to scaling all losses together. Weights can be
     negative, as in the paper. The full IMTL (with IMTL-L's loss scales) is ``imtl``.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``.
     """
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
         return imtl_g_weights(gramian)
 
 
-@register_balancer("imtl")
-class IMTL(IMTLG):
-    """The full IMTL of the paper: IMTL-L's scaled losses ``e^{sᵢ}·Lᵢ`` (``s`` learned by
-    IMTL-L's own objective ``Σ e^{sᵢ}·Lᵢ − sᵢ``) combined by IMTL-G, i.e. ``imtl_g`` with
-    ``losses_from="imtl_l"``. Returned weights are the effective ``αᵢ·e^{sᵢ}`` on each ``∇Lᵢ``.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian``.
-    """
-
-    def __init__(
-        self,
-        task_names: Sequence[str],
-        mode: str = "features",
-        update_every: int = 1,
-        reuse_jacobian: bool = True,
-    ) -> None:
-        super().__init__(
-            task_names,
-            mode=mode,
-            update_every=update_every,
-            reuse_jacobian=reuse_jacobian,
-            losses_from="imtl_l",
-        )
+#: The full IMTL of the paper: IMTL-L's scaled losses ``e^{sᵢ}·Lᵢ`` (``s`` learned by IMTL-L's
+#: own objective ``Σ e^{sᵢ}·Lᵢ − sᵢ``) combined by IMTL-G. Returned weights are the effective
+#: ``αᵢ·e^{sᵢ}`` on each ``∇Lᵢ``.
+register_balancer("imtl", losses_from="imtl_l")(IMTLG)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import register_balancer
+from polytask.balancers.registry import register_balancer
 from polytask.balancers.uncertainty import LearnedScaleBalancer
 
 
@@ -19,8 +19,8 @@ class IMTLLoss(LearnedScaleBalancer):
     a constant ends with a weight divided by it (scale-balanced).
     """
 
-    def objective(self, losses: Tensor, s: Tensor) -> Tensor:
+    def loss_term(self, losses: Tensor, s: Tensor) -> Tensor:
         return torch.exp(s) * losses - s
 
-    def weights_of(self, s: Tensor) -> Tensor:
+    def weight(self, s: Tensor) -> Tensor:
         return torch.exp(s)

@@ -12,19 +12,17 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from polytask.balancers._qp import min_norm_simplex
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 
 @register_balancer("mgda", "mgda_ub")
-class MGDA(GramianBalancer):
+class MGDA(Weighting):
     """Weights ``α = argmin_{α ∈ Δ} ‖Σᵢ αᵢ gᵢ‖²``, solved exactly (any number of tasks).
 
     The resulting direction ``d`` satisfies ``gᵢ·d ≥ ‖d‖² ≥ 0`` for every task: no task's loss
     increases to first order. Weights sum to 1 (as in the paper, not T). Not invariant to scaling
     one loss (the small-gradient task dominates); invariant to scaling all losses together.
-
-    Modes: ``features`` (MGDA-UB, default) and ``params`` (exact MGDA); ``update_every``.
     """
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:

@@ -7,14 +7,14 @@ Bargaining Game" (ICML).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 
 class NashSolveError(RuntimeError):
@@ -94,40 +94,49 @@ def nash_weights(gramian: Tensor, tol: float = 1e-9) -> Tensor:
 
 
 @register_balancer("nash_mtl", "nash-mtl")
-class NashMTL(GramianBalancer):
+class NashMTL(Weighting):
     """Weights ``α > 0`` solving ``Gα = 1/α``: each task's improvement ``gᵢ·d`` equals ``1/αᵢ``.
 
     Solved by damped Newton on the normalised (cosine) Gramian, without cvxpy. Invariant to
     scaling one loss: ``Lᵢ → sLᵢ`` gives ``αᵢ → αᵢ/s`` and the same update. If the solve fails
     (Pareto-stationary gradients), ``on_failure="warn"`` (default) warns and uses the previous
     step's weights (equal weights 1/T when there are none); ``"raise"`` raises.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``; ``reuse_jacobian`` (see
-    :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
 
     def __init__(
         self,
         task_names: Sequence[str],
         on_failure: str = "warn",
-        **engine: Any,
     ) -> None:
-        super().__init__(task_names, **engine)
+        super().__init__(task_names)
         if on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {on_failure!r}")
         self.on_failure = on_failure
+        self.previous: tuple[list[str], list[float]] | None = None  # the fallback
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
         try:
-            return nash_weights(gramian)
+            weights = nash_weights(gramian)
         except NashSolveError as exc:
             if self.on_failure == "raise":
                 raise
-            if self._cached_names == list(names) and self._cached_weights is not None:
-                fallback, what = torch.tensor(self._cached_weights, dtype=torch.float64), "the "
+            if self.previous is not None and self.previous[0] == list(names):
+                weights, what = torch.tensor(self.previous[1], dtype=torch.float64), "the "
                 what += "previous step's weights"
             else:
-                fallback = torch.full((len(names),), 1.0 / len(names), dtype=torch.float64)
+                weights = torch.full((len(names),), 1.0 / len(names), dtype=torch.float64)
                 what = "equal weights 1/T"
             warnings.warn(f"{exc}; using {what} instead", RuntimeWarning, stacklevel=3)
-            return fallback
+        if bool(torch.isfinite(weights).all()):
+            self.previous = (list(names), weights.tolist())
+        return weights
+
+    def state_dict(self) -> dict[str, Any]:
+        names, weights = self.previous if self.previous is not None else (None, None)
+        return {"previous_names": names, "previous_weights": weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        # states written before the redesign kept the last weights as "cached_*"
+        names = state.get("previous_names", state.get("cached_names"))
+        weights = state.get("previous_weights", state.get("cached_weights"))
+        self.previous = None if names is None else (list(names), [float(w) for w in weights])

@@ -13,25 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
-
-
-def seeded_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator seeded by ``seed``, or from torch's global RNG when ``None``."""
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()).item())
-    return torch.Generator().manual_seed(int(seed))
-
-
-def random_orders(count: int, generator: torch.Generator) -> list[list[int]]:
-    """For each task i, the other tasks in a uniformly random order."""
-    orders = []
-    for i in range(count):
-        others = [j for j in range(count) if j != i]
-        perm = torch.randperm(len(others), generator=generator).tolist()
-        orders.append([others[k] for k in perm])
-    return orders
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.rng import (
+    generator_state,
+    load_generator_state,
+    random_orders,
+    seeded_generator,
+)
+from polytask.balancers.weighting import Weighting
 
 
 def order_matrix(orders: Sequence[Sequence[int]], count: int) -> np.ndarray:
@@ -71,47 +60,31 @@ def pcgrad_weights(gramian: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
     return torch.from_numpy(coefficients).sum(dim=0)
 
 
-class RandomState:
-    """Mixin: a private generator whose state is saved with the balancer."""
-
-    generator: torch.Generator
-
-    def random_state(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_random_state(self, state: Mapping[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
-
 @register_balancer("pcgrad")
-class PCGrad(RandomState, GramianBalancer):
+class PCGrad(Weighting):
     """Sum of the task gradients after projecting each away from those it conflicts with
     (negative inner product), the others visited in random order.
 
     Runs on the Gramian alone (the projections are linear combinations of the gradients), so it
     costs a Gramian plus one backward instead of T full gradients. Not invariant to scaling one
     loss; weights invariant to scaling all losses together. ``seed`` fixes the random orders.
-
-    Modes: ``features`` (default; projections of representation gradients, as MGDA-UB does) and
-    ``params`` (the paper's projections of shared-parameter gradients); ``update_every``;
-    ``reuse_jacobian`` (see :class:`~polytask.balancers.gramian.GramianBalancer`).
     """
+
+    randomized = True
 
     def __init__(
         self,
         task_names: Sequence[str],
         seed: int | None = None,
-        **engine: Any,
     ) -> None:
-        super().__init__(task_names, **engine)
+        super().__init__(task_names)
         self.generator = seeded_generator(seed)
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
         return pcgrad_weights(gramian, random_orders(gramian.shape[0], self.generator))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self.random_state()}
+        return generator_state(self.generator)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.load_random_state(state)
+        load_generator_state(self.generator, state)

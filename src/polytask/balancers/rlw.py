@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import scaled, stack_losses
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.rng import (
+    draw_seed,
+    generator_state,
+    load_generator_state,
+    seeded_generator,
+)
 
 
 @register_balancer("rlw")
-class RandomLossWeighting(Balancer):
+class RandomLossWeighting(LossWeighting):
     """RLW from "Reasonable effectiveness of random weighting: a litmus test for multi-task
     learning" (Lin, Ye, Xu, Shi, Zhang & Kwok, TMLR 2022).
 
@@ -24,45 +30,23 @@ class RandomLossWeighting(Balancer):
     state is in :meth:`state_dict`, so a resumed run draws the same weights.
     """
 
+    randomized = True
+
     def __init__(
         self, task_names: Sequence[str], seed: int | None = None, scale_to_tasks: bool = False
     ) -> None:
         super().__init__(task_names)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
-        self.seed = int(seed)
+        self.seed = draw_seed(seed)
+        self.generator = seeded_generator(self.seed)
         self.scale_to_tasks = bool(scale_to_tasks)
-        self.generator = torch.Generator().manual_seed(self.seed)
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return {}
-        names, values = stacked
-        weights = self._draw(len(names))
-        torch.dot(weights.to(device=values.device, dtype=values.dtype), values).backward()
-        return dict(zip(names, weights.tolist(), strict=True))
-
-    def _draw(self, count: int) -> Tensor:
-        weights = torch.softmax(torch.randn(count, generator=self.generator), dim=0)
-        return weights * count if self.scale_to_tasks else weights
-
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return None
-        names, values = stacked
-        return scaled(names, values, self._draw(len(names)))
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        weights = torch.softmax(torch.randn(len(names), generator=self.generator), dim=0)
+        return weights * len(names) if self.scale_to_tasks else weights
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "generator": self.generator.get_state()}
+        return {"seed": self.seed, **generator_state(self.generator)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.seed = int(state["seed"])
-        self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
+        load_generator_state(self.generator, state)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from polytask.balancers._common import reorder, scaled, stack_losses
-from polytask.balancers.base import Balancer, ScaledLosses, register_balancer
+from polytask.balancers._common import reorder
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.registry import register_balancer
 
 
-class LearnedScaleBalancer(Balancer):
+class LearnedScaleBalancer(LossWeighting):
     """Base of methods with one trainable scalar ``s_i`` per task, trained by the trainer's
-    optimizer through :meth:`parameters` together with the model.
+    optimizer through :meth:`parameters` together with the model, by the objective
+    ``Σᵢ loss_term(Lᵢ, sᵢ)`` with the losses detached; the model gets ``Σᵢ weight(sᵢ)·∇Lᵢ``.
 
     Each ``s_i`` is its own 0-d parameter, so a task absent from a batch gets no gradient at all
     (``.grad`` stays ``None``) and optimizers with momentum leave it untouched.
@@ -25,39 +28,22 @@ class LearnedScaleBalancer(Balancer):
         self.scales = [torch.nn.Parameter(torch.tensor(float(init))) for _ in self.task_names]
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
-    def objective(self, losses: Tensor, s: Tensor) -> Tensor:
-        """Per-task terms of the balanced loss (summed, then backpropagated)."""
-        raise NotImplementedError
+    @abstractmethod
+    def loss_term(self, losses: Tensor, s: Tensor) -> Tensor:
+        """Per-task terms of the objective of ``s``."""
 
-    def weights_of(self, s: Tensor) -> Tensor:
+    @abstractmethod
+    def weight(self, s: Tensor) -> Tensor:
         """The factor multiplying each task loss."""
-        raise NotImplementedError
 
-    def backward(
-        self,
-        losses: Mapping[str, Tensor],
-        *,
-        shared_params: Iterable[torch.nn.Parameter] | None = None,
-        features: Tensor | None = None,
-    ) -> dict[str, float]:
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return {}
-        names, values = stacked
-        s = torch.stack([self.scales[self._position[n]] for n in names]).to(values.device)
-        self.objective(values, s).sum().backward()
-        return dict(zip(names, self.weights_of(s.detach()).tolist(), strict=True))
+    def _s(self, names: Sequence[str], device: torch.device) -> Tensor:
+        return torch.stack([self.scales[self._position[n]] for n in names]).to(device)
 
-    def scaled_losses(self, losses: Mapping[str, Tensor]) -> ScaledLosses | None:
-        """Terms ``weights_of(s)·Lᵢ`` (``s`` detached); the objective is :meth:`objective` on the
-        detached losses, so ``s`` is trained by its own loss, not by a gradient method's weights."""
-        stacked = stack_losses(self, losses)
-        if stacked is None:
-            return None
-        names, values = stacked
-        s = torch.stack([self.scales[self._position[n]] for n in names]).to(values.device)
-        objective = self.objective(values.detach(), s).sum()
-        return scaled(names, values, self.weights_of(s.detach().to(values.dtype)), objective)
+    def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
+        return self.weight(self._s(names, values.device).detach())
+
+    def objective(self, names: Sequence[str], values: Tensor) -> Tensor:
+        return self.loss_term(values, self._s(names, values.device)).sum()
 
     def parameters(self) -> list[Tensor]:
         return list(self.scales)
@@ -85,8 +71,8 @@ class UncertaintyWeighting(LearnedScaleBalancer):
     ``exp(-s_i) = 1/L_i``, so weighted losses are driven to a common scale.
     """
 
-    def objective(self, losses: Tensor, s: Tensor) -> Tensor:
+    def loss_term(self, losses: Tensor, s: Tensor) -> Tensor:
         return torch.exp(-s) * losses + s
 
-    def weights_of(self, s: Tensor) -> Tensor:
+    def weight(self, s: Tensor) -> Tensor:
         return torch.exp(-s)

@@ -12,19 +12,17 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._qp import dual_cone_weights
-from polytask.balancers.base import register_balancer
-from polytask.balancers.gramian import GramianBalancer
+from polytask.balancers.registry import register_balancer
+from polytask.balancers.weighting import Weighting
 
 
 @register_balancer("upgrad")
-class UPGrad(GramianBalancer):
+class UPGrad(Weighting):
     """``d = (1/T) Σᵢ π(gᵢ)`` with ``π`` the projection onto ``{x : gⱼ·x ≥ 0 ∀j}``.
 
     Each projection's weights come from a non-negative QP on the Gramian (solved exactly), so
     ``d`` conflicts with no task: ``gⱼ·d ≥ 0``. Not invariant to scaling one loss; invariant to
     scaling all losses together.
-
-    Modes: ``features`` (default) and ``params``; ``update_every``.
     """
 
     def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:

@@ -1,0 +1,114 @@
+"""Methods addressed by name: :data:`BALANCERS`, :func:`register_balancer` and
+:func:`build_balancer`, which composes a Gramian weighting with the engine and the wrappers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from polytask.balancers.base import Balancer
+from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.weighting import GramianBalancer, Weighting
+from polytask.balancers.wrappers import LossesFrom, UpdateEvery
+from polytask.errors import ConfigError, did_you_mean
+
+Method = type[Balancer] | type[Weighting]
+M = TypeVar("M", bound=Method)
+
+#: Registered name (or alias) -> the method's class: a :class:`Balancer` or a Gramian
+#: :class:`Weighting`.
+BALANCERS: dict[str, Method] = {}
+#: Options fixed by a name registered as a composition (``imtl``: ``losses_from="imtl_l"``).
+PRESETS: dict[str, dict[str, Any]] = {}
+#: Options of every Gramian weighting, handled by the engine and the wrappers.
+GRAMIAN_OPTIONS = ("mode", "update_every", "reuse_jacobian", "losses_from")
+
+
+def register_balancer(*names: str, **preset: Any) -> Callable[[M], M]:
+    """Class decorator: address a balancer or Gramian weighting by ``names`` (the first is its
+    ``name``) in configs. With ``preset`` options, register a composition of an already
+    named method instead (e.g. ``register_balancer("imtl", losses_from="imtl_l")(IMTLG)``)."""
+
+    def decorate(cls: M) -> M:
+        for name in names:
+            if name in BALANCERS:
+                raise ValueError(f"balancer name {name!r} registered twice")
+            BALANCERS[name] = cls
+            if preset:
+                PRESETS[name] = dict(preset)
+        if not preset:
+            cls.name = names[0]
+        return cls
+
+    return decorate
+
+
+def options_of(method: Method) -> list[str]:
+    """Keyword options of ``method``: its constructor's, plus :data:`GRAMIAN_OPTIONS` for a
+    Gramian weighting."""
+    parameters = inspect.signature(method.__init__).parameters.values()
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    own = [p.name for p in parameters if p.kind in kinds and p.name not in ("self", "task_names")]
+    return [*own, *GRAMIAN_OPTIONS] if issubclass(method, Weighting) else own
+
+
+def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:
+    """Instantiate the balancer registered as ``name``; unknown options raise a ConfigError."""
+    if name not in BALANCERS:
+        raise ConfigError(
+            f"balancer.name: unknown balancer '{name}'{did_you_mean(name, BALANCERS)}; "
+            f"choose from {sorted(BALANCERS)}"
+        )
+    method, preset = BALANCERS[name], PRESETS.get(name, {})
+    accepted = [k for k in options_of(method) if k not in preset]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"balancer.{key}: '{name}' has no option '{key}'{did_you_mean(key, accepted)}; "
+                f"its options are {accepted}"
+            )
+    try:
+        if not issubclass(method, Weighting):
+            return method(task_names, **options)
+        return _gramian_balancer(name if preset else method.name, method, task_names,
+                                 **options, **preset)  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"balancer '{name}': {exc}") from exc
+
+
+def _gramian_balancer(
+    name: str,
+    weighting: type[Weighting],
+    task_names: Sequence[str],
+    mode: str = "features",
+    update_every: int = 1,
+    reuse_jacobian: bool = True,
+    losses_from: str | None = None,
+    **options: Any,
+) -> Balancer:
+    """The weighting on the Gramian engine, wrapped for ``update_every`` and ``losses_from``."""
+    source = _loss_source(name, losses_from, task_names)
+    balancer: Balancer = GramianBalancer(weighting(task_names, **options), mode, reuse_jacobian)
+    if update_every != 1:
+        balancer = UpdateEvery(balancer, update_every)
+    if source is not None:
+        balancer = LossesFrom(balancer, source)
+    balancer.name = name
+    return balancer
+
+
+def _loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> LossWeighting | None:
+    """The loss-weighting balancer ``name`` (default options) of ``losses_from``."""
+    if name is None:
+        return None
+    allowed = sorted(n for n, cls in BALANCERS.items() if issubclass(cls, LossWeighting))
+    if name not in allowed:
+        kind = "unknown balancer" if name not in BALANCERS else "not a pure loss-weighting method"
+        raise ValueError(
+            f"{owner}: losses_from={name!r} is {kind}{did_you_mean(name, allowed)}; "
+            f"choose from {allowed}"
+        )
+    source = BALANCERS[name](task_names)
+    assert isinstance(source, LossWeighting)
+    return source

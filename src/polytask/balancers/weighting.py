@@ -1,0 +1,81 @@
+"""Gramian weightings: the rule from the T×T Gramian of the task gradients to task weights, and
+the balancer that runs one on the Gramian engine."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from polytask.balancers._qp import single_blas_thread
+from polytask.balancers.base import Balancer, Kind, Step, check_finite
+from polytask.balancers.engine import GramianEngine
+
+
+class Weighting(ABC):
+    """A rule: the float64 Gramian of the present tasks ``names`` in, their weights out.
+
+    It knows nothing of modes, caching or skipped steps; state of its own (random generators,
+    targets) goes in :meth:`state_dict`. ``build_balancer`` runs it in a :class:`GramianBalancer`
+    with the engine options ``mode``, ``reuse_jacobian``, ``update_every`` and ``losses_from``.
+    """
+
+    name: str = "weighting"
+    kind: ClassVar[Kind] = "gramian"
+    #: Whether the weights depend on random draws (from a generator kept in the state).
+    randomized: ClassVar[bool] = False
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        self.task_names = tuple(task_names)
+
+    @abstractmethod
+    def weights(self, gramian: Tensor, names: Sequence[str]) -> Tensor:
+        """Weights (float64, length T) for the tasks ``names`` given their float64 Gramian."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless default
+        """Restore :meth:`state_dict` output."""
+
+
+class GramianBalancer(Balancer):
+    """The update ``Σᵢ wᵢ∇Lᵢ`` with ``w`` from a :class:`Weighting` of the engine's Gramian.
+
+    Modes ``features`` (default) and ``params``, and ``reuse_jacobian``: see
+    :class:`~polytask.balancers.engine.GramianEngine`. A non-finite Gramian diagonal or weight
+    skips the step (:meth:`Balancer.backward`).
+    """
+
+    kind: ClassVar[Kind] = "gramian"
+
+    def __init__(
+        self, weighting: Weighting, mode: str = "features", reuse_jacobian: bool = True
+    ) -> None:
+        super().__init__(weighting.task_names)
+        self.weighting = weighting
+        self.engine = GramianEngine(mode, reuse_jacobian)
+        self.name = weighting.name
+        self.randomized = weighting.randomized
+
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        return self.engine.mode
+
+    def step(self, step: Step) -> Tensor:
+        gramian, held = self.engine.gramian(step.losses, step.shared_params, step.features)
+        check_finite("gradient", step.names, torch.diagonal(gramian))
+        with single_blas_thread():
+            weights = self.weighting.weights(gramian, step.names).detach().to(torch.float64).cpu()
+        check_finite("weight", step.names, weights)
+        self.engine.write(step.values, weights, held)
+        return weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.weighting.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.weighting.load_state_dict(state)
