@@ -48,6 +48,12 @@ class GramianBalancer(Balancer):
     Modes ``features`` (default) and ``params``, and ``reuse_jacobian``: see
     :class:`~polytask.balancers.engine.GramianEngine`. A non-finite Gramian diagonal or weight
     skips the step (:meth:`Balancer.backward`).
+
+    A task whose gradient over what is shared is exactly zero (it does not reach the shared
+    parameters, e.g. a task alone in its group under ``groups``, whose own trunk is not shared)
+    conflicts with no task: it gets weight 1, as it would if trained alone, and the rule weighs
+    the others among themselves. Left in, it would be the min-norm point of MGDA, IMTL-G and
+    others, which would then stop training every other task without a word.
     """
 
     kind: ClassVar[Kind] = "gramian"
@@ -67,9 +73,17 @@ class GramianBalancer(Balancer):
 
     def step(self, step: Step) -> Tensor:
         gramian, held = self.engine.gramian(step.losses, step.shared_params, step.features)
-        check_finite("gradient", step.names, torch.diagonal(gramian))
-        with single_blas_thread():
-            weights = self.weighting.weights(gramian, step.names).detach().to(torch.float64).cpu()
+        diagonal = torch.diagonal(gramian)
+        check_finite("gradient", step.names, diagonal)
+        live = (diagonal > 0).cpu()
+        weights = torch.ones(len(step.names), dtype=torch.float64)
+        if bool(live.any()):
+            index = live.nonzero().flatten()
+            names = [step.names[i] for i in index.tolist()]
+            sub = gramian if bool(live.all()) else gramian[index][:, index]
+            with single_blas_thread():
+                rule = self.weighting.weights(sub, names).detach().to(torch.float64).cpu()
+            weights[index] = rule
         check_finite("weight", step.names, weights)
         self.engine.write(step.values, weights, held)
         return weights
