@@ -417,3 +417,15 @@ def test_absurd_layer_sizes_in_a_training_config(monkeypatch, capsys, tmp_path, 
     code, _, err = run_cli(monkeypatch, capsys, "train", write_config(tmp_path, raw))
     assert_clean_error(code, err, "model:", "reduce model.trunk")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_warning_is_one_line(monkeypatch, capsys, trained, table, tmp_path):
+    frame = pd.read_csv(table)
+    frame.loc[:2, "colour"] = "purple"  # a category never seen in training
+    new = tmp_path / "new.csv"
+    frame.to_csv(new, index=False)
+    code, _, err = run_cli(monkeypatch, capsys, "predict", trained, new, "-o", tmp_path / "p.csv")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("warning:") and "column 'colour': 3 rows" in lines[0], err

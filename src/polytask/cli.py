@@ -8,6 +8,7 @@ commands that need them, so a config error is reported at once.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -251,8 +252,15 @@ def datasets_fetch(
     console.print(f"'{name}' fetched from {dataset.fetch.label} and cached")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr (``warning: ...``), without Python's source line."""
+    errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app, turning user errors into one line and exit code 2 and
+    warnings into one line each."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except PolytaskError as exc:
