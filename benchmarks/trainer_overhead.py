@@ -63,7 +63,7 @@ def measure(config: Config, epochs: int, batch_size: int) -> dict[str, Any]:
     data = prepare_data(config)
     train = data.train["shared"]
     torch.manual_seed(0)
-    model_a = build_network(config.model, data.encoder, data.tasks)
+    model_a = build_network(config.model, data.preprocessor, data.tasks)
     model_b = copy.deepcopy(model_a)
     trainer = Trainer(
         model_a,

@@ -100,7 +100,7 @@ def _run(
     atomic_write_json(run.config, config.model_dump(mode="json"))
     atomic_write_json(
         run.data,
-        {"features": data.encoder.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
+        {"features": data.preprocessor.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
     )
     counts = data.label_counts()
     report(
@@ -237,7 +237,7 @@ def _build_network(config: Config, data: PreparedData, tasks: list[Task]) -> Mul
     """The configured network; layer sizes the machine cannot hold are a ConfigError, found
     before any memory is allocated where the network can be built on the ``meta`` device."""
     advice = "reduce model.trunk / model.head"
-    skeleton = network_shapes(config, data.encoder, tasks)
+    skeleton = network_shapes(config, data.preprocessor, tasks)
     memory = _physical_memory()
     if skeleton is not None and memory is not None:
         needed = count_parameters(skeleton) * TRAINING_BYTES_PER_PARAMETER
@@ -248,7 +248,7 @@ def _build_network(config: Config, data: PreparedData, tasks: list[Task]) -> Mul
                 f"{memory / 2**30:,.0f} GiB; {advice}"
             )
     try:
-        return build_network(config.model, data.encoder, tasks)
+        return build_network(config.model, data.preprocessor, tasks)
     except (RuntimeError, MemoryError) as exc:
         raise ConfigError(f"model: the network cannot be built ({exc}); {advice}") from exc
 

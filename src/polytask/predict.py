@@ -29,15 +29,16 @@ from polytask.training.checkpoint import load_weights
 
 @dataclass
 class LoadedRun:
-    """A trained multi-task model with the encoders that turn tables into its inputs."""
+    """A trained multi-task model with the feature preprocessor that turns tables into its
+    inputs."""
 
     config: Config
-    encoder: FeaturePreprocessor
+    preprocessor: FeaturePreprocessor
     tasks: list[Task]
     model: MultiTaskModel
 
     def encode(self, frame: pd.DataFrame, source: str) -> MultiTaskData:
-        return encode_frame(frame, self.tasks, self.encoder, source)
+        return encode_frame(frame, self.tasks, self.preprocessor, source)
 
     def predict(
         self, frame: pd.DataFrame, source: str = "data", keep: Sequence[str] = ()

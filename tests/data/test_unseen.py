@@ -48,7 +48,7 @@ def test_encode_frame_warns_but_training_splits_do_not(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = prepare_data(parse_config(raw))
-    assert "purple" not in data.encoder.vocabularies["colour"]
+    assert "purple" not in data.preprocessor.vocabularies["colour"]
     new = pd.DataFrame({"x1": [0.0, 1.0], "x2": [1.0, 0.0], "colour": ["purple", "red"]})
     with pytest.warns(DataWarning, match="new.csv: column 'colour': 1 row has a category"):
-        encode_frame(new, data.tasks, data.encoder, "new.csv")
+        encode_frame(new, data.tasks, data.preprocessor, "new.csv")

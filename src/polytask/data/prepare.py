@@ -39,7 +39,7 @@ class PreparedData:
     """Fitted tasks and features, and the encoded splits of every table."""
 
     tasks: list[Task]
-    encoder: FeaturePreprocessor
+    preprocessor: FeaturePreprocessor
     train: dict[str, MultiTaskData]
     validation: MultiTaskData
     test: MultiTaskData
@@ -142,7 +142,7 @@ def prepare_data(config: Config) -> PreparedData:
     encoded = {name: [_encode(table, name, tasks, encoder) for table in tables] for name in SPLITS}
     prepared = PreparedData(
         tasks=tasks,
-        encoder=encoder,
+        preprocessor=encoder,
         train={t.name: data for t, data in zip(tables, encoded["train"], strict=True)},
         validation=MultiTaskData.concat(encoded["validation"]),
         test=MultiTaskData.concat(encoded["test"]),

@@ -36,14 +36,14 @@ def test_tokens_are_inputs_and_nothing_is_embedded(reviews, tmp_path):
     n = len(data.validation)
     assert inputs["text_ids"].shape == (n, 1, 8) and inputs["text_ids"].dtype == torch.long
     assert inputs["text_mask"].dtype == torch.bool
-    assert data.encoder.numeric == ["x"] and data.encoder.fine_tune
+    assert data.preprocessor.numeric == ["x"] and data.preprocessor.fine_tune
     assert FrozenFake.calls == []  # no frozen embeddings in fine-tune mode
 
 
 def test_gradients_reach_the_transformer_and_a_step_changes_it(reviews, tmp_path):
     config = parse_config(text_config(str(reviews), str(tmp_path), encoder=FINE_TUNE))
     data = prepare_data(config)
-    model = build_network(config.model, data.encoder, data.tasks)
+    model = build_network(config.model, data.preprocessor, data.tasks)
     block = model.trunk[0]
     assert isinstance(block, text_encoder.FineTunedText)
     transformer = dict(block.transformer.named_parameters())
