@@ -163,5 +163,5 @@ def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Bala
             )
     try:
         return cls(task_names, **options)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:  # e.g. update_every: .inf
         raise ConfigError(f"balancer '{name}': {exc}") from exc

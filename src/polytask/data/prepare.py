@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def load_source(source: str) -> tuple[pd.DataFrame, str]:
     """A built-in dataset by name, or a table file; returns the frame and a label for messages."""
     if source in BUILTIN_DATASETS:
         return get_builtin(source).load(), f"built-in dataset '{source}'"
-    if not Path(source).suffix and not Path(source).is_dir():
+    if not Path(source).suffix and not os.path.isdir(source):  # False for an over-long name
         get_builtin(source)  # raises with the list of built-in names
     return read_table(source), source
 

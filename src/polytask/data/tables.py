@@ -21,11 +21,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV or Parquet file; an absent, unreadable or empty file raises DataError."""
     path = Path(path)
     name = path.name.lower()
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a table file (.csv, .tsv or .parquet)")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, not a table file (.csv, .tsv or .parquet)")
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
         if name.endswith(_PARQUET_SUFFIXES):
             frame = _read_parquet(path)
         elif name.endswith(_CSV_SUFFIXES):
