@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-import polytask.models  # noqa: F401  (registers the architectures and input blocks)
+import polytask.models  # registers the architectures and input blocks
 import polytask.tasks  # noqa: F401  (registers the task types)
 from polytask import cli
 from polytask.balancers import BALANCERS
@@ -104,9 +104,7 @@ SCALARS = st.one_of(
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
     max_leaves=6,
 )
 NAMES = st.one_of(
@@ -135,7 +133,11 @@ NAMED = [
 ]
 KNOWN_OPTIONS = sorted(
     {o for c in BALANCERS.values() for o in options_of(c)}
-    | {o for n in ARCHITECTURE_OPTIONS.names() for o in ARCHITECTURE_OPTIONS.options(n).model_fields}
+    | {
+        o
+        for n in ARCHITECTURE_OPTIONS.names()
+        for o in ARCHITECTURE_OPTIONS.options(n).model_fields
+    }
     | {o for n in INPUT_BLOCK_OPTIONS.names() for o in INPUT_BLOCK_OPTIONS.options(n).model_fields}
     | {o for n in TASK_OPTIONS.names() for o in TASK_OPTIONS.options(n).model_fields}
 )
@@ -144,7 +146,13 @@ KNOWN_OPTIONS = sorted(
 def paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     """Every key path inside ``node`` (dict keys and list positions), parents first."""
     found = []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else []
+    )
     for key, value in items:
         found.append((*prefix, key))
         found += paths(value, (*prefix, key))
@@ -161,12 +169,13 @@ def ensure_section(root: dict, path: tuple) -> dict | None:
     """The mapping at ``path`` (None when a mutation has made it something else)."""
     node: Any = root
     for key in path:
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
+        if isinstance(node, dict):
+            inside = key in node
         else:
+            inside = isinstance(node, list) and isinstance(key, int) and key < len(node)
+        if not inside:
             return None
+        node = node[key]
     return node if isinstance(node, dict) else None
 
 

@@ -84,6 +84,17 @@ class FeaturesConfig(_Section):
             raise ValueError(f"text column '{repeated[0]}' is listed twice")
         return text
 
+    @model_validator(mode="after")
+    def _declared_once(self) -> FeaturesConfig:
+        listed = [*(self.numeric or []), *(self.categorical or [])]
+        repeated = [c for c in listed if listed.count(c) > 1]
+        if repeated:
+            raise ValueError(
+                f"column '{repeated[0]}' is declared twice (numeric and categorical features "
+                "are distinct columns)"
+            )
+        return self
+
 
 class _Registered(BaseModel):
     """A section whose ``discriminator`` key names a registered entry (an architecture, an input

@@ -113,13 +113,23 @@ def prepare_data(config: Config) -> PreparedData:
             table.splits = random_split(
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
+        by_column = split.column is not None and split.column in table.frame.columns
         if table.splits["train"].size == 0:
             how = (
                 f"split column '{split.column}' marks no row 'train'"
-                if split.column is not None and split.column in table.frame.columns
+                if by_column
                 else f"{len(table.frame)} rows leave no training row; lower data.split fractions"
             )
             raise DataError(f"{table.source}: {how}")
+        for name in ("validation", "test"):  # every split is evaluated: none may be empty
+            if table.splits[name].size == 0:
+                how = (
+                    f"split column '{split.column}' marks no row 'test'"
+                    if by_column and name == "test"
+                    else f"{len(table.frame)} rows leave no {name} row with data.split.{name} "
+                    f"= {getattr(split, name):g}; raise it (or add rows)"
+                )
+                raise DataError(f"{table.source}: {how}")
 
     specs = {s.name: s for s in config.tasks}
     for table in tables:  # missing labels are clearer errors than what would follow from them
