@@ -382,3 +382,32 @@ def test_corpus_unknown_source_path_says_no_file_and_suggests_a_builtin(tmp_path
     with pytest.raises(DataError, match="no such file.*did you mean 'adult'") as caught:
         prepare_data(parse_config(config(tmp_path / "adulto")))
     assert_one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        ({"validation": 0.0}, "12 rows leave no validation row with data.split.validation = 0"),
+        ({"test": 0.02}, "12 rows leave no test row with data.split.test = 0.02"),
+    ],
+)
+def test_corpus_empty_validation_or_test_split_names_the_key(tmp_path, split, message):
+    """Before: 't.csv (validation rows): the table is empty (no data rows)'."""
+    table = {"names": BASE_NAMES, "rows": BASE_ROWS, "format": "csv"}
+    raw = {"data": {"source": str(write_table(tmp_path, table)), "split": split}}
+    with pytest.raises(DataError, match=message) as caught:
+        prepare_data(parse_config({**raw, "tasks": BASE_TASKS}))
+    assert_one_line(caught.value)
+
+
+def test_corpus_column_declared_numeric_and_categorical(tmp_path):
+    """Before: TypeError from pandas (the column selected twice)."""
+    table = {"names": BASE_NAMES, "rows": BASE_ROWS, "format": "csv"}
+    raw = {
+        "data": {"source": str(write_table(tmp_path, table))},
+        "features": {"numeric": ["x"], "categorical": ["x", "colour"]},
+        "tasks": BASE_TASKS,
+    }
+    with pytest.raises(ConfigError, match="features: column 'x' is declared twice") as caught:
+        parse_config(raw)
+    assert_one_line(caught.value)

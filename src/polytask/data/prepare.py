@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL, Config, TaskConfig
+from polytask.config import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_TEXT_MODEL,
+    Config,
+    SplitConfig,
+    TaskConfig,
+)
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor, infer_features, select_columns
@@ -113,23 +119,13 @@ def prepare_data(config: Config) -> PreparedData:
             table.splits = random_split(
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
-        by_column = split.column is not None and split.column in table.frame.columns
         if table.splits["train"].size == 0:
             how = (
                 f"split column '{split.column}' marks no row 'train'"
-                if by_column
+                if split.column is not None and split.column in table.frame.columns
                 else f"{len(table.frame)} rows leave no training row; lower data.split fractions"
             )
             raise DataError(f"{table.source}: {how}")
-        for name in ("validation", "test"):  # every split is evaluated: none may be empty
-            if table.splits[name].size == 0:
-                how = (
-                    f"split column '{split.column}' marks no row 'test'"
-                    if by_column and name == "test"
-                    else f"{len(table.frame)} rows leave no {name} row with data.split.{name} "
-                    f"= {getattr(split, name):g}; raise it (or add rows)"
-                )
-                raise DataError(f"{table.source}: {how}")
 
     specs = {s.name: s for s in config.tasks}
     for table in tables:  # missing labels are clearer errors than what would follow from them
@@ -150,6 +146,8 @@ def prepare_data(config: Config) -> PreparedData:
         train = table.frame.iloc[table.splits["train"]]
         tasks.append(build_task(spec).fit(train, f"{table.source} (training rows)"))
 
+    for table in tables:  # after fitting, whose errors name rows: every split is evaluated
+        _check_not_empty(table, split)
     encoded = {name: [_encode(table, name, tasks, encoder) for table in tables] for name in SPLITS}
     prepared = PreparedData(
         tasks=tasks,
@@ -159,6 +157,18 @@ def prepare_data(config: Config) -> PreparedData:
         test=MultiTaskData.concat(encoded["test"]),
     )
     return prepared
+
+
+def _check_not_empty(table: Table, split: SplitConfig) -> None:
+    for name in ("validation", "test"):
+        if table.splits[name].size == 0:
+            how = (
+                f"split column '{split.column}' marks no row 'test'"
+                if name == "test" and split.column is not None and split.column in table.frame
+                else f"{len(table.frame)} rows leave no {name} row with data.split.{name} = "
+                f"{getattr(split, name):g}; raise it (or add rows)"
+            )
+            raise DataError(f"{table.source}: {how}")
 
 
 def _check_labels_exist(table: Table, spec: TaskConfig) -> None:
