@@ -97,6 +97,17 @@ class FeaturesConfig(_Section):
             raise ValueError(f"text column '{repeated[0]}' is listed twice")
         return text
 
+    @model_validator(mode="after")
+    def _declared_once(self) -> FeaturesConfig:
+        listed = [*(self.numeric or []), *(self.categorical or [])]
+        repeated = [c for c in listed if listed.count(c) > 1]
+        if repeated:
+            raise ValueError(
+                f"column '{repeated[0]}' is declared twice (numeric and categorical features "
+                "are distinct columns)"
+            )
+        return self
+
 
 class _Registered(BaseModel):
     """A section whose ``discriminator`` key names a registered entry (an architecture, an input
@@ -323,12 +334,17 @@ def is_plain_name(name: str) -> bool:
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML (or JSON) config file; any problem raises one ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        reason = " ".join(str(exc).split())  # the parser's message spans several lines
+        raise ConfigError(f"{path}: not valid YAML ({reason})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file in UTF-8 ({exc.reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if raw is None:
         raise ConfigError(f"{path}: the config file is empty")
     if not isinstance(raw, dict):
@@ -336,7 +352,10 @@ def load_config(path: str | Path) -> Config:
     config = parse_config(raw, source=str(path))
     if config.name is None:
         config = config.model_copy(update={"name": path.stem})
-    return config.resolve_paths(path.parent)
+    try:
+        return config.resolve_paths(path.parent)
+    except (OSError, ValueError) as exc:  # e.g. a NUL character or an over-long name
+        raise ConfigError(f"{path}: a data path cannot be resolved ({exc})") from exc
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> Config:

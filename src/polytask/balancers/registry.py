@@ -73,7 +73,7 @@ def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Bala
             return method(task_names, **options)
         return _gramian_balancer(name if preset else method.name, method, task_names,
                                  **options, **preset)  # fmt: skip
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise ConfigError(f"balancer '{name}': {exc}") from exc
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL, Config, TaskConfig
+from polytask.config import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_TEXT_MODEL,
+    Config,
+    SplitConfig,
+    TaskConfig,
+)
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor, infer_features, select_columns
@@ -82,7 +89,7 @@ def load_source(source: str) -> tuple[pd.DataFrame, str]:
     """A built-in dataset by name, or a table file; returns the frame and a label for messages."""
     if source in BUILTIN_DATASETS:
         return get_builtin(source).load(), f"built-in dataset '{source}'"
-    if not Path(source).suffix and not Path(source).is_dir():
+    if not Path(source).suffix and not os.path.isdir(source):  # False for an over-long name
         get_builtin(source)  # raises with the list of built-in names
     return read_table(source), source
 
@@ -139,6 +146,8 @@ def prepare_data(config: Config) -> PreparedData:
         train = table.frame.iloc[table.splits["train"]]
         tasks.append(build_task(spec).fit(train, f"{table.source} (training rows)"))
 
+    for table in tables:  # after fitting, whose errors name rows: every split is evaluated
+        _check_not_empty(table, split)
     encoded = {name: [_encode(table, name, tasks, encoder) for table in tables] for name in SPLITS}
     prepared = PreparedData(
         tasks=tasks,
@@ -148,6 +157,18 @@ def prepare_data(config: Config) -> PreparedData:
         test=MultiTaskData.concat(encoded["test"]),
     )
     return prepared
+
+
+def _check_not_empty(table: Table, split: SplitConfig) -> None:
+    for name in ("validation", "test"):
+        if table.splits[name].size == 0:
+            how = (
+                f"split column '{split.column}' marks no row 'test'"
+                if name == "test" and split.column is not None and split.column in table.frame
+                else f"{len(table.frame)} rows leave no {name} row with data.split.{name} = "
+                f"{getattr(split, name):g}; raise it (or add rows)"
+            )
+            raise DataError(f"{table.source}: {how}")
 
 
 def _check_labels_exist(table: Table, spec: TaskConfig) -> None:

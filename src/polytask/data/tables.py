@@ -2,11 +2,15 @@
 
 A CSV whose header holds semicolons but no comma (the export format of spreadsheets in many
 locales) is read as semicolon-separated; its numbers may then use decimal commas (``1,5``).
-Duplicated column names, and Parquet columns of lists or structs, are errors naming them.
+Duplicated column names, and Parquet columns of lists or structs, are errors naming them; so is
+a first data row with more fields than the header (which pandas would silently read as an
+index, shifting every value one column to the left).
 """
 
 from __future__ import annotations
 
+import lzma
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +25,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV or Parquet file; an absent, unreadable or empty file raises DataError."""
     path = Path(path)
     name = path.name.lower()
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a table file (.csv, .tsv or .parquet)")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, not a table file (.csv, .tsv or .parquet)")
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
         if name.endswith(_PARQUET_SUFFIXES):
             frame = _read_parquet(path)
         elif name.endswith(_CSV_SUFFIXES):
@@ -37,7 +41,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
             )
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except (
+        pd.errors.ParserError,
+        UnicodeDecodeError,
+        OSError,
+        ValueError,
+        EOFError,  # a truncated .gz/.bz2/.xz
+        lzma.LZMAError,
+        zipfile.BadZipFile,
+    ) as exc:
         reason = " ".join(str(exc).split())  # one line, whatever the reader said
         raise DataError(f"{path}: cannot be read as a table ({reason})") from exc
     check_not_empty(frame, str(path))
@@ -51,6 +63,14 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         sep = ";"
         names = [n.strip() for n in names[0].split(";")]
     check_unique_columns(names, str(path))
+    try:  # pandas would read a longer first data row's surplus fields as an index, silently
+        pd.read_csv(path, sep=sep, header=None, nrows=2, dtype=str, skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        reason = " ".join(str(exc).split()).removeprefix("Error tokenizing data. C error: ")
+        raise DataError(
+            f"{path}: the first data row has more fields than the header ({reason}); quote "
+            f"values that hold '{sep}', or name every column"
+        ) from exc
     frame = pd.read_csv(path, sep=sep, skipinitialspace=True)
     if sep == ";":  # spreadsheets that separate with ';' usually write decimal commas
         commas = pd.read_csv(path, sep=sep, skipinitialspace=True, decimal=",")
