@@ -10,22 +10,9 @@ import sys
 
 import pytest
 
-from .test_layers import SRC, imports
+from .test_layers import SRC
 
 HEAVY = ("torch", "sklearn", "matplotlib")
-
-# TEMPORARY: config.py validates against the model and balancer registries (they import torch);
-# another branch moves that validation to the build step. Computed from the imports, so the
-# marker lifts itself (strict: an unexpected pass fails) once those imports are gone.
-CONFIG_IMPORTS_TORCH = any(
-    e.module == "polytask.config" and e.target.startswith(("polytask.models", "polytask.balancers"))
-    for e in imports(SRC, "polytask")
-)
-pending_config = pytest.mark.xfail(
-    CONFIG_IMPORTS_TORCH,
-    reason="polytask.config still imports the model/balancer registries (torch)",
-    strict=True,
-)
 
 
 def heavy_after(code: str) -> tuple[list[str], subprocess.CompletedProcess]:
@@ -60,7 +47,6 @@ def test_the_package_lists_its_public_names():
         polytask.no_such_name  # noqa: B018
 
 
-@pending_config
 def test_importing_the_cli_is_light():
     heavy, _ = heavy_after("import polytask.cli")
     assert heavy == []
@@ -83,7 +69,6 @@ def train_with_a_typo(tmp_path) -> tuple[list[str], subprocess.CompletedProcess]
     return heavy, done
 
 
-@pending_config
 def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
     heavy, _ = train_with_a_typo(tmp_path)
     assert heavy == []
