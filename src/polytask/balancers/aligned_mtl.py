@@ -7,6 +7,7 @@ Learning" (CVPR).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -14,7 +15,8 @@ from torch import Tensor
 from polytask.balancers.registry import register_balancer
 from polytask.balancers.weighting import Weighting
 
-SCALES = ("min", "median", "rmse")
+Scale = Literal["min", "median", "rmse"]
+SCALES: tuple[str, ...] = get_args(Scale)
 
 
 def aligned_mtl_weights(gramian: Tensor, scale_mode: str = "min") -> Tensor:
@@ -49,7 +51,7 @@ class AlignedMTL(Weighting):
     def __init__(
         self,
         task_names: Sequence[str],
-        scale_mode: str = "min",
+        scale_mode: Scale = "min",
     ) -> None:
         super().__init__(task_names)
         if scale_mode not in SCALES:

@@ -29,14 +29,16 @@ last-layer norms, DB-MTL's averaged gradients) take them from :func:`task_jacobi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from polytask.balancers.base import graph_leaves
 
-MODES = ("features", "params")
+Mode = Literal["features", "params"]
+"""The inputs a Gramian is taken over: the shared features or the shared parameters."""
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 def _zeros_like_rows(count: int, tensor: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers.base import Balancer, Kind, Step, check_finite
-from polytask.balancers.engine import GramianEngine
+from polytask.balancers.engine import GramianEngine, Mode
 from polytask.balancers.registry import register_balancer
 from polytask.balancers.rng import generator_state, load_generator_state, seeded_generator
 
@@ -83,7 +83,7 @@ class GradDrop(Balancer):
     def __init__(
         self,
         task_names: Sequence[str],
-        mode: str = "features",
+        mode: Mode = "features",
         leak: float = 0.0,
         seed: int | None = None,
         reuse_jacobian: bool = True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -106,7 +106,7 @@ class NashMTL(Weighting):
     def __init__(
         self,
         task_names: Sequence[str],
-        on_failure: str = "warn",
+        on_failure: Literal["warn", "raise"] = "warn",
     ) -> None:
         super().__init__(task_names)
         if on_failure not in ("warn", "raise"):

@@ -3,11 +3,26 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import reprlib
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    ValidationError,
+    create_model,
+)
 
 from polytask.balancers.base import Balancer
+from polytask.balancers.engine import Mode
 from polytask.balancers.loss_weighting import LossWeighting
 from polytask.balancers.weighting import GramianBalancer, Weighting
 from polytask.balancers.wrappers import LossesFrom, UpdateEvery
@@ -54,7 +69,8 @@ def options_of(method: Method) -> list[str]:
 
 
 def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Balancer:
-    """Instantiate the balancer registered as ``name``; unknown options raise a ConfigError."""
+    """Instantiate the balancer registered as ``name``; an unknown option, or one whose value
+    does not fit its annotated type (:func:`option_model`), raises a ConfigError naming it."""
     if name not in BALANCERS:
         raise ConfigError(
             f"balancer.name: unknown balancer '{name}'{did_you_mean(name, BALANCERS)}; "
@@ -68,6 +84,7 @@ def build_balancer(name: str, task_names: Sequence[str], **options: Any) -> Bala
                 f"balancer.{key}: '{name}' has no option '{key}'{did_you_mean(key, accepted)}; "
                 f"its options are {accepted}"
             )
+    options = _typed_options(name, method, options)
     try:
         if not issubclass(method, Weighting):
             return method(task_names, **options)
@@ -81,7 +98,7 @@ def _gramian_balancer(
     name: str,
     weighting: type[Weighting],
     task_names: Sequence[str],
-    mode: str = "features",
+    mode: Mode = "features",
     update_every: int = 1,
     reuse_jacobian: bool = True,
     losses_from: str | None = None,
@@ -112,3 +129,69 @@ def _loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> Los
     source = BALANCERS[name](task_names)
     assert isinstance(source, LossWeighting)
     return source
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+FiniteNumber = Annotated[float, BeforeValidator(_not_a_bool), Strict(False), AllowInfNan(False)]
+"""What a ``float`` option takes: an int, a float or a numeric string (YAML reads ``1e-3`` as a
+string), finite, never a boolean."""
+
+
+def _checked_type(annotation: Any) -> Any:
+    """``annotation`` with every ``float`` inside it made a :data:`FiniteNumber` (the option
+    model is strict otherwise: ints take no bool or float, bools and strings only themselves)."""
+    if annotation is float:
+        return FiniteNumber
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if not args or origin in (Literal, Annotated):
+        return annotation
+    checked = tuple(_checked_type(a) for a in args)
+    if origin in (Union, UnionType):
+        return Union[checked]  # noqa: UP007 - a union built from a tuple of members
+    return origin[checked]
+
+
+@functools.cache
+def option_model(method: Method) -> type[BaseModel]:
+    """The pydantic model of ``method``'s options, from its constructor's annotations (and those
+    of :func:`_gramian_balancer` for :data:`GRAMIAN_OPTIONS`); an unannotated one takes anything."""
+    own, engine = method.__init__, _gramian_balancer
+    hints = {**typing.get_type_hints(engine), **typing.get_type_hints(own)}
+    parameters = {
+        **inspect.signature(engine).parameters,
+        **inspect.signature(own).parameters,
+    }
+    fields: dict[str, Any] = {}
+    for key in options_of(method):
+        default = parameters[key].default
+        missing = default is inspect.Parameter.empty
+        fields[key] = (_checked_type(hints.get(key, Any)), ... if missing else default)
+    config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+    return create_model(f"{method.__name__}Options", __config__=config, **fields)
+
+
+def _typed_options(name: str, method: Method, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` checked against their annotated types (floats converted); the first error
+    is a ConfigError naming the key."""
+    try:
+        checked = option_model(method).model_validate(options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"] if part != "[key]")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] != "value_error":
+            message = f"{message[0].lower()}{message[1:]}, got {_shown(error['input'])}"
+        raise ConfigError(f"balancer.{where}: {message} (balancer '{name}')") from exc
+    return {key: getattr(checked, key) for key in options}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a config spells it (``true``, ``null``), long ones shortened."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return reprlib.repr(value)
