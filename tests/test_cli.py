@@ -27,9 +27,13 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    """Exit code 2 and one ``error:`` line, last, after any one-line warnings."""
     assert code == 2
     assert "Traceback" not in err
-    assert err.startswith("error:")
+    lines = [line for line in err.splitlines() if line.strip()]
+    starts = [line.split(":", 1)[0] for line in lines]
+    assert starts[-1:] == ["error"] and set(starts[:-1]) <= {"warning"}, err
+    err = lines[-1]
     flat = " ".join(err.split())
     for fragment in fragments:
         assert fragment in flat, (fragment, err)
