@@ -32,6 +32,18 @@ if not console.is_terminal:  # piped or captured: wide enough for the comparison
 errors = Console(stderr=True)
 
 
+def _load(path: Path) -> Config:
+    """The config file at ``path``, checked against the registries (balancer options too);
+    every error names the file."""
+    loaded = load_config(path)  # before importing the registries (torch): a typo is fast
+    from polytask.checks import check_config
+
+    try:
+        return check_config(loaded)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
 def _run(config: Config, *, baselines: bool, resume: bool) -> None:
     from polytask.experiment import run_experiment
     from polytask.reporting.tables import results_table, summary_table
@@ -84,7 +96,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the configured multi-task model (and its single-task baselines)."""
-    loaded = load_config(config)
+    loaded = _load(config)
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     _run(loaded, baselines=not no_baselines, resume=resume)
@@ -109,7 +121,7 @@ def compare(
     from polytask.compare import compare_balancers, parse_balancers
     from polytask.reporting.tables import comparison_markdown, comparison_table
 
-    loaded = load_config(config)
+    loaded = _load(config)
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     if markdown is not None:
