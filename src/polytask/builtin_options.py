@@ -19,6 +19,7 @@ from polytask.options import (
     INPUT_BLOCK_OPTIONS,
     TASK_OPTIONS,
     NoOptions,
+    OptionRegistry,
     Options,
 )
 
@@ -114,28 +115,32 @@ class BinaryOptions(Options):
     positive: str | None = None
 
 
-for _name, _options in {
-    "hard": HardOptions,
-    "soft": SoftOptions,
-    "tied": TiedOptions,
-    "cross_stitch": CrossStitchOptions,
-    "mmoe": MMoEOptions,
-    "cgc": CGCOptions,
-    "ple": PLEOptions,
-    "groups": GroupsOptions,
-}.items():
-    ARCHITECTURE_OPTIONS.register(_name, _options)
-for _name, _options in {
-    "tabular": TabularOptions,
-    "cnn": CNNOptions,
-    "gru": GRUOptions,
-    "text": TextOptions,
-}.items():
-    INPUT_BLOCK_OPTIONS.register(_name, _options)
-for _name, _options in {
-    "binary": BinaryOptions,
-    "multiclass": NoOptions,
-    "multilabel": NoOptions,
-    "regression": NoOptions,
-}.items():
-    TASK_OPTIONS.register(_name, _options)
+BUILTIN: dict[OptionRegistry, dict[str, type[Options]]] = {
+    ARCHITECTURE_OPTIONS: {
+        "hard": HardOptions,
+        "soft": SoftOptions,
+        "tied": TiedOptions,
+        "cross_stitch": CrossStitchOptions,
+        "mmoe": MMoEOptions,
+        "cgc": CGCOptions,
+        "ple": PLEOptions,
+        "groups": GroupsOptions,
+    },
+    INPUT_BLOCK_OPTIONS: {
+        "tabular": TabularOptions,
+        "cnn": CNNOptions,
+        "gru": GRUOptions,
+        "text": TextOptions,
+    },
+    TASK_OPTIONS: {
+        "binary": BinaryOptions,
+        "multiclass": NoOptions,
+        "multilabel": NoOptions,
+        "regression": NoOptions,
+    },
+}
+"""Each registry's built-in entries, registered when this module is imported."""
+
+for _registry, _entries in BUILTIN.items():
+    for _name, _options in _entries.items():
+        _registry.register(_name, _options)
