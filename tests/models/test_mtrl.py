@@ -49,6 +49,19 @@ def test_covariance_update_on_orthogonal_columns_by_hand():
     torch.testing.assert_close(zero, torch.eye(3, dtype=torch.float64) / 3)
 
 
+def test_towers_and_equal_heads_start_alike_so_their_units_correspond():
+    model = make("mtrl")
+    for name in ("cls", "bin"):
+        for a, b in zip(
+            model.towers["reg"].parameters(), model.towers[name].parameters(), strict=True
+        ):
+            assert torch.equal(a, b)
+    w = model.coupled_weights()
+    assert torch.equal(w[:, 0], w[:, 2])
+    reg, bin_ = model.heads["reg"].state_dict(), model.heads["bin"].state_dict()
+    assert all(torch.equal(reg[k], bin_[k]) for k in reg)  # both have one output
+
+
 def test_coupled_weights_are_the_towers_last_layers_as_columns():
     model = make("mtrl")
     w = model.coupled_weights()

@@ -66,10 +66,12 @@ def correlations(omega: Tensor) -> Tensor:
 class MTRL(MultiTaskModel):
     """``heads[t](towers[t](x))`` per task; :meth:`regularization` is the MTRL penalty.
 
-    ``layers="last"``: the parameters (weight and bias) of the last module of the tower that
-    holds parameters, i.e. the last hidden layer; ``layers="tower"``: every trainable parameter
-    of the tower, concatenated. Every ``update_every``-th call of :meth:`regularization` in
-    training mode (once per training step) first re-estimates ``Ω`` from the current ``W``.
+    The towers (and the heads of equal shape) start from the same initial values, so that
+    their hidden units correspond. ``layers="last"``: the parameters (weight and bias) of the
+    last module of the tower that holds parameters, i.e. the last hidden layer;
+    ``layers="tower"``: every trainable parameter of the tower, concatenated. Every
+    ``update_every``-th call of :meth:`regularization` in training mode (once per training
+    step) first re-estimates ``Ω`` from the current ``W``.
     """
 
     omega: Tensor
@@ -106,6 +108,8 @@ class MTRL(MultiTaskModel):
         if not self._coupled:
             raise ValueError("mtrl: the towers have no trainable parameter to couple")
         self.heads = make_heads(output_sizes, encoder_width, head_factory)
+        _start_alike(list(self.towers.values()))
+        _start_alike(list(self.heads.values()))
         n = len(self.task_names)
         self.register_buffer("omega", torch.eye(n) / n)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
@@ -149,6 +153,18 @@ class MTRL(MultiTaskModel):
     def relationships(self) -> tuple[tuple[str, ...], Tensor]:
         """The task names and the learned ``Ω`` as correlations (T × T, unit diagonal)."""
         return self.task_names, correlations(self.omega.detach().to(torch.float64))
+
+
+@torch.no_grad()
+def _start_alike(modules: list[nn.Module]) -> None:
+    """Give every module the first one's initial values where its parameter and buffer shapes
+    match (the towers always; heads of equal output size): hidden units of separately drawn
+    towers do not correspond, so their weights could not be compared as columns of ``W``."""
+    reference = modules[0].state_dict()
+    shapes = {name: value.shape for name, value in reference.items()}
+    for module in modules[1:]:
+        if {name: value.shape for name, value in module.state_dict().items()} == shapes:
+            module.load_state_dict(reference)
 
 
 def _coupled_names(tower: nn.Module, layers: Layers) -> list[str]:
