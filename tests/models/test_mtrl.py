@@ -11,6 +11,7 @@ from polytask.errors import ConfigError
 from polytask.experiment import make_trainer, run_experiment
 from polytask.models import MTRL, build_model
 from polytask.models.mtrl import correlations, covariance_update, relationship_penalty
+from polytask.reporting.plots import write_relationships
 from polytask.testing.architectures import check_architecture
 from polytask.training import Trainer
 
@@ -121,6 +122,10 @@ def test_omega_is_updated_every_k_training_steps_only():
     for _ in range(5):
         model.regularization()
     assert int(model.steps) == 3  # evaluation does not count
+    with torch.no_grad():
+        model.towers["cls"][1][0].weight[0, 0] = float("nan")
+    model.update_relationships()  # a diverged W keeps the last Ω
+    torch.testing.assert_close(model.omega, expected)
 
 
 def test_penalty_steps_shrink_w_fastest_against_the_learned_relationship():
@@ -239,3 +244,9 @@ def test_resume_restores_omega_exactly(tmp_path, table):
     assert torch.equal(straight.steps, resumed.steps)
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_relationship_files_need_a_square_matrix_of_the_tasks(tmp_path):
+    with pytest.raises(ValueError, match="2 x 2"):
+        write_relationships(["a", "b"], [[1.0]], tmp_path / "r.csv", tmp_path / "r.png")
+    assert not (tmp_path / "r.csv").exists()

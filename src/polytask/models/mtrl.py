@@ -137,8 +137,12 @@ class MTRL(MultiTaskModel):
 
     @torch.no_grad()
     def update_relationships(self) -> None:
-        """Re-estimate ``Ω`` from the current ``W`` (the closed-form step of MTRL)."""
-        omega = covariance_update(self.coupled_weights(), self.ridge)
+        """Re-estimate ``Ω`` from the current ``W`` (the closed-form step of MTRL); a
+        non-finite ``W`` (a diverged run, which the trainer reports) leaves ``Ω`` as it is."""
+        w = self.coupled_weights()
+        if not bool(torch.isfinite(w).all()):
+            return
+        omega = covariance_update(w, self.ridge)
         self.omega.copy_(omega.to(self.omega.dtype))
 
     def regularization(self) -> Tensor:

@@ -91,14 +91,15 @@ def write_relationships(
         for name, row in zip(names, values, strict=True):
             writer.writerow([name, *(f"{v:.6g}" for v in row)])
     tmp.replace(csv_path)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * size, 0.9 + 0.5 * size))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * size, 1.8 + 0.55 * size))
     image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(size), names, rotation=45, ha="right")
     ax.set_yticks(range(size), names)
     if size <= 15:
         for i, row in enumerate(values):
             for j, v in enumerate(row):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small")
+                colour = "white" if abs(v) > 0.6 else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="small", color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("Task relationships")
     _save(fig, png_path)
