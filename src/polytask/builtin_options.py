@@ -65,6 +65,16 @@ class GroupsOptions(Options):
     groups: tuple[tuple[str, ...], ...]
 
 
+class MTRLOptions(Options):
+    """``strength`` (λ), ``ridge`` (ε), ``update_every`` (training steps between Ω updates),
+    ``layers`` (``last``: the tower's last layer; ``tower``: all of it)."""
+
+    strength: Number = Field(1e-3, ge=0, allow_inf_nan=False)
+    ridge: Number = Field(1e-3, gt=0, allow_inf_nan=False)
+    update_every: StrictInt = Field(10, ge=1)
+    layers: Literal["last", "tower"] = "last"
+
+
 # -- input blocks (model.encoder.type) -----------------------------------------------------
 
 
@@ -125,6 +135,7 @@ BUILTIN: dict[OptionRegistry, dict[str, type[Options]]] = {
         "cgc": CGCOptions,
         "ple": PLEOptions,
         "groups": GroupsOptions,
+        "mtrl": MTRLOptions,
     },
     INPUT_BLOCK_OPTIONS: {
         "tabular": TabularOptions,

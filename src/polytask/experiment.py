@@ -28,7 +28,7 @@ from polytask.evaluation.delta_m import delta_m, metric_directions, relative_cha
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
 from polytask.predict import network_shapes
-from polytask.reporting.plots import plot_loss_curves, plot_weights
+from polytask.reporting.plots import plot_loss_curves, plot_weights, write_relationships
 from polytask.results import (
     ModelResult,
     RunResult,
@@ -164,6 +164,8 @@ def _run(
         run.loss_curves,
     )
     plot_weights(history, run.balancer_weights)
+    if (relationships := trainer.model.relationships()) is not None:
+        write_relationships(*relationships, run.task_relationships_csv, run.task_relationships_png)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
     run.failed.unlink(missing_ok=True)  # a resumed run that failed before
     return result

@@ -12,6 +12,7 @@ Layout::
       failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
+      task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
       checkpoint/, model.safetensors, metrics.json, .lock, .owner
@@ -47,6 +48,8 @@ METRICS = "metrics.json"
 FAILED = "failed.json"
 LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
+TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
+TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
 LOCK = ".lock"
 OWNER = ".owner"
@@ -94,6 +97,14 @@ class RunDir:
     @property
     def balancer_weights(self) -> Path:
         return self.path / BALANCER_WEIGHTS
+
+    @property
+    def task_relationships_csv(self) -> Path:
+        return self.path / TASK_RELATIONSHIPS_CSV
+
+    @property
+    def task_relationships_png(self) -> Path:
+        return self.path / TASK_RELATIONSHIPS_PNG
 
     @property
     def finished(self) -> bool:
