@@ -7,6 +7,7 @@ commands that need them, so a config error is reported at once.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -94,12 +95,67 @@ def train(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Override output_dir.")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated training seeds: one run (and baselines) per seed, then each "
+            "task's change over seeds and whether sharing helps or hurts it (paired t-test)."
+        ),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="With --seeds: also write the per-task verdict table as Markdown."),
+    ] = None,
 ) -> None:
     """Train the configured multi-task model (and its single-task baselines)."""
     loaded = _load(config)
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
-    _run(loaded, baselines=not no_baselines, resume=resume)
+    if seeds is None:
+        if markdown is not None:
+            raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
+        _run(loaded, baselines=not no_baselines, resume=resume)
+        return
+    from polytask.compare import parse_seeds
+
+    seed_list = parse_seeds(seeds)
+    if resume:
+        raise ConfigError(
+            "--seeds cannot be combined with --resume: --seeds starts new runs, one per seed"
+        )
+    if no_baselines:
+        raise ConfigError(
+            "--seeds needs the single-task baselines (each seed's multi-task run is compared "
+            "with them); drop --no-baselines"
+        )
+    if markdown is not None:
+        _check_output_file(markdown, "--markdown")
+    _train_seeds(loaded, seed_list, str(config), markdown)
+
+
+def _train_seeds(config: Config, seeds: list[int], source: str, markdown: Path | None) -> None:
+    from polytask.compare import train_seeds
+    from polytask.reporting.tables import verdict_markdown, verdict_summary, verdict_table
+
+    summary = train_seeds(
+        config,
+        seeds,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    verdicts = summary.verdicts()
+    for seed, run in zip(seeds, summary.runs, strict=True):
+        delta = run.delta_m_test
+        shown = f"{delta:+.2f}" if math.isfinite(delta) else "— (undefined)"
+        console.print(f"seed {seed}: Δm% on test {shown}; run in [bold]{run.run_dir}[/]")
+    console.print(verdict_table(verdicts, seeds))
+    for line in verdict_summary(verdicts, len(seeds), source):
+        console.print(line)
+    if markdown is not None:
+        from polytask.training.checkpoint import atomic_write_text
+
+        atomic_write_text(markdown, verdict_markdown(verdicts, seeds))
+        console.print(f"Markdown table written to {markdown}")
 
 
 @app.command()
@@ -118,18 +174,20 @@ def compare(
     ] = None,
 ) -> None:
     """Train one run per balancer and seed (baselines once per seed); print mean ± std."""
-    from polytask.compare import compare_balancers, parse_balancers
-    from polytask.reporting.tables import comparison_markdown, comparison_table
+    from polytask.compare import compare_balancers, parse_balancers, parse_seeds
+    from polytask.reporting.tables import (
+        comparison_markdown,
+        comparison_table,
+        comparison_verdict_summary,
+        comparison_verdict_table,
+    )
 
     loaded = _load(config)
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     if markdown is not None:
         _check_output_file(markdown, "--markdown")
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from exc
+    seed_list = parse_seeds(seeds)
     summaries = compare_balancers(
         loaded,
         parse_balancers(balancers),
@@ -147,6 +205,9 @@ def compare(
         if task.name in first[0].baselines
     }
     console.print(comparison_table(summaries, baselines))
+    console.print(comparison_verdict_table(summaries))
+    for line in comparison_verdict_summary(summaries, str(config)):
+        console.print(line)
     if markdown is not None:
         from polytask.training.checkpoint import atomic_write_text
 

@@ -1,5 +1,7 @@
 """Compare balancers on one config: one run per balancer and seed, single-task baselines trained
-once per seed (and reused), per-task metrics and Δm% as mean ± std over seeds."""
+once per seed (and reused), per-task metrics and Δm% as mean ± std over seeds, and each task's
+negative-transfer verdict from the paired test across seeds (:mod:`polytask.evaluation.verdict`).
+``train_seeds`` does the same for the configured model alone (``polytask train --seeds``)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from pathlib import Path
 from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config, parse_config
 from polytask.errors import ConfigError
+from polytask.evaluation.verdict import ALPHA, TEST
 from polytask.experiment import Reporter, run_experiment
 from polytask.results import BalancerSummary, RunResult, mean_std
-from polytask.rundir import comparison_path
+from polytask.rundir import comparison_path, seeds_path
 from polytask.training.checkpoint import atomic_write_json
 
 
@@ -28,6 +31,36 @@ def parse_balancers(text: str) -> list[BalancerConfig]:
     return specs
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"``: distinct integer seeds, in the order given."""
+    items = [part.strip() for part in text.split(",")]
+    if not any(items):
+        raise ConfigError("--seeds: give at least one integer seed, e.g. --seeds 0,1,2")
+    seeds = []
+    for item in items:
+        try:
+            seeds.append(int(item))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds: {item!r} is not an integer; expected comma-separated integers, "
+                f"got {text!r}"
+            ) from None
+    check_seeds(seeds)
+    return seeds
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Raise a ConfigError unless ``seeds`` holds at least one seed, each once."""
+    if not seeds:
+        raise ConfigError("--seeds: give at least one integer seed, e.g. --seeds 0,1,2")
+    repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--seeds: {', '.join(map(str, repeated))} given more than once; "
+            "the seeds pair the runs, so each must be distinct"
+        )
+
+
 def label(spec: BalancerConfig) -> str:
     mode = spec.options.get("mode")
     return f"{spec.name}:{mode}" if mode else spec.name
@@ -42,6 +75,7 @@ def compare_balancers(
     report: Reporter = lambda message: None,
 ) -> list[BalancerSummary]:
     """Train every (balancer, seed) pair; write ``comparison.json`` into the output folder."""
+    check_seeds(seeds)
     labels = [label(spec) for spec in balancers]
     repeated = sorted({name for name in labels if labels.count(name) > 1})
     if repeated:
@@ -65,6 +99,39 @@ def compare_balancers(
     atomic_write_json(output, to_dict(summaries))
     report(f"comparison written to {output}")
     return summaries
+
+
+def train_seeds(
+    config: Config,
+    seeds: Sequence[int],
+    *,
+    progress: bool = False,
+    report: Reporter = lambda message: None,
+) -> BalancerSummary:
+    """Train ``config`` and its single-task baselines with every seed; write each task's change
+    and verdict to ``<output_dir>/<name>-seeds.json``."""
+    check_seeds(seeds)
+    name = config.name or "run"
+    runs = run_grid({name: config}, seeds, progress=progress, report=report)[name]
+    summary = BalancerSummary(name, runs)
+    output = seeds_path(Path(config.output_dir), name)
+    atomic_write_json(output, seeds_dict(summary, seeds))
+    report(f"per-seed summary written to {output}")
+    return summary
+
+
+def seeds_dict(summary: BalancerSummary, seeds: Sequence[int], alpha: float = ALPHA) -> dict:
+    """What ``<name>-seeds.json`` holds: the seeds, the test, Δm and each task's verdict."""
+    return {
+        "name": summary.name,
+        "seeds": list(seeds),
+        "test": TEST,
+        "alpha": alpha,
+        "delta_m_test": summary.delta_m(),
+        "delta_m_mean_std": mean_std(summary.delta_m()),
+        "tasks": {task: v.to_dict() for task, v in summary.verdicts(alpha).items()},
+        "runs": [str(run.run_dir) for run in summary.runs],
+    }
 
 
 def with_seed(config: Config, seed: int) -> Config:
@@ -116,6 +183,8 @@ def to_dict(summaries: Sequence[BalancerSummary]) -> dict:
             "metrics_mean_std": metrics,
             "delta_m_mean_std": mean_std(summary.delta_m()),
             "seconds_mean_std": mean_std(summary.seconds()),
+            "verdict_test": f"{TEST}, alpha = {ALPHA}",
+            "verdicts": {task: v.to_dict() for task, v in summary.verdicts().items()},
             "runs": [str(run.run_dir) for run in summary.runs],
         }
     return rows

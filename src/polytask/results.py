@@ -1,5 +1,6 @@
 """What runs measured: one model's result, one run's result (both also written as
-``metrics.json``), and one balancer's runs across seeds (``polytask compare``).
+``metrics.json``), and one balancer's runs across seeds (``polytask compare``, ``polytask train
+--seeds``).
 
 Where these files live is :mod:`polytask.rundir`'s business; this module only knows their
 content.
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polytask.evaluation.verdict import ALPHA, TaskVerdict, task_verdicts
 from polytask.tasks import Task
 from polytask.training.checkpoint import atomic_write_json, nan_for_none
 
@@ -91,6 +93,14 @@ class BalancerSummary:
 
     def seconds(self) -> list[float]:
         return [run.multitask.seconds for run in self.runs]
+
+    def verdicts(self, alpha: float = ALPHA) -> dict[str, TaskVerdict]:
+        """Each main task's change across the seeds and the paired test's verdict
+        (:mod:`polytask.evaluation.verdict`); runs without baselines count as undefined."""
+        if not self.runs:
+            return {}
+        tasks = [t.name for t in self.runs[0].tasks if not t.auxiliary]
+        return task_verdicts([run.changes_test for run in self.runs], tasks, alpha)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -17,6 +17,7 @@ Layout::
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
       checkpoint/, model.safetensors, metrics.json, .lock, .owner
     <output_dir>/<name>-comparison.json     ``polytask compare``'s mean ± std per balancer
+    <output_dir>/<name>-seeds.json          ``polytask train --seeds``: per-task verdicts over seeds
 
 A new run of ``<name>`` gets ``<name>``, else ``<name>-2``, ``<name>-3``…; a run is finished
 once its ``metrics.json`` is written (always the last file). One process at a time writes a run
@@ -182,6 +183,11 @@ def baseline_dir(folder: Path, task: str, key: str) -> RunDir:
 def comparison_path(output: Path, name: str) -> Path:
     """Where ``polytask compare`` writes its summary of the runs named ``name``."""
     return Path(output) / f"{name}-comparison.json"
+
+
+def seeds_path(output: Path, name: str) -> Path:
+    """Where ``polytask train --seeds`` writes its per-task changes and verdicts over seeds."""
+    return Path(output) / f"{name}-seeds.json"
 
 
 def run_dir_for(output: Path, name: str, *, resume: bool) -> RunDir:
