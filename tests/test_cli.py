@@ -442,3 +442,115 @@ def test_a_balancer_option_error_names_the_config_file(monkeypatch, capsys, tmp_
     code, _, err = run_cli(monkeypatch, capsys, "train", path)
     assert_clean_error(code, err, f"{path}: balancer.mode", "'features' or 'params'")
     assert not (tmp_path / "runs").exists()
+
+
+def seeds_config(tmp_path, table, epochs: int = 1) -> str:
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["training"]["epochs"] = epochs
+    return write_config(tmp_path, raw)
+
+
+def test_train_with_seeds_gives_each_task_a_paired_verdict(monkeypatch, capsys, tmp_path, table):
+    from polytask.evaluation.verdict import paired_test
+
+    config = seeds_config(tmp_path, table)
+    md = tmp_path / "verdict.md"
+    code, out, err = run_cli(
+        monkeypatch, capsys, "train", config, "--seeds", "0, 1", "--markdown", md
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "runs" / "synthetic-seeds.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["alpha"] == 0.05
+    assert set(saved["tasks"]) == {"clicked", "segment", "spend"}
+    runs = [
+        json.loads((tmp_path / "runs" / f"synthetic-seed{seed}" / "metrics.json").read_text())
+        for seed in (0, 1)
+    ]
+    assert [r["run_dir"] for r in runs] == saved["runs"]
+    for task, entry in saved["tasks"].items():
+        # each seed's change is that seed's run against the same seed's baselines (its Δm term)
+        per_seed = [r["changes_test"][task] for r in runs]
+        expected = [sum(m.values()) / len(m) for m in per_seed]
+        assert entry["changes"] == pytest.approx(expected)
+        verdict = paired_test(expected)
+        assert entry["verdict"] == verdict.outcome
+        assert entry["p_value"] == pytest.approx(verdict.p_value)
+        assert entry["mean"] == pytest.approx(sum(expected) / 2)
+        assert f"{entry['mean']:+.2f} ± {entry['std']:.2f}" in out
+        assert f"{task} | {expected[0]:+.2f} | {expected[1]:+.2f}" in md.read_text()
+    assert saved["delta_m_test"] == pytest.approx([r["delta_m_test"] for r in runs])
+    assert "Verdict per task: two-sided one-sample t-test" in " ".join(out.split())
+    assert "seed 0: Δm% on test" in out and "seed 1: Δm% on test" in out
+    assert "no verdict is possible" not in out
+
+
+def test_train_with_one_seed_says_no_verdict_is_possible(monkeypatch, capsys, tmp_path, table):
+    code, out, err = run_cli(
+        monkeypatch, capsys, "train", seeds_config(tmp_path, table), "--seeds", "4"
+    )
+    assert code == 0, err
+    assert "no verdict is possible" in " ".join(out.split())
+    assert not any(word in out for word in ("Sharing h", "No clear difference", "clearly hurt"))
+    saved = json.loads((tmp_path / "runs" / "synthetic-seeds.json").read_text())
+    assert {entry["verdict"] for entry in saved["tasks"].values()} == {"no verdict"}
+    assert all(entry["p_value"] is None for entry in saved["tasks"].values())
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--seeds", "0,a"], ["--seeds: 'a' is not an integer"]),
+        (["--seeds", "1.5"], ["--seeds: '1.5' is not an integer"]),
+        (["--seeds", ""], ["--seeds: give at least one integer seed"]),
+        (["--seeds", " , "], ["--seeds: give at least one integer seed"]),
+        (["--seeds", "0,1,0"], ["--seeds: 0 given more than once"]),
+        (["--seeds", "0,1", "--resume"], ["--seeds cannot be combined with --resume"]),
+        (["--seeds", "0,1", "--no-baselines"], ["--seeds needs the single-task baselines"]),
+        (["--markdown", "out.md"], ["--markdown: only with --seeds"]),
+    ],
+)
+def test_bad_seeds_fail_before_any_training(monkeypatch, capsys, tmp_path, table, args, fragments):
+    code, _, err = run_cli(monkeypatch, capsys, "train", seeds_config(tmp_path, table), *args)
+    assert_clean_error(code, err, *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_reports_a_verdict_per_balancer_and_task(monkeypatch, capsys, tmp_path, table):
+    md = tmp_path / "table.md"
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "compare",
+        seeds_config(tmp_path, table),
+        "--balancers",
+        "ew",
+        "--seeds",
+        "0,1",
+        "--markdown",
+        md,
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "runs" / "synthetic-comparison.json").read_text())
+    verdicts = saved["ew"]["verdicts"]
+    assert set(verdicts) == {"clicked", "segment", "spend"}
+    flat = " ".join(out.split())
+    assert "Change per task vs single-task, paired by seed (2 seeds)" in flat
+    assert "Verdict per task: two-sided one-sample t-test" in flat
+    for entry in verdicts.values():
+        assert len(entry["changes"]) == 2
+        assert entry["verdict"] in {"helps", "hurts", "no clear difference"}
+        assert f"{entry['mean']:+.2f} ± {entry['std']:.2f}" in out
+    lines = md.read_text().splitlines()
+    assert lines[0].endswith("| verdict |")
+    hurt = [task for task, entry in verdicts.items() if entry["verdict"] == "hurts"]
+    ew_row = lines[3]
+    assert ew_row.startswith("| ew |")
+    assert ("hurts: " + ", ".join(hurt) in ew_row) if hurt else "hurts" not in ew_row
+
+
+def test_compare_rejects_repeated_seeds(monkeypatch, capsys, tmp_path, table):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "compare", seeds_config(tmp_path, table), "--seeds", "2,2"
+    )
+    assert_clean_error(code, err, "--seeds: 2 given more than once")
+    assert not (tmp_path / "runs").exists()
