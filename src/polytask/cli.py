@@ -179,6 +179,87 @@ def evaluate(
     console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
 
 
+@app.command()
+def affinity(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    method: Annotated[
+        str | None, typer.Option(help="cosine or tag (default: the config's, else cosine).")
+    ] = None,
+    every: Annotated[int | None, typer.Option(help="Measure every k-th step.")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="features or params (cosine: the gradients taken over).")
+    ] = None,
+    max_k: Annotated[
+        int | None, typer.Option("--max-k", help="Largest number of groups (default: T).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override output_dir.")
+    ] = None,
+) -> None:
+    """Train the multi-task model recording task affinity; print it, the best grouping for
+    each number of groups, and write a ready `groups` config for each (groups-k<k>.yaml)."""
+    import yaml
+
+    loaded = load_config(config)
+    names = [t.name for t in loaded.tasks]
+    if len(names) < 2:
+        raise ConfigError(
+            f"{config}: affinity relates tasks to each other; the config has one task "
+            f"('{names[0]}'), it needs at least 2"
+        )
+    if max_k is not None and not 1 <= max_k <= len(names):
+        raise ConfigError(
+            f"--max-k {max_k}: must be between 1 and the number of tasks ({len(names)})"
+        )
+    if every is not None and every < 1:
+        raise ConfigError(f"--every {every}: must be an integer ≥ 1 (measure every k-th step)")
+    current = loaded.evaluation.affinity
+    settings = current.model_dump() if current is not None else {}
+    chosen = {"method": method, "every": every, "mode": mode}
+    settings.update({k: v for k, v in chosen.items() if v is not None})
+    raw = loaded.model_dump(mode="json")
+    raw["evaluation"]["affinity"] = settings
+    if output is not None:
+        raw["output_dir"] = str(output)
+    updated = parse_config(raw, source=f"{config} (with the command's options)")
+    affinity_settings = updated.evaluation.affinity
+    assert affinity_settings is not None
+
+    from polytask.experiment import run_experiment
+    from polytask.relationships.affinity import run_affinity
+    from polytask.relationships.group_configs import write_groups_config
+    from polytask.relationships.grouping import best_groupings, suggested
+    from polytask.reporting.tables import affinity_table, groupings_table
+    from polytask.rundir import RunDir
+
+    result = run_experiment(
+        updated,
+        baselines=False,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    found = run_affinity(result.multitask.history)
+    if found is None:
+        raise ConfigError(f"{config}: no step measured the affinity (too few steps for --every?)")
+    order, matrix = found
+    console.print(affinity_table(order, matrix.tolist(), affinity_settings.method))
+    run = RunDir(result.run_dir)
+    source = yaml.safe_load(config.read_text(encoding="utf-8"))
+    rows = []
+    groupings = best_groupings(matrix.numpy(), max_k)
+    for grouping in groupings:
+        groups = grouping.named(order)
+        path = write_groups_config(run.groups_config(grouping.k), source, updated, groups)
+        rows.append((grouping.k, grouping.score, groups, path.name))
+    console.print(groupings_table(rows))
+    best = suggested(groupings)
+    exact = "exact search" if best.exact else "greedy search (more than 12 tasks)"
+    console.print(
+        f"highest score: k = {best.k} ({exact}); affinity.csv, affinity.png and the configs "
+        f"written to [bold]{result.run_dir}[/]"
+    )
+
+
 def _check_output_file(path: Path, option: str) -> None:
     """A file to write must not be an existing folder (checked before any work is done)."""
     if path.is_dir():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -81,3 +83,26 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def plot_affinity(
+    names: Sequence[str], matrix: Any, order: Sequence[int], method: str, path: Path
+) -> Path:
+    """Heatmap of a T×T task affinity, tasks in ``order`` (by cluster)."""
+    values = np.asarray(matrix, dtype=float)[np.ix_(order, order)]
+    labels = [names[i] for i in order]
+    size = max(3.5, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    limit = limit or 1.0
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    if method == "tag":
+        ax.set_xlabel("task j (helped)")
+        ax.set_ylabel("task i (stepped on)")
+        ax.set_title("TAG lookahead affinity Z(i→j)")
+    else:
+        ax.set_title("Gradient cosine")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)

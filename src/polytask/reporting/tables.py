@@ -151,3 +151,26 @@ def comparison_markdown(
         row += [cell(summary.delta_m(), 2), cell(summary.seconds(), 1)]
         lines.append(f"| {summary.name} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def affinity_table(names: Sequence[str], matrix: Sequence[Sequence[float]], method: str) -> Table:
+    """The T×T task affinity (for ``tag``: row i stepped on, column j helped)."""
+    title = "TAG lookahead affinity Z(i→j)" if method == "tag" else "Gradient cosine"
+    table = Table(title=title)
+    table.add_column("i \\ j" if method == "tag" else "task")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, matrix, strict=True):
+        table.add_row(name, *(f"{float(v):.3g}" if math.isfinite(v) else "—" for v in row))
+    return table
+
+
+def groupings_table(rows: Sequence[tuple[int, float, list[list[str]], str]]) -> Table:
+    """One row per number of groups k: its score, its groups and the config written."""
+    table = Table(title="Task groupings (score: mean affinity a task receives from its group)")
+    for column in ("k", "score", "groups", "config"):
+        table.add_column(column, justify="right" if column in ("k", "score") else "left")
+    for k, score, groups, path in rows:
+        text = " | ".join(", ".join(group) for group in groups)
+        table.add_row(str(k), _fmt(score, 4), text, path)
+    return table
