@@ -195,6 +195,17 @@ def affinity(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Override output_dir.")
     ] = None,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            "--validate",
+            help="Train each grouping's config (with baselines) and pick k by validation Δm.",
+        ),
+    ] = False,
+    validate_epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs per --validate run (default: the config's training.epochs)."),
+    ] = None,
 ) -> None:
     """Train the multi-task model recording task affinity; print it, the best grouping for
     each number of groups, and write a ready `groups` config for each (groups-k<k>.yaml)."""
@@ -211,6 +222,8 @@ def affinity(
         raise ConfigError(
             f"--max-k {max_k}: must be between 1 and the number of tasks ({len(names)})"
         )
+    if validate_epochs is not None and validate_epochs < 1:
+        raise ConfigError(f"--validate-epochs {validate_epochs}: must be an integer ≥ 1")
     if every is not None and every < 1:
         raise ConfigError(f"--every {every}: must be an integer ≥ 1 (measure every k-th step)")
     current = loaded.evaluation.affinity
@@ -246,10 +259,12 @@ def affinity(
     run = RunDir(result.run_dir)
     source = yaml.safe_load(config.read_text(encoding="utf-8"))
     rows = []
+    written = {}
     groupings = best_groupings(matrix.numpy(), max_k)
     for grouping in groupings:
         groups = grouping.named(order)
         path = write_groups_config(run.groups_config(grouping.k), source, updated, groups)
+        written[grouping.k] = path
         rows.append((grouping.k, grouping.score, groups, path.name))
     console.print(groupings_table(rows))
     best = suggested(groupings)
@@ -258,6 +273,58 @@ def affinity(
         f"highest score: k = {best.k} ({exact}); affinity.csv, affinity.png and the configs "
         f"written to [bold]{result.run_dir}[/]"
     )
+    if validate:
+        _validate_groupings(written, updated, validate_epochs)
+
+
+def _validate_groupings(written: dict[int, Path], config: Config, epochs: int | None) -> None:
+    """Train each written groups config once (the config's seed, with baselines) and print its
+    validation and test Δm; the best validation Δm picks k."""
+    from polytask.compare import run_grid
+
+    variants = {}
+    for k, path in written.items():
+        variant = load_config(path)
+        training = variant.training.model_copy(update={"epochs": epochs or variant.training.epochs})
+        variants[f"k={k}"] = variant.model_copy(
+            update={
+                "name": f"{config.name}-groups-k{k}",
+                "output_dir": config.output_dir,
+                "training": training,
+                "evaluation": variant.evaluation.model_copy(update={"affinity": None}),
+            }
+        )
+    runs = run_grid(
+        variants,
+        [config.training.seed],
+        baselines=True,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    table = Table(title="Groupings trained (Δm% against the single-task baselines)")
+    for column in ("k", "validation Δm%", "test Δm%", "run"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    scores = {}
+    for name, results in runs.items():
+        result = results[0]
+        scores[name] = result.delta_m_validation
+        table.add_row(
+            name.removeprefix("k="),
+            _percent(result.delta_m_validation),
+            _percent(result.delta_m_test),
+            str(result.run_dir),
+        )
+    console.print(table)
+    defined = {name: v for name, v in scores.items() if v is not None and v == v}
+    if defined:
+        best = max(defined, key=defined.__getitem__)
+        console.print(f"best by validation Δm: {best} ({written[int(best[2:])].name})")
+    else:
+        console.print("validation Δm is undefined for every grouping; no k picked")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:+.2f}"
 
 
 def _check_output_file(path: Path, option: str) -> None:

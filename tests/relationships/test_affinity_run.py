@@ -24,8 +24,9 @@ def test_polytask_affinity_writes_the_matrix_the_heatmap_metrics_and_groups_conf
 ):
     config = write_config(tmp_path, table)
     code, out, err = run_cli(
-        monkeypatch, capsys, "affinity", config, "--method", "tag", "--every", "2", "--max-k", "2"
-    )
+        monkeypatch, capsys, "affinity", config, "--method", "tag", "--every", "2",
+        "--max-k", "2", "--validate", "--validate-epochs", "1",
+    )  # fmt: skip
     assert code == 0, err
     run = tmp_path / "runs" / "synthetic"
     assert (run / "affinity.png").stat().st_size > 0
@@ -38,12 +39,17 @@ def test_polytask_affinity_writes_the_matrix_the_heatmap_metrics_and_groups_conf
         record = log["observations"]["affinity"]
         assert record["method"] == "tag" and record["tasks"] == ["clicked", "segment", "spend"]
         assert record["steps"][0][1] == measured
-    assert not list(tmp_path.glob("runs/baselines/*"))  # no baselines trained
     for k in (1, 2):
         written = load_config(run / f"groups-k{k}.yaml")
         assert written.model.arch == "groups" and len(written.model.options["groups"]) == k
     assert not (run / "groups-k3.yaml").exists()
     assert "TAG lookahead" in out and "groups-k2.yaml" in out
+    # --validate trained each written config with its baselines (a groups config trains
+    # end to end) and picked k by validation Δm
+    for k in (1, 2):
+        metrics = tmp_path / f"runs/synthetic-groups-k{k}-seed3/metrics.json"
+        assert json.loads(metrics.read_text())["delta_m_validation"] is not None
+    assert "best by validation Δm: k=" in out
 
 
 def test_a_training_run_with_evaluation_affinity_records_it(monkeypatch, capsys, tmp_path, table):
@@ -67,6 +73,7 @@ def test_a_training_run_with_evaluation_affinity_records_it(monkeypatch, capsys,
         ((), {"evaluation": {"affinity": {"every": 0}}}, ("evaluation.affinity.every",)),
         ((), {"evaluation": {"affinity": {"every": 1.5}}}, ("evaluation.affinity.every",)),
         (("--method", "pca"), {}, ("evaluation.affinity.method",)),
+        (("--validate", "--validate-epochs", "0"), {}, ("--validate-epochs 0",)),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, table, args, overrides,
