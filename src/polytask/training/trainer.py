@@ -87,7 +87,10 @@ class EpochLog:
 
 
 class Trainer:
-    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source)."""
+    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source).
+
+    ``observers`` (:class:`~polytask.training.observers.StepObserver`) see every step and
+    record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one)."""
 
     def __init__(
         self,
