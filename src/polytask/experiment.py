@@ -229,6 +229,14 @@ def make_trainer(
         )
     affinity = config.evaluation.affinity
     observers = [build_affinity(affinity, names, balancer)] if affinity is not None else []
+    on_params = affinity is not None and (affinity.method == "tag" or affinity.mode == "params")
+    if on_params and not list(model.shared_parameters()):
+        assert affinity is not None
+        what = "tag" if affinity.method == "tag" else "cosine in mode params"
+        raise ConfigError(
+            f"evaluation.affinity: {what} works on the shared parameters, but model.arch "
+            f"'{config.model.arch}' shares none; use method cosine with mode features"
+        )
     return Trainer(
         model,
         tasks,

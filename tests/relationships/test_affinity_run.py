@@ -74,6 +74,11 @@ def test_a_training_run_with_evaluation_affinity_records_it(monkeypatch, capsys,
         ((), {"evaluation": {"affinity": {"every": 1.5}}}, ("evaluation.affinity.every",)),
         (("--method", "pca"), {}, ("evaluation.affinity.method",)),
         (("--validate", "--validate-epochs", "0"), {}, ("--validate-epochs 0",)),
+        (
+            ("--method", "tag"),
+            {"model": {"arch": "groups", "groups": [["clicked"], ["segment"], ["spend"]]}},
+            ("evaluation.affinity: tag", "shares none"),
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, table, args, overrides,
