@@ -433,3 +433,12 @@ def test_a_warning_is_one_line(monkeypatch, capsys, trained, table, tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("warning:") and "column 'colour': 3 rows" in lines[0], err
+
+
+def test_a_balancer_option_error_names_the_config_file(monkeypatch, capsys, tmp_path, table):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["balancer"] = {"name": "pcgrad", "mode": "param"}
+    path = write_config(tmp_path, raw)
+    code, _, err = run_cli(monkeypatch, capsys, "train", path)
+    assert_clean_error(code, err, f"{path}: balancer.mode", "'features' or 'params'")
+    assert not (tmp_path / "runs").exists()

@@ -19,6 +19,7 @@ from polytask.options import (
     INPUT_BLOCK_OPTIONS,
     TASK_OPTIONS,
     NoOptions,
+    OptionRegistry,
     Options,
 )
 
@@ -62,6 +63,16 @@ class PLEOptions(Options):
 
 class GroupsOptions(Options):
     groups: tuple[tuple[str, ...], ...]
+
+
+class MTRLOptions(Options):
+    """``strength`` (λ), ``ridge`` (ε), ``update_every`` (training steps between Ω updates),
+    ``layers`` (``last``: the tower's last layer; ``tower``: all of it)."""
+
+    strength: Number = Field(1e-3, ge=0, allow_inf_nan=False)
+    ridge: Number = Field(1e-3, gt=0, allow_inf_nan=False)
+    update_every: StrictInt = Field(10, ge=1)
+    layers: Literal["last", "tower"] = "last"
 
 
 # -- input blocks (model.encoder.type) -----------------------------------------------------
@@ -114,28 +125,33 @@ class BinaryOptions(Options):
     positive: str | None = None
 
 
-for _name, _options in {
-    "hard": HardOptions,
-    "soft": SoftOptions,
-    "tied": TiedOptions,
-    "cross_stitch": CrossStitchOptions,
-    "mmoe": MMoEOptions,
-    "cgc": CGCOptions,
-    "ple": PLEOptions,
-    "groups": GroupsOptions,
-}.items():
-    ARCHITECTURE_OPTIONS.register(_name, _options)
-for _name, _options in {
-    "tabular": TabularOptions,
-    "cnn": CNNOptions,
-    "gru": GRUOptions,
-    "text": TextOptions,
-}.items():
-    INPUT_BLOCK_OPTIONS.register(_name, _options)
-for _name, _options in {
-    "binary": BinaryOptions,
-    "multiclass": NoOptions,
-    "multilabel": NoOptions,
-    "regression": NoOptions,
-}.items():
-    TASK_OPTIONS.register(_name, _options)
+BUILTIN: dict[OptionRegistry, dict[str, type[Options]]] = {
+    ARCHITECTURE_OPTIONS: {
+        "hard": HardOptions,
+        "soft": SoftOptions,
+        "tied": TiedOptions,
+        "cross_stitch": CrossStitchOptions,
+        "mmoe": MMoEOptions,
+        "cgc": CGCOptions,
+        "ple": PLEOptions,
+        "groups": GroupsOptions,
+        "mtrl": MTRLOptions,
+    },
+    INPUT_BLOCK_OPTIONS: {
+        "tabular": TabularOptions,
+        "cnn": CNNOptions,
+        "gru": GRUOptions,
+        "text": TextOptions,
+    },
+    TASK_OPTIONS: {
+        "binary": BinaryOptions,
+        "multiclass": NoOptions,
+        "multilabel": NoOptions,
+        "regression": NoOptions,
+    },
+}
+"""Each registry's built-in entries, registered when this module is imported."""
+
+for _registry, _entries in BUILTIN.items():
+    for _name, _options in _entries.items():
+        _registry.register(_name, _options)

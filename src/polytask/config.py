@@ -67,13 +67,74 @@ class SplitConfig(_Section):
     column: str | None = None
 
 
+PLANTED = "planted"
+"""The generated built-in dataset with planted task clusters (``data.builtin.planted``)."""
+
+Correlation = Annotated[Number, Field(ge=-1, le=1, allow_inf_nan=False)]
+
+
+class PlantedConfig(_Section):
+    """Options of the ``planted`` generator (``data.planted``): ``clusters`` × ``tasks_per_cluster``
+    regression tasks whose weight vectors have cosine ``within`` inside a cluster and ``between``
+    across clusters; ``rows`` × ``features`` Gaussian inputs; Gaussian noise of std ``noise``."""
+
+    clusters: StrictInt = Field(3, ge=1)
+    tasks_per_cluster: StrictInt = Field(3, ge=1)
+    within: Correlation = 0.9
+    between: Correlation = 0.0
+    rows: StrictInt = Field(6000, ge=1)
+    features: StrictInt = Field(20, ge=1)
+    noise: Number = Field(0.1, ge=0, allow_inf_nan=False)
+    seed: StrictInt = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _realisable(self) -> PlantedConfig:
+        if self.within < 0:
+            raise_at("within", f"{self.within:g} is negative; it must lie in [0, 1]")
+        lowest = -self.within / (self.clusters - 1) if self.clusters > 1 else -1.0
+        if self.clusters > 1 and not lowest - 1e-12 <= self.between <= self.within + 1e-12:
+            raise_at(
+                "between",
+                f"{self.between:g} cannot be realised with within = {self.within:g} and "
+                f"{self.clusters} clusters; it must lie in [-within/(clusters-1), within] = "
+                f"[{lowest:g}, {self.within:g}]",
+            )
+        needed = self.clusters * (1 + self.tasks_per_cluster)
+        if self.features < needed:
+            raise_at(
+                "features",
+                f"{self.features} is too few: {self.clusters} cluster directions and "
+                f"{self.clusters * self.tasks_per_cluster} task directions need at least {needed}",
+            )
+        return self
+
+
 class DataConfig(_Section):
-    """The shared input table (a built-in name or a CSV/Parquet path) and the task sampler."""
+    """The shared input table (a built-in name or a CSV/Parquet path) and the task sampler;
+    ``planted`` holds the generator's options when ``source`` is ``planted``."""
 
     source: str | None = None
     split: SplitConfig = SplitConfig()
     sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
     temperature: Number = Field(2.0, gt=0)
+    planted: PlantedConfig | None = None
+
+    @model_validator(mode="after")
+    def _planted_needs_its_source(self) -> DataConfig:
+        if self.planted is not None and self.source != PLANTED:
+            raise_at(
+                "planted",
+                f"options of the built-in '{PLANTED}' generator, but data.source is "
+                f"{self.source!r}; set data.source: {PLANTED} or remove data.planted",
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_planted(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)  # configs without it keep their saved form and baseline keys
+        if data.get("planted") is None:
+            data.pop("planted", None)
+        return data
 
 
 class FeaturesConfig(_Section):

@@ -30,7 +30,12 @@ from polytask.models.build import build_network, count_parameters
 from polytask.predict import network_shapes
 from polytask.relationships.affinity import affinity_csv, build_affinity, run_affinity
 from polytask.relationships.grouping import best_groupings, cluster_order, suggested
-from polytask.reporting.plots import plot_affinity, plot_loss_curves, plot_weights
+from polytask.reporting.plots import (
+    plot_affinity,
+    plot_loss_curves,
+    plot_weights,
+    write_relationships,
+)
 from polytask.results import (
     ModelResult,
     RunResult,
@@ -168,6 +173,8 @@ def _run(
     )
     plot_weights(history, run.balancer_weights)
     write_affinity(run, history, config)
+    if (relationships := trainer.model.relationships()) is not None:
+        write_relationships(*relationships, run.task_relationships_csv, run.task_relationships_png)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
     run.failed.unlink(missing_ok=True)  # a resumed run that failed before
     return result

@@ -14,6 +14,7 @@ Layout::
       balancer_weights.png          the balancer's task weights over training (if they vary)
       affinity.csv, affinity.png    task affinity (with evaluation.affinity), heatmap by cluster
       groups-k<k>.yaml              ``polytask affinity``: a ``groups`` config per k
+      task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
       checkpoint/, model.safetensors, metrics.json, .lock, .owner
@@ -51,6 +52,8 @@ LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
 AFFINITY_CSV = "affinity.csv"
 AFFINITY_PNG = "affinity.png"
+TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
+TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
 LOCK = ".lock"
 OWNER = ".owner"
@@ -110,6 +113,14 @@ class RunDir:
     def groups_config(self, k: int) -> Path:
         """``polytask affinity``'s suggested ``groups`` config for ``k`` groups."""
         return self.path / f"groups-k{k}.yaml"
+
+    @property
+    def task_relationships_csv(self) -> Path:
+        return self.path / TASK_RELATIONSHIPS_CSV
+
+    @property
+    def task_relationships_png(self) -> Path:
+        return self.path / TASK_RELATIONSHIPS_PNG
 
     @property
     def finished(self) -> bool:

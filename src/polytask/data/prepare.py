@@ -13,10 +13,12 @@ from polytask.config import (
     DEFAULT_MAX_LENGTH,
     DEFAULT_TEXT_MODEL,
     Config,
+    PlantedConfig,
     SplitConfig,
     TaskConfig,
 )
 from polytask.data.builtin import BUILTIN_DATASETS, get_builtin
+from polytask.data.builtin.planted import PlantedDataset
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor, infer_features, select_columns
 from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
@@ -85,10 +87,14 @@ def build_task(spec: TaskConfig) -> Task:
     return task_from_dict(data)
 
 
-def load_source(source: str) -> tuple[pd.DataFrame, str]:
-    """A built-in dataset by name, or a table file; returns the frame and a label for messages."""
+def load_source(source: str, planted: PlantedConfig | None = None) -> tuple[pd.DataFrame, str]:
+    """A built-in dataset by name, or a table file; returns the frame and a label for messages.
+    ``planted``: the options of the generated ``planted`` dataset (``data.planted``)."""
     if source in BUILTIN_DATASETS:
-        return get_builtin(source).load(), f"built-in dataset '{source}'"
+        dataset = get_builtin(source)
+        if planted is not None and isinstance(dataset, PlantedDataset):
+            dataset = dataset.with_options(planted)
+        return dataset.load(), f"built-in dataset '{source}'"
     if not Path(source).suffix and not os.path.isdir(source):  # False for an over-long name
         get_builtin(source)  # raises with the list of built-in names
     return read_table(source), source
@@ -226,11 +232,11 @@ def _read_tables(config: Config) -> list[Table]:
     tables: list[Table] = []
     shared_tasks = [t.name for t in config.tasks if t.data is None]
     if config.data.source is not None and shared_tasks:
-        frame, source = load_source(config.data.source)
+        frame, source = load_source(config.data.source, config.data.planted)
         tables.append(Table(SHARED, source, frame, shared_tasks, {}))
     for spec in config.tasks:
         if spec.data is not None:
-            frame, source = load_source(spec.data)
+            frame, source = load_source(spec.data, config.data.planted)
             tables.append(Table(spec.name, source, frame, [spec.name], {}))
     for table in tables:
         check_not_empty(table.frame, table.source)

@@ -10,6 +10,7 @@ from polytask.models.hard import HardSharing
 from polytask.models.heads import mlp
 from polytask.models.input_blocks import INPUT_BLOCKS, register_input_block
 from polytask.models.mmoe import MMoE
+from polytask.models.mtrl import MTRL
 from polytask.models.ple import CGC, PLE
 from polytask.models.registry import (
     ARCHITECTURES,
@@ -26,6 +27,7 @@ __all__ = [
     "ARCHITECTURES",
     "CGC",
     "INPUT_BLOCKS",
+    "MTRL",
     "PLE",
     "CrossStitch",
     "CrossStitchUnit",

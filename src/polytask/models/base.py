@@ -44,3 +44,8 @@ class MultiTaskModel(nn.Module, ABC):
 
         Trainers backpropagate it next to the balanced task losses."""
         return None
+
+    def relationships(self) -> tuple[tuple[str, ...], Tensor] | None:
+        """The task names and a learned task-by-task relationship matrix (e.g. MTRL's task
+        correlations), or None; a run writes it to ``task_relationships.csv`` / ``.png``."""
+        return None

