@@ -120,12 +120,15 @@ def _save(fig, path: Path) -> Path:
 def plot_affinity(
     names: Sequence[str], matrix: Any, order: Sequence[int], method: str, path: Path
 ) -> Path:
-    """Heatmap of a T×T task affinity, tasks in ``order`` (by cluster)."""
+    """Heatmap of a T×T task affinity, tasks in ``order`` (by cluster); the colour scale spans
+    the off-diagonal entries."""
     values = np.asarray(matrix, dtype=float)[np.ix_(order, order)]
     labels = [names[i] for i in order]
     size = max(3.5, 0.45 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    off = values[~np.eye(len(values), dtype=bool)]  # the colour scale: the pairs, not the
+    off = off[np.isfinite(off)]  # diagonal (1 for cosines), which saturates
+    limit = float(np.abs(off).max()) if off.size else 0.0
     limit = limit or 1.0
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_xticks(range(len(labels)), labels, rotation=90)

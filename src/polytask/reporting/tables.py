@@ -172,5 +172,5 @@ def groupings_table(rows: Sequence[tuple[int, float, list[list[str]], str]]) -> 
         table.add_column(column, justify="right" if column in ("k", "score") else "left")
     for k, score, groups, path in rows:
         text = " | ".join(", ".join(group) for group in groups)
-        table.add_row(str(k), _fmt(score, 4), text, path)
+        table.add_row(str(k), f"{score:.4g}" if math.isfinite(score) else "—", text, path)
     return table
