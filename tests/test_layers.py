@@ -33,6 +33,7 @@ LAYERS = (  # lowest first
     "balancers",
     "training",
     "checks",
+    "relationships",
     "results",
     "rundir",
     "predict",

@@ -252,6 +252,154 @@ def evaluate(
     console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
 
 
+@app.command()
+def affinity(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    method: Annotated[
+        str | None, typer.Option(help="cosine or tag (default: the config's, else cosine).")
+    ] = None,
+    every: Annotated[int | None, typer.Option(help="Measure every k-th step.")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="features or params (cosine: the gradients taken over).")
+    ] = None,
+    max_k: Annotated[
+        int | None, typer.Option("--max-k", help="Largest number of groups (default: T).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override output_dir.")
+    ] = None,
+    validate: Annotated[
+        bool,
+        typer.Option(
+            "--validate",
+            help="Train each grouping's config (with baselines) and pick k by validation Δm.",
+        ),
+    ] = False,
+    validate_epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs per --validate run (default: the config's training.epochs)."),
+    ] = None,
+) -> None:
+    """Train the multi-task model recording task affinity; print it, the best grouping for
+    each number of groups, and write a ready `groups` config for each (groups-k<k>.yaml)."""
+    import yaml
+
+    loaded = load_config(config)
+    names = [t.name for t in loaded.tasks]
+    if len(names) < 2:
+        raise ConfigError(
+            f"{config}: affinity relates tasks to each other; the config has one task "
+            f"('{names[0]}'), it needs at least 2"
+        )
+    if max_k is not None and not 1 <= max_k <= len(names):
+        raise ConfigError(
+            f"--max-k {max_k}: must be between 1 and the number of tasks ({len(names)})"
+        )
+    if validate_epochs is not None and validate_epochs < 1:
+        raise ConfigError(f"--validate-epochs {validate_epochs}: must be an integer ≥ 1")
+    if every is not None and every < 1:
+        raise ConfigError(f"--every {every}: must be an integer ≥ 1 (measure every k-th step)")
+    current = loaded.evaluation.affinity
+    settings = current.model_dump() if current is not None else {}
+    chosen = {"method": method, "every": every, "mode": mode}
+    settings.update({k: v for k, v in chosen.items() if v is not None})
+    raw = loaded.model_dump(mode="json")
+    raw["evaluation"]["affinity"] = settings
+    if output is not None:
+        raw["output_dir"] = str(output)
+    updated = parse_config(raw, source=f"{config} (with the command's options)")
+    affinity_settings = updated.evaluation.affinity
+    assert affinity_settings is not None
+
+    from polytask.experiment import run_experiment
+    from polytask.relationships.affinity import run_affinity
+    from polytask.relationships.group_configs import write_groups_config
+    from polytask.relationships.grouping import best_groupings, suggested
+    from polytask.reporting.tables import affinity_table, groupings_table
+    from polytask.rundir import RunDir
+
+    result = run_experiment(
+        updated,
+        baselines=False,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    found = run_affinity(result.multitask.history)
+    if found is None:
+        raise ConfigError(f"{config}: no step measured the affinity (too few steps for --every?)")
+    order, matrix = found
+    console.print(affinity_table(order, matrix.tolist(), affinity_settings.method))
+    run = RunDir(result.run_dir)
+    source = yaml.safe_load(config.read_text(encoding="utf-8"))
+    rows = []
+    written = {}
+    groupings = best_groupings(matrix.numpy(), max_k)
+    for grouping in groupings:
+        groups = grouping.named(order)
+        path = write_groups_config(run.groups_config(grouping.k), source, updated, groups)
+        written[grouping.k] = path
+        rows.append((grouping.k, grouping.score, groups, path.name))
+    console.print(groupings_table(rows))
+    best = suggested(groupings)
+    exact = "exact search" if best.exact else "greedy search (more than 12 tasks)"
+    console.print(
+        f"highest score: k = {best.k} ({exact}); affinity.csv, affinity.png and the configs "
+        f"written to [bold]{result.run_dir}[/]"
+    )
+    if validate:
+        _validate_groupings(written, updated, validate_epochs)
+
+
+def _validate_groupings(written: dict[int, Path], config: Config, epochs: int | None) -> None:
+    """Train each written groups config once (the config's seed, with baselines) and print its
+    validation and test Δm; the best validation Δm picks k."""
+    from polytask.compare import run_grid
+
+    variants = {}
+    for k, path in written.items():
+        variant = load_config(path)
+        training = variant.training.model_copy(update={"epochs": epochs or variant.training.epochs})
+        variants[f"k={k}"] = variant.model_copy(
+            update={
+                "name": f"{config.name}-groups-k{k}",
+                "output_dir": config.output_dir,
+                "training": training,
+                "evaluation": variant.evaluation.model_copy(update={"affinity": None}),
+            }
+        )
+    runs = run_grid(
+        variants,
+        [config.training.seed],
+        baselines=True,
+        progress=console.is_terminal,
+        report=lambda message: console.print(f"[dim]{message}[/]"),
+    )
+    table = Table(title="Groupings trained (Δm% against the single-task baselines)")
+    for column in ("k", "validation Δm%", "test Δm%", "run"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    scores = {}
+    for name, results in runs.items():
+        result = results[0]
+        scores[name] = result.delta_m_validation
+        table.add_row(
+            name.removeprefix("k="),
+            _percent(result.delta_m_validation),
+            _percent(result.delta_m_test),
+            str(result.run_dir),
+        )
+    console.print(table)
+    defined = {name: v for name, v in scores.items() if v is not None and v == v}
+    if defined:
+        best = max(defined, key=defined.__getitem__)
+        console.print(f"best by validation Δm: {best} ({written[int(best[2:])].name})")
+    else:
+        console.print("validation Δm is undefined for every grouping; no k picked")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:+.2f}"
+
+
 def _check_output_file(path: Path, option: str) -> None:
     """A file to write must not be an existing folder (checked before any work is done)."""
     if path.is_dir():

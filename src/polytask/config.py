@@ -318,10 +318,22 @@ class BalancerConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class AffinityConfig(_Section):
+    """Task affinity recorded during training (README, "Task relationships"): ``cosine`` (the
+    cosines of the per-task gradients, over the shared ``features`` or ``params``) or ``tag``
+    (Fifty et al. 2021's lookahead on the shared parameters), measured every ``every`` steps."""
+
+    method: Literal["cosine", "tag"] = "cosine"
+    every: StrictInt = Field(1, ge=1)
+    mode: Literal["features", "params"] = "features"
+
+
 class EvaluationConfig(_Section):
-    """How Δm averages: over tasks (metrics averaged within a task first) or over all metrics."""
+    """How Δm averages: over tasks (metrics averaged within a task first) or over all metrics;
+    ``affinity``: the task affinity to record during training (none by default)."""
 
     delta_m: Literal["per_task", "per_metric"] = "per_task"
+    affinity: AffinityConfig | None = None
 
 
 class Config(_Section):

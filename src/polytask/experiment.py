@@ -28,7 +28,14 @@ from polytask.evaluation.delta_m import delta_m, metric_directions, relative_cha
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
 from polytask.predict import network_shapes
-from polytask.reporting.plots import plot_loss_curves, plot_weights, write_relationships
+from polytask.relationships.affinity import affinity_csv, build_affinity, run_affinity
+from polytask.relationships.grouping import best_groupings, cluster_order, suggested
+from polytask.reporting.plots import (
+    plot_affinity,
+    plot_loss_curves,
+    plot_weights,
+    write_relationships,
+)
 from polytask.results import (
     ModelResult,
     RunResult,
@@ -47,6 +54,7 @@ from polytask.rundir import (
 from polytask.tasks import Task
 from polytask.training.checkpoint import (
     atomic_write_json,
+    atomic_write_text,
     save_weights,
 )
 from polytask.training.optim import build_optimizer, parameter_groups
@@ -164,11 +172,24 @@ def _run(
         run.loss_curves,
     )
     plot_weights(history, run.balancer_weights)
+    write_affinity(run, history, config)
     if (relationships := trainer.model.relationships()) is not None:
         write_relationships(*relationships, run.task_relationships_csv, run.task_relationships_png)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
     run.failed.unlink(missing_ok=True)  # a resumed run that failed before
     return result
+
+
+def write_affinity(run: RunDir, history: list[EpochLog], config: Config) -> None:
+    """``affinity.csv`` and the heatmap ``affinity.png`` (tasks ordered by the best-scoring
+    grouping) when the run recorded task affinity."""
+    found = run_affinity(history)
+    if found is None or config.evaluation.affinity is None:
+        return
+    names, matrix = found
+    order = cluster_order(suggested(best_groupings(matrix.numpy())).groups)
+    atomic_write_text(run.affinity_csv, affinity_csv(names, matrix))
+    plot_affinity(names, matrix, order, config.evaluation.affinity.method, run.affinity_png)
 
 
 @contextlib.contextmanager
@@ -213,6 +234,16 @@ def make_trainer(
             f"but model.arch '{config.model.arch}' shares none; set balancer.mode: features "
             "or choose another architecture"
         )
+    affinity = config.evaluation.affinity
+    observers = [build_affinity(affinity, names, balancer)] if affinity is not None else []
+    on_params = affinity is not None and (affinity.method == "tag" or affinity.mode == "params")
+    if on_params and not list(model.shared_parameters()):
+        assert affinity is not None
+        what = "tag" if affinity.method == "tag" else "cosine in mode params"
+        raise ConfigError(
+            f"evaluation.affinity: {what} works on the shared parameters, but model.arch "
+            f"'{config.model.arch}' shares none; use method cosine with mode features"
+        )
     return Trainer(
         model,
         tasks,
@@ -228,6 +259,7 @@ def make_trainer(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         label=label,
+        observers=observers,
     )
 
 
@@ -301,9 +333,12 @@ def _train_baseline(
         except (ValueError, TypeError):
             report(f"baseline '{task.name}': {baseline.metrics} is unreadable, training it again")
     spec = next(s for s in config.tasks if s.name == task.name)
-    single = config.model_copy(
-        update={"balancer": BalancerConfig()}
-    )  # one task: nothing to balance
+    single = config.model_copy(  # one task: nothing to balance, no affinity
+        update={
+            "balancer": BalancerConfig(),
+            "evaluation": config.evaluation.model_copy(update={"affinity": None}),
+        }
+    )
     trainer = make_trainer(
         single,
         data,

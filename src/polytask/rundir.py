@@ -12,6 +12,8 @@ Layout::
       failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
+      affinity.csv, affinity.png    task affinity (with evaluation.affinity), heatmap by cluster
+      groups-k<k>.yaml              ``polytask affinity``: a ``groups`` config per k
       task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
@@ -49,6 +51,8 @@ METRICS = "metrics.json"
 FAILED = "failed.json"
 LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
+AFFINITY_CSV = "affinity.csv"
+AFFINITY_PNG = "affinity.png"
 TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
 TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
@@ -98,6 +102,18 @@ class RunDir:
     @property
     def balancer_weights(self) -> Path:
         return self.path / BALANCER_WEIGHTS
+
+    @property
+    def affinity_csv(self) -> Path:
+        return self.path / AFFINITY_CSV
+
+    @property
+    def affinity_png(self) -> Path:
+        return self.path / AFFINITY_PNG
+
+    def groups_config(self, k: int) -> Path:
+        """``polytask affinity``'s suggested ``groups`` config for ``k`` groups."""
+        return self.path / f"groups-k{k}.yaml"
 
     @property
     def task_relationships_csv(self) -> Path:

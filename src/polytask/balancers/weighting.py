@@ -66,6 +66,9 @@ class GramianBalancer(Balancer):
         self.engine = GramianEngine(mode, reuse_jacobian)
         self.name = weighting.name
         self.randomized = weighting.randomized
+        #: The present tasks and their Gramian at the last step that computed one (read by
+        #: observers, e.g. the gradient-cosine affinity, at no extra cost); ``None`` before.
+        self.last_gramian: tuple[list[str], Tensor] | None = None
 
     @property
     def mode(self) -> str:  # type: ignore[override]
@@ -85,6 +88,7 @@ class GramianBalancer(Balancer):
                 rule = self.weighting.weights(sub, names).detach().to(torch.float64).cpu()
             weights[index] = rule
         check_finite("weight", step.names, weights)
+        self.last_gramian = (list(step.names), gramian.detach())
         self.engine.write(step.values, weights, held)
         return weights
 

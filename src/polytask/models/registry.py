@@ -123,9 +123,19 @@ register_architecture(
 register_architecture(
     "ple", PLEOptions, _with_factories(PLE, gated=True), "stacked CGC levels, shared gates"
 )
-register_architecture(
-    "groups", GroupsOptions, _with_factories(GroupSharing), "one trunk per group of tasks"
-)
+
+
+def _groups(parts: ModelParts, options: Any) -> MultiTaskModel:
+    """``groups``; built for one task of its groups (a single-task baseline), that task's group
+    cut to it: one trunk. Any other set of tasks must match the groups exactly."""
+    groups = options.groups
+    names = list(parts.output_sizes)
+    if len(names) == 1 and any(names[0] in group for group in groups):
+        groups = ((names[0],),)
+    return _with_factories(GroupSharing)(parts, {"groups": groups})
+
+
+register_architecture("groups", GroupsOptions, _groups, "one trunk per group of tasks")
 register_architecture(
     "mtrl", MTRLOptions, _with_factories(MTRL), "one tower per task, learned task covariance"
 )

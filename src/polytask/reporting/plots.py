@@ -6,8 +6,10 @@ import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -113,3 +115,29 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def plot_affinity(
+    names: Sequence[str], matrix: Any, order: Sequence[int], method: str, path: Path
+) -> Path:
+    """Heatmap of a T×T task affinity, tasks in ``order`` (by cluster); the colour scale spans
+    the off-diagonal entries."""
+    values = np.asarray(matrix, dtype=float)[np.ix_(order, order)]
+    labels = [names[i] for i in order]
+    size = max(3.5, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    off = values[~np.eye(len(values), dtype=bool)]  # the colour scale: the pairs, not the
+    off = off[np.isfinite(off)]  # diagonal (1 for cosines), which saturates
+    limit = float(np.abs(off).max()) if off.size else 0.0
+    limit = limit or 1.0
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    if method == "tag":
+        ax.set_xlabel("task j (helped)")
+        ax.set_ylabel("task i (stepped on)")
+        ax.set_title("TAG lookahead affinity Z(i→j)")
+    else:
+        ax.set_title("Gradient cosine")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)

@@ -309,3 +309,26 @@ def comparison_verdict_summary(summaries: Sequence[BalancerSummary], config: str
     else:
         lines.append("No balancer clearly hurts any task.")
     return lines
+
+
+def affinity_table(names: Sequence[str], matrix: Sequence[Sequence[float]], method: str) -> Table:
+    """The T×T task affinity (for ``tag``: row i stepped on, column j helped)."""
+    title = "TAG lookahead affinity Z(i→j)" if method == "tag" else "Gradient cosine"
+    table = Table(title=title)
+    table.add_column("i \\ j" if method == "tag" else "task")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, matrix, strict=True):
+        table.add_row(name, *(f"{float(v):.3g}" if math.isfinite(v) else "—" for v in row))
+    return table
+
+
+def groupings_table(rows: Sequence[tuple[int, float, list[list[str]], str]]) -> Table:
+    """One row per number of groups k: its score, its groups and the config written."""
+    table = Table(title="Task groupings (score: mean affinity a task receives from its group)")
+    for column in ("k", "score", "groups", "config"):
+        table.add_column(column, justify="right" if column in ("k", "score") else "left")
+    for k, score, groups, path in rows:
+        text = " | ".join(", ".join(group) for group in groups)
+        table.add_row(str(k), f"{score:.4g}" if math.isfinite(score) else "—", text, path)
+    return table

@@ -44,6 +44,7 @@ from polytask.training.checkpoint import (
     nan_for_none,
     save_checkpoint,
 )
+from polytask.training.observers import StepObserver, StepView
 from polytask.training.optim import parameter_groups
 
 
@@ -64,7 +65,8 @@ class EpochLog:
     """What one epoch measured (NaN marks an undefined value; JSON ``null`` reads back as NaN).
 
     ``score`` is the epoch's validation selection score (NaN: undefined, never selected);
-    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip."""
+    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip;
+    ``observations``: what each step observer recorded for the epoch, by its name."""
 
     epoch: int
     train_loss: dict[str, float]
@@ -75,6 +77,7 @@ class EpochLog:
     step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     nonfinite_steps: int = 0
+    observations: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.train_loss = nan_for_none(self.train_loss)
@@ -84,7 +87,10 @@ class EpochLog:
 
 
 class Trainer:
-    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source)."""
+    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source).
+
+    ``observers`` (:class:`~polytask.training.observers.StepObserver`) see every step and
+    record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one)."""
 
     def __init__(
         self,
@@ -104,6 +110,7 @@ class Trainer:
         progress: bool = False,
         label: str = "multi-task",
         eval_batch_size: int = 8192,
+        observers: Sequence[StepObserver] = (),
     ) -> None:
         missing = [t.name for t in tasks if t.name not in model.task_names]
         if missing:
@@ -132,6 +139,7 @@ class Trainer:
         self.progress = progress
         self.label = label
         self.eval_batch_size = eval_batch_size
+        self.observers = list(observers)
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
         self._directions = metric_directions(self.tasks)
@@ -151,10 +159,18 @@ class Trainer:
             )
             if loss is not None:
                 losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
+        view = StepView(
+            batch, losses, self._shared, representation, self.model, self.tasks,
+            self.optimizer, self.balancer,
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.before_backward(view)
         self.optimizer.zero_grad(set_to_none=True)
         weights = self.balancer.backward(
             losses, shared_params=self._shared, features=representation
         )
+        for observer in self.observers:
+            observer.after_backward(view)
         penalty = self.model.regularization()
         if penalty is not None:
             penalty.backward()
@@ -338,6 +354,7 @@ class Trainer:
         self.balancer.epoch_end({n: v for n, v in train_loss.items() if math.isfinite(v)})
         mean_weights = {n: sum(v) / len(v) for n, v in trace.items() if v}
         step_weights = {n: _thin(v, STEP_WEIGHT_SAMPLES) for n, v in trace.items() if v}
+        observations = {o.name: o.epoch_end(epoch) for o in self.observers}
         seconds = time.perf_counter() - started
         return EpochLog(
             epoch,
@@ -346,6 +363,7 @@ class Trainer:
             step_weights=step_weights,
             seconds=seconds,
             nonfinite_steps=len(bad_steps),
+            observations={k: v for k, v in observations.items() if v is not None},
         )
 
     def _check_weights(self, epoch: int) -> None:
