@@ -19,22 +19,15 @@ representation is the stack of the tower outputs, ``(N, T, width)``, and
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from polytask.models.base import MultiTaskModel
-from polytask.models.parts import (
-    Factory,
-    HeadFactory,
-    check_output_sizes,
-    check_same_structure,
-    make_heads,
-)
+from polytask.models.parts import Factory, HeadFactory
+from polytask.models.towers import TaskTowers
 
 Layers = Literal["last", "tower"]
 LAYERS: tuple[Layers, ...] = ("last", "tower")
@@ -63,7 +56,7 @@ def correlations(omega: Tensor) -> Tensor:
     return omega * scale[:, None] * scale[None, :]
 
 
-class MTRL(MultiTaskModel):
+class MTRL(TaskTowers):
     """``heads[t](towers[t](x))`` per task; :meth:`regularization` is the MTRL penalty.
 
     The towers (and the heads of equal shape) start from the same initial values, so that
@@ -89,7 +82,9 @@ class MTRL(MultiTaskModel):
         layers: Layers = "last",
         head_factory: HeadFactory | None = None,
     ) -> None:
-        super().__init__(check_output_sizes(output_sizes))
+        super().__init__(
+            encoder_factory, encoder_width, output_sizes, head_factory=head_factory, what="mtrl"
+        )
         if not math.isfinite(strength) or strength < 0:
             raise ValueError(f"strength must be finite and >= 0, got {strength}")
         if not math.isfinite(ridge) or ridge <= 0:
@@ -102,28 +97,14 @@ class MTRL(MultiTaskModel):
         self.ridge = float(ridge)
         self.update_every = update_every
         self.layers: Layers = layers
-        self.towers = nn.ModuleDict({name: encoder_factory() for name in self.task_names})
-        check_same_structure(list(self.towers.values()), "mtrl")
         self._coupled = _coupled_names(next(iter(self.towers.values())), layers)
         if not self._coupled:
             raise ValueError("mtrl: the towers have no trainable parameter to couple")
-        self.heads = make_heads(output_sizes, encoder_width, head_factory)
         _start_alike(list(self.towers.values()))
         _start_alike(list(self.heads.values()))
         n = len(self.task_names)
         self.register_buffer("omega", torch.eye(n) / n)
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
-
-    def forward_with_representation(self, x: Any) -> tuple[dict[str, Tensor], Tensor]:
-        z = torch.stack([self.towers[name](x) for name in self.task_names], dim=1)
-        outputs = {name: self.heads[name](z[:, i]) for i, name in enumerate(self.task_names)}
-        return outputs, z
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(())
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        return itertools.chain(self.towers[task].parameters(), self.heads[task].parameters())
 
     def coupled_weights(self) -> Tensor:
         """``W`` (``d × T``): column ``t`` is task ``t``'s coupled tower weights, flattened."""

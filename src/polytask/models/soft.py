@@ -14,28 +14,21 @@ loss (see :meth:`MultiTaskModel.regularization`).
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import get_args
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from polytask.models.base import MultiTaskModel
-from polytask.models.parts import (
-    Factory,
-    HeadFactory,
-    check_output_sizes,
-    check_same_structure,
-    make_heads,
-)
+from polytask.builtin_options import Penalty
+from polytask.models.parts import Factory, HeadFactory
+from polytask.models.towers import TaskTowers
 
-Penalty = Literal["l2", "trace"]
-PENALTIES: tuple[Penalty, ...] = ("l2", "trace")
+PENALTIES: tuple[Penalty, ...] = get_args(Penalty)
 
 
-class SoftSharing(MultiTaskModel):
+class SoftSharing(TaskTowers):
     """``heads[t](towers[t](x))`` per task; ``regularization()`` couples corresponding layers.
 
     ``penalty="l2"``: Σ_layers Σ_t ‖W_t − mean_t W_t‖² (zero when the towers are equal).
@@ -54,33 +47,25 @@ class SoftSharing(MultiTaskModel):
         strength: float = 1e-3,
         head_factory: HeadFactory | None = None,
     ) -> None:
-        super().__init__(check_output_sizes(output_sizes))
+        super().__init__(
+            encoder_factory,
+            encoder_width,
+            output_sizes,
+            head_factory=head_factory,
+            what="soft sharing",
+        )
         if penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
         if not math.isfinite(strength) or strength < 0:
             raise ValueError(f"strength must be finite and >= 0, got {strength}")
         self.penalty: Penalty = penalty
         self.strength = float(strength)
-        self.towers = nn.ModuleDict({name: encoder_factory() for name in self.task_names})
-        self._layer_names = check_same_structure(list(self.towers.values()), "soft sharing")
-        self.heads = make_heads(output_sizes, encoder_width, head_factory)
-
-    def forward_with_representation(self, x: Any) -> tuple[dict[str, Tensor], Tensor]:
-        z = torch.stack([self.towers[name](x) for name in self.task_names], dim=1)
-        outputs = {name: self.heads[name](z[:, i]) for i, name in enumerate(self.task_names)}
-        return outputs, z
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(())
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        return itertools.chain(self.towers[task].parameters(), self.heads[task].parameters())
 
     def regularization(self) -> Tensor:
         """``strength`` × the penalty between corresponding tower layers (a scalar)."""
         towers = list(self.towers.values())
         terms = []
-        for name in self._layer_names:
+        for name in self.layer_names:
             stacked = torch.stack([tower.get_parameter(name).flatten() for tower in towers])
             if self.penalty == "l2":
                 terms.append((stacked - stacked.mean(dim=0)).pow(2).sum())
