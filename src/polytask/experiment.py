@@ -28,7 +28,12 @@ from polytask.evaluation.delta_m import delta_m, metric_directions, relative_cha
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
 from polytask.predict import network_shapes
-from polytask.reporting.plots import plot_loss_curves, plot_weights, write_relationships
+from polytask.reporting.plots import (
+    plot_learning_rates,
+    plot_loss_curves,
+    plot_weights,
+    write_relationships,
+)
 from polytask.results import (
     ModelResult,
     RunResult,
@@ -50,6 +55,7 @@ from polytask.training.checkpoint import (
     save_weights,
 )
 from polytask.training.optim import build_optimizer, parameter_groups
+from polytask.training.schedules import group_names, schedules_by_group
 from polytask.training.trainer import EarlyStopping, EpochLog, Trainer, TrainingDiverged
 
 Reporter = Callable[[str], None]
@@ -164,6 +170,7 @@ def _run(
         run.loss_curves,
     )
     plot_weights(history, run.balancer_weights)
+    plot_learning_rates(history, run.learning_rates)
     if (relationships := trainer.model.relationships()) is not None:
         write_relationships(*relationships, run.task_relationships_csv, run.task_relationships_png)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
@@ -206,6 +213,14 @@ def make_trainer(
         weight_decay=training.weight_decay,
         momentum=training.momentum,
     )
+    try:
+        schedules = schedules_by_group(
+            group_names(optimizer),
+            training.lr_schedule,
+            {t.name: t.lr_schedule for t in config.tasks if t.name in names},
+        )
+    except ValueError as exc:
+        raise ConfigError(f"lr_schedule: {exc}") from exc
     stopping = training.early_stopping
     if balancer.needs_shared_params and not list(model.shared_parameters()):
         raise ConfigError(
@@ -228,6 +243,7 @@ def make_trainer(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         label=label,
+        lr_schedules=schedules,
     )
 
 

@@ -12,6 +12,7 @@ Layout::
       failed.json                   instead of the two above when the training diverged
       loss_curves.png               per-task training and validation loss (and the baselines')
       balancer_weights.png          the balancer's task weights over training (if they vary)
+      learning_rates.png            each parameter group's learning rate per epoch (if one varies)
       task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
@@ -48,6 +49,7 @@ METRICS = "metrics.json"
 FAILED = "failed.json"
 LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
+LEARNING_RATES = "learning_rates.png"
 TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
 TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
@@ -97,6 +99,10 @@ class RunDir:
     @property
     def balancer_weights(self) -> Path:
         return self.path / BALANCER_WEIGHTS
+
+    @property
+    def learning_rates(self) -> Path:
+        return self.path / LEARNING_RATES
 
     @property
     def task_relationships_csv(self) -> Path:

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from polytask.training.checkpoint import (
     save_checkpoint,
 )
 from polytask.training.optim import parameter_groups
+from polytask.training.schedules import LrScheduleConfig, LrSchedules, learning_rates
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class EpochLog:
     """What one epoch measured (NaN marks an undefined value; JSON ``null`` reads back as NaN).
 
     ``score`` is the epoch's validation selection score (NaN: undefined, never selected);
-    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip."""
+    ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip; ``lr`` is
+    each parameter group's learning rate during the epoch."""
 
     epoch: int
     train_loss: dict[str, float]
@@ -75,6 +77,7 @@ class EpochLog:
     step_weights: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     nonfinite_steps: int = 0
+    lr: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.train_loss = nan_for_none(self.train_loss)
@@ -104,6 +107,7 @@ class Trainer:
         progress: bool = False,
         label: str = "multi-task",
         eval_batch_size: int = 8192,
+        lr_schedules: Mapping[str, LrScheduleConfig] | None = None,
     ) -> None:
         missing = [t.name for t in tasks if t.name not in model.task_names]
         if missing:
@@ -121,6 +125,10 @@ class Trainer:
             parameter_groups(model, 1e-3, extra=self.balancer.parameters())
         )
         self.epochs = epochs
+        # per parameter-group name; see polytask.training.schedules
+        self.schedules = LrSchedules(
+            self.optimizer, lr_schedules or {}, epochs=epochs, tasks=[t.name for t in tasks]
+        )
         self.batch_size = batch_size
         self.seed = seed
         self.early_stopping = early_stopping
@@ -175,15 +183,20 @@ class Trainer:
         source = (
             ShuffledBatches(train, self.batch_size) if isinstance(train, MultiTaskData) else train
         )
+        if validation is None and self.schedules.needs_validation:
+            raise ValueError("a plateau learning-rate schedule needs validation data")
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
             for epoch in range(start, self.epochs + 1):
                 if self.early_stopping and selection.stale >= self.early_stopping.patience:
                     break
+                lr = learning_rates(self.optimizer)
                 log = self._train_epoch(source, epoch, bar)
+                log.lr = lr
                 if validation is not None:
                     self._validate(log, validation, selection)
+                self.schedules.step(log.val_loss, log.score)
                 self.history.append(log)
                 if self.checkpoint_dir is not None:
                     self._save(epoch, selection)
@@ -408,6 +421,7 @@ class Trainer:
                 optimizer=self.optimizer.state_dict(),
                 balancer=self.balancer.state_dict(),
                 state=state,
+                schedules=self.schedules.state_dict(),
             ),
         )
 
@@ -419,6 +433,7 @@ class Trainer:
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.balancer.load_state_dict(checkpoint.balancer)
+        self.schedules.load_state_dict(checkpoint.schedules)  # after the optimizer's lrs
         state = checkpoint.state
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
