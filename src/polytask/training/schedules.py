@@ -20,6 +20,7 @@ warm-up (``SequentialLR`` does not take ``ReduceLROnPlateau``, so the warm-up ru
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -107,15 +108,22 @@ class GroupSchedule:
         else:
             self.scheduler = main
 
-    def step(self, value: float) -> None:
-        """End of an epoch; ``value`` is what a plateau schedule monitors."""
+    def step(self, value: float) -> bool:
+        """End of an epoch; ``value`` is what a plateau schedule monitors. False when it is
+        undefined (NaN) and the plateau, unable to judge the epoch, did nothing."""
         if self.warmup is not None and self.warmup.last_epoch < self.spec.warmup:
             self.warmup.step()
         elif isinstance(self.scheduler, ReduceLROnPlateau):
-            if math.isfinite(value):
-                self.scheduler.step(value)
+            if not math.isfinite(value):
+                return False
+            self.scheduler.step(value)
         else:
-            self.scheduler.step()
+            # older torch: SequentialLR steps the next scheduler with an epoch at its milestone
+            # (the closed form, the same value) and warns that the argument is deprecated
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The epoch parameter", UserWarning)
+                self.scheduler.step()
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         warmup = None if self.warmup is None else self.warmup.state_dict()
@@ -146,6 +154,7 @@ class LrSchedules:
     ) -> None:
         names = group_names(optimizer)
         self._tasks = set(tasks)
+        self._warned: set[str] = set()
         self._groups: dict[str, GroupSchedule] = {}
         for name, spec in schedules.items():
             if names.count(name) != 1:
@@ -166,7 +175,17 @@ class LrSchedules:
     def step(self, val_loss: Mapping[str, float], score: float) -> None:
         """End of an epoch: each task's group sees its validation loss, any other the score."""
         for name, group in self._groups.items():
-            group.step(val_loss.get(name, math.nan) if name in self._tasks else score)
+            task = name in self._tasks
+            what = f"validation loss of task '{name}'" if task else "validation score"
+            decided = group.step(val_loss.get(name, math.nan) if task else score)
+            if not decided and what not in self._warned:  # once per monitored value
+                self._warned.add(what)
+                warnings.warn(
+                    f"a plateau learning-rate schedule watches the {what}, which is undefined "
+                    "(no labelled validation rows?); it leaves the learning rate as it is",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return {name: group.state_dict() for name, group in self._groups.items()}
