@@ -81,7 +81,7 @@ def test_a_run_level_plateau_watches_the_validation_score():
 def test_an_undefined_monitored_value_leaves_the_plateau_alone():
     opt = optimizer()
     schedules = LrSchedules(opt, {"b": plateau(patience=0)}, epochs=4, tasks=["r", "b"])
-    with pytest.warns(RuntimeWarning, match="validation loss of task 'b', which is undefined") as caught:
+    with pytest.warns(RuntimeWarning, match="task 'b', which is undefined") as caught:
         seen = rates(schedules, opt, 4, val_loss=lambda e: {"b": math.nan})
     assert all(lr["b"] == 0.1 for lr in seen)
     assert len(caught) == 1  # once, not every epoch
