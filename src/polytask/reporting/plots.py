@@ -84,8 +84,17 @@ def plot_learning_rates(history: Sequence[EpochLog], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
     epochs = [log.epoch for log in history]
-    for name in groups:
-        ax.plot(epochs, values[name], marker="o", drawstyle="steps-post", label=name)
+    styles = ("-", "--", ":", "-.")  # groups on the same schedule overlap: keep each visible
+    for i, name in enumerate(groups):
+        ax.plot(
+            epochs,
+            values[name],
+            marker="o",
+            markersize=max(2.0, 7.0 - 1.5 * (i % 4)),
+            linestyle=styles[i % len(styles)],
+            drawstyle="steps-post",
+            label=name,
+        )
     if all(v > 0 for vs in values.values() for v in vs if math.isfinite(v)):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")

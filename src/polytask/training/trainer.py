@@ -87,7 +87,10 @@ class EpochLog:
 
 
 class Trainer:
-    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source)."""
+    """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source).
+
+    ``lr_schedules`` maps optimizer parameter-group names to learning-rate schedules, stepped
+    once per epoch after validation (:mod:`polytask.training.schedules`)."""
 
     def __init__(
         self,
