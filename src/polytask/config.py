@@ -30,6 +30,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from polytask.errors import ConfigError, did_you_mean
 from polytask.options import (
@@ -179,6 +180,7 @@ class _Registered(BaseModel):
 
     registry: ClassVar[OptionRegistry]
     discriminator: ClassVar[str]
+    omitted_when_none: ClassVar[tuple[str, ...]] = ()
 
     typed_options: SerializeAsAny[Options] = NoOptions()
 
@@ -212,6 +214,9 @@ class _Registered(BaseModel):
     def _flat(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
         data.update(data.pop("typed_options"))
+        for key in self.omitted_when_none:  # configs without it keep their saved form
+            if key in data and data[key] is None:
+                data.pop(key)
         return data
 
     @classmethod
@@ -225,6 +230,63 @@ class _Registered(BaseModel):
         return [*common, *cls.registry.options(name).model_fields]
 
 
+def _schedule_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class _LrScheduleConfig(_Section):
+    """Keys common to every learning-rate schedule: ``warmup`` epochs whose learning rate rises
+    linearly from ``warmup_start`` × its base value to the base value (torch's ``LinearLR``),
+    then the schedule named by ``type``. A schedule is stepped once per epoch."""
+
+    type: str
+    warmup: StrictInt = Field(0, ge=0)
+    warmup_start: Number = Field(0.1, gt=0, le=1, allow_inf_nan=False)
+
+
+class PlateauSchedule(_LrScheduleConfig):
+    """torch's ``ReduceLROnPlateau``: the learning rate × ``factor`` (not below ``min_lr``) once
+    the monitored value has not improved by more than ``threshold`` for ``patience`` epochs; then
+    ``cooldown`` epochs in which bad epochs are not counted. A task's own schedule monitors that
+    task's validation loss (``threshold`` relative); ``training.lr_schedule`` the validation
+    score of model selection (``threshold`` in its points)."""
+
+    type: Literal["plateau"]
+    factor: Number = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
+    patience: StrictInt = Field(2, ge=0)
+    threshold: Number = Field(1e-4, ge=0, allow_inf_nan=False)
+    cooldown: StrictInt = Field(0, ge=0)
+    min_lr: Number = Field(0.0, ge=0, allow_inf_nan=False)
+
+
+class CosineSchedule(_LrScheduleConfig):
+    """torch's ``CosineAnnealingLR``: from the base learning rate down to ``min_lr`` over
+    ``epochs`` epochs (default: the training epochs after the warm-up)."""
+
+    type: Literal["cosine"]
+    epochs: StrictInt | None = Field(None, ge=1)
+    min_lr: Number = Field(0.0, ge=0, allow_inf_nan=False)
+
+
+class StepSchedule(_LrScheduleConfig):
+    """torch's ``StepLR``: the learning rate × ``gamma`` every ``step_size`` epochs."""
+
+    type: Literal["step"]
+    step_size: StrictInt = Field(ge=1)
+    gamma: Number = Field(0.1, gt=0, le=1, allow_inf_nan=False)
+
+
+LrScheduleConfig = PlateauSchedule | CosineSchedule | StepSchedule
+
+LrSchedule = Annotated[
+    PlateauSchedule | CosineSchedule | StepSchedule,
+    Field(discriminator="type"),
+    BeforeValidator(_schedule_shorthand),
+]
+"""A learning-rate schedule (``type``: plateau, cosine or step); a bare name is short for
+``{type: name}`` with the defaults."""
+
+
 class TaskConfig(_Registered):
     """One task: what to predict, from which column(s), with which loss, metrics and weight.
 
@@ -233,6 +295,7 @@ class TaskConfig(_Registered):
 
     registry = TASK_OPTIONS
     discriminator = "type"
+    omitted_when_none = ("lr_schedule",)  # and baseline keys
 
     name: str = Field(min_length=1)
     type: str
@@ -241,6 +304,7 @@ class TaskConfig(_Registered):
     metrics: list[str] | None = None
     weight: Number = Field(1.0, ge=0)
     lr_multiplier: Number = Field(1.0, gt=0)
+    lr_schedule: LrSchedule | None = None
     auxiliary: bool = False
     data: str | None = None
 
@@ -304,6 +368,14 @@ class TrainingConfig(_Section):
     grad_clip: Number | None = Field(None, gt=0)
     seed: StrictInt = 0
     early_stopping: EarlyStoppingConfig | None = None
+    lr_schedule: LrSchedule | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_schedule(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)  # configs without one keep their saved form and baseline keys
+        if data.get("lr_schedule", "") is None:
+            data.pop("lr_schedule")
+        return data
 
 
 class BalancerConfig(BaseModel):
@@ -380,6 +452,36 @@ class Config(_Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _schedules_fit(self) -> Config:
+        """A warm-up leaves epochs to the schedule; ``min_lr`` lies below every learning rate it
+        schedules (the run-level schedule covers the groups without a schedule of their own)."""
+        lr = self.training.lr
+        unscheduled = [lr * t.lr_multiplier for t in self.tasks if t.lr_schedule is None]
+        where: list[tuple[tuple[str | int, ...], LrScheduleConfig | None, float]] = [
+            (("training", "lr_schedule"), self.training.lr_schedule, min([lr, *unscheduled]))
+        ]
+        where += [
+            (("tasks", i, "lr_schedule"), t.lr_schedule, lr * t.lr_multiplier)
+            for i, t in enumerate(self.tasks)
+        ]
+        for loc, schedule, base in where:
+            if schedule is None:
+                continue
+            if schedule.warmup >= self.training.epochs:
+                _raise_at_path(
+                    (*loc, "warmup"),
+                    f"{schedule.warmup} epochs of warm-up leave none of the "
+                    f"{self.training.epochs} training epochs to the schedule",
+                )
+            min_lr = getattr(schedule, "min_lr", 0.0)
+            if min_lr >= base:
+                _raise_at_path(
+                    (*loc, "min_lr"),
+                    f"{min_lr:g} is not below the learning rate it schedules ({base:g})",
+                )
+        return self
+
     def resolve_paths(self, base: Path) -> Config:
         """Make relative data paths absolute against ``base``; a bare name without folder or
         suffix (``adult``) is a built-in dataset's and stays as it is."""
@@ -392,6 +494,12 @@ class Config(_Section):
         data = self.data.model_copy(update={"source": fix(self.data.source)})
         tasks = [t.model_copy(update={"data": fix(t.data)}) for t in self.tasks]
         return self.model_copy(update={"data": data, "tasks": tasks})
+
+
+def _raise_at_path(loc: tuple[str | int, ...], message: str) -> None:
+    """Raise a pydantic ValidationError located at ``loc`` (from a whole-config validator)."""
+    detail = InitErrorDetails(type="value_error", loc=loc, input=None, ctx={"error": message})
+    raise ValidationError.from_exception_data("config", [detail])
 
 
 def is_dataset_name(source: str) -> bool:
@@ -449,6 +557,14 @@ def describe_error(error: Any, raw: dict[str, Any]) -> str:
         return f"unknown key '{where}'{did_you_mean(key, valid)}; valid keys here: {valid}"
     if error["type"] == "missing":
         return f"missing required key '{where}'"
+    if error["type"] == "union_tag_not_found":  # a section chosen by its 'type'
+        return f"missing required key '{where}.type'"
+    if error["type"] == "union_tag_invalid":
+        tag, expected = error["ctx"]["tag"], error["ctx"]["expected_tags"].replace("'", "")
+        return (
+            f"{where}.type: unknown type '{tag}'{did_you_mean(tag, expected.split(', '))}; "
+            f"choose one of {expected}"
+        )
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
@@ -465,10 +581,16 @@ def _location(loc: tuple[Any, ...], raw: Any) -> str:
                 if isinstance(node, dict) and "name" in node:
                     label = f"[{item}] ({node['name']})"
             parts.append(label)
+        elif _is_union_tag(item, node):
+            continue  # pydantic names the member of a union chosen by 'type'; the file does not
         else:
             node = node.get(item) if isinstance(node, dict) else None
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)
+
+
+def _is_union_tag(item: Any, node: Any) -> bool:
+    return isinstance(node, Mapping) and item not in node and node.get("type") == item
 
 
 def _valid_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
@@ -479,11 +601,13 @@ def _valid_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
         if isinstance(item, int):
             node = node[item] if isinstance(node, list) and item < len(node) else None
             continue
+        if _is_union_tag(item, node) and item not in model.model_fields:
+            continue
         node = node.get(item) if isinstance(node, Mapping) else None
         field = model.model_fields.get(item)
         if field is None:
             return []
-        model = _section_type(field.annotation)
+        model = _section_type(field.annotation, node)
         if model is None:
             return []
     if issubclass(model, _Registered):
@@ -491,12 +615,17 @@ def _valid_keys(loc: tuple[Any, ...], raw: Any) -> list[str]:
     return list(model.model_fields)
 
 
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``."""
+def _section_type(annotation: Any, node: Any = None) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``; of a union of sections
+    chosen by ``type`` (a learning-rate schedule), the one ``node`` names."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None
+    found = [m for arg in typing.get_args(annotation) if (m := _section_type(arg, node))]
+    chosen = [m for m in found if _names_member(m, node)]
+    return (chosen or found or [None])[0]
+
+
+def _names_member(model: type[BaseModel], node: Any) -> bool:
+    field = model.model_fields.get("type")
+    tag = node.get("type") if isinstance(node, Mapping) else None
+    return field is not None and tag in typing.get_args(field.annotation)

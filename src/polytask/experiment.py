@@ -32,6 +32,7 @@ from polytask.relationships.affinity import affinity_csv, build_affinity, run_af
 from polytask.relationships.grouping import best_groupings, cluster_order, suggested
 from polytask.reporting.plots import (
     plot_affinity,
+    plot_learning_rates,
     plot_loss_curves,
     plot_weights,
     write_relationships,
@@ -58,6 +59,7 @@ from polytask.training.checkpoint import (
     save_weights,
 )
 from polytask.training.optim import build_optimizer, parameter_groups
+from polytask.training.schedules import group_names, schedules_by_group
 from polytask.training.trainer import EarlyStopping, EpochLog, Trainer, TrainingDiverged
 
 Reporter = Callable[[str], None]
@@ -173,6 +175,7 @@ def _run(
     )
     plot_weights(history, run.balancer_weights)
     write_affinity(run, history, config)
+    plot_learning_rates(history, run.learning_rates)
     if (relationships := trainer.model.relationships()) is not None:
         write_relationships(*relationships, run.task_relationships_csv, run.task_relationships_png)
     save_run_result(result, run.metrics)  # written last: it marks the run finished
@@ -227,6 +230,14 @@ def make_trainer(
         weight_decay=training.weight_decay,
         momentum=training.momentum,
     )
+    try:
+        schedules = schedules_by_group(
+            group_names(optimizer),
+            training.lr_schedule,
+            {t.name: t.lr_schedule for t in config.tasks if t.name in names},
+        )
+    except ValueError as exc:
+        raise ConfigError(f"lr_schedule: {exc}") from exc
     stopping = training.early_stopping
     if balancer.needs_shared_params and not list(model.shared_parameters()):
         raise ConfigError(
@@ -260,6 +271,7 @@ def make_trainer(
         progress=progress,
         label=label,
         observers=observers,
+        lr_schedules=schedules,
     )
 
 

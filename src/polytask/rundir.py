@@ -14,6 +14,7 @@ Layout::
       balancer_weights.png          the balancer's task weights over training (if they vary)
       affinity.csv, affinity.png    task affinity (with evaluation.affinity), heatmap by cluster
       groups-k<k>.yaml              ``polytask affinity``: a ``groups`` config per k
+      learning_rates.png            each parameter group's learning rate per epoch (if one varies)
       task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
@@ -53,6 +54,7 @@ LOSS_CURVES = "loss_curves.png"
 BALANCER_WEIGHTS = "balancer_weights.png"
 AFFINITY_CSV = "affinity.csv"
 AFFINITY_PNG = "affinity.png"
+LEARNING_RATES = "learning_rates.png"
 TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
 TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
@@ -114,6 +116,10 @@ class RunDir:
     def groups_config(self, k: int) -> Path:
         """``polytask affinity``'s suggested ``groups`` config for ``k`` groups."""
         return self.path / f"groups-k{k}.yaml"
+
+    @property
+    def learning_rates(self) -> Path:
+        return self.path / LEARNING_RATES
 
     @property
     def task_relationships_csv(self) -> Path:

@@ -76,6 +76,37 @@ def plot_weights(history: Sequence[EpochLog], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_learning_rates(history: Sequence[EpochLog], path: Path) -> Path | None:
+    """Each parameter group's learning rate per epoch (``EpochLog.lr``), on a log scale.
+
+    Returns None (and writes nothing) when no learning rate changed during training."""
+    groups = list(dict.fromkeys(name for log in history for name in log.lr))
+    values = {name: [log.lr.get(name, math.nan) for log in history] for name in groups}
+    if not any(len(set(v)) > 1 for v in values.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    epochs = [log.epoch for log in history]
+    styles = ("-", "--", ":", "-.")  # groups on the same schedule overlap: keep each visible
+    for i, name in enumerate(groups):
+        ax.plot(
+            epochs,
+            values[name],
+            marker="o",
+            markersize=max(2.0, 7.0 - 1.5 * (i % 4)),
+            linestyle=styles[i % len(styles)],
+            drawstyle="steps-post",
+            label=name,
+        )
+    if all(v > 0 for vs in values.values() for v in vs if math.isfinite(v)):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate per parameter group")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def write_relationships(
     names: Sequence[str], matrix: Sequence[Sequence[float]], csv_path: Path, png_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,7 @@ class Checkpoint:
     optimizer: dict[str, Any]
     balancer: dict[str, Any]
     state: dict[str, Any]
+    schedules: dict[str, Any] = field(default_factory=dict)  # learning-rate schedulers'
 
 
 def save_checkpoint(directory: Path, epoch: int, checkpoint: Checkpoint) -> Path:
@@ -138,7 +139,12 @@ def save_checkpoint(directory: Path, epoch: int, checkpoint: Checkpoint) -> Path
     save_weights(checkpoint.model, tmp / "model.safetensors")
     save_weights(checkpoint.best_model, tmp / "best.safetensors")
     torch.save(
-        {"optimizer": checkpoint.optimizer, "balancer": checkpoint.balancer}, tmp / "optim.pt"
+        {
+            "optimizer": checkpoint.optimizer,
+            "balancer": checkpoint.balancer,
+            "schedules": checkpoint.schedules,
+        },
+        tmp / "optim.pt",
     )
     atomic_write_json(tmp / "state.json", checkpoint.state)
     shutil.rmtree(final, ignore_errors=True)
@@ -184,4 +190,5 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         optimizer=extra["optimizer"],
         balancer=extra["balancer"],
         state=state,
+        schedules=extra.get("schedules", {}),  # none before learning-rate schedules
     )

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +46,7 @@ from polytask.training.checkpoint import (
 )
 from polytask.training.observers import StepObserver, StepView
 from polytask.training.optim import parameter_groups
+from polytask.training.schedules import LrScheduleConfig, LrSchedules, learning_rates
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class EpochLog:
 
     ``score`` is the epoch's validation selection score (NaN: undefined, never selected);
     ``nonfinite_steps`` counts steps with a non-finite loss, which the balancers skip;
-    ``observations``: what each step observer recorded for the epoch, by its name."""
+    ``observations``: what each step observer recorded for the epoch, by its name; ``lr`` is
+    each parameter group's learning rate during the epoch."""
 
     epoch: int
     train_loss: dict[str, float]
@@ -78,6 +80,7 @@ class EpochLog:
     seconds: float = 0.0
     nonfinite_steps: int = 0
     observations: dict[str, Any] = field(default_factory=dict)
+    lr: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.train_loss = nan_for_none(self.train_loss)
@@ -90,7 +93,9 @@ class Trainer:
     """Fits a :class:`MultiTaskModel` on :class:`MultiTaskData` (or any batch source).
 
     ``observers`` (:class:`~polytask.training.observers.StepObserver`) see every step and
-    record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one)."""
+    record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one).
+    ``lr_schedules`` maps optimizer parameter-group names to learning-rate schedules, stepped
+    once per epoch after validation (:mod:`polytask.training.schedules`)."""
 
     def __init__(
         self,
@@ -111,6 +116,7 @@ class Trainer:
         label: str = "multi-task",
         eval_batch_size: int = 8192,
         observers: Sequence[StepObserver] = (),
+        lr_schedules: Mapping[str, LrScheduleConfig] | None = None,
     ) -> None:
         missing = [t.name for t in tasks if t.name not in model.task_names]
         if missing:
@@ -128,6 +134,10 @@ class Trainer:
             parameter_groups(model, 1e-3, extra=self.balancer.parameters())
         )
         self.epochs = epochs
+        # per parameter-group name; see polytask.training.schedules
+        self.schedules = LrSchedules(
+            self.optimizer, lr_schedules or {}, epochs=epochs, tasks=[t.name for t in tasks]
+        )
         self.batch_size = batch_size
         self.seed = seed
         self.early_stopping = early_stopping
@@ -191,15 +201,20 @@ class Trainer:
         source = (
             ShuffledBatches(train, self.batch_size) if isinstance(train, MultiTaskData) else train
         )
+        if validation is None and self.schedules.needs_validation:
+            raise ValueError("a plateau learning-rate schedule needs validation data")
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
             for epoch in range(start, self.epochs + 1):
                 if self.early_stopping and selection.stale >= self.early_stopping.patience:
                     break
+                lr = learning_rates(self.optimizer)
                 log = self._train_epoch(source, epoch, bar)
+                log.lr = lr
                 if validation is not None:
                     self._validate(log, validation, selection)
+                self.schedules.step(log.val_loss, log.score)
                 self.history.append(log)
                 if self.checkpoint_dir is not None:
                     self._save(epoch, selection)
@@ -426,6 +441,7 @@ class Trainer:
                 optimizer=self.optimizer.state_dict(),
                 balancer=self.balancer.state_dict(),
                 state=state,
+                schedules=self.schedules.state_dict(),
             ),
         )
 
@@ -437,6 +453,7 @@ class Trainer:
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.balancer.load_state_dict(checkpoint.balancer)
+        self.schedules.load_state_dict(checkpoint.schedules)  # after the optimizer's lrs
         state = checkpoint.state
         self.history = [EpochLog(**log) for log in state["history"]]
         self.best_epoch = state["best_epoch"]
