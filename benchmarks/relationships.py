@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from _report import Section, machine, pm, table
 from sklearn.metrics import adjusted_rand_score
+from zoo import per_dataset, subsampled_source
 
 from polytask.compare import with_seed
 from polytask.config import Config, PlantedConfig, load_config, parse_config
@@ -64,7 +65,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "configs"
 METHODS = ("cosine", "tag")
 PLANTED_MODEL: dict[str, Any] = {"trunk": [64, 32], "head": [16], "dropout": 0.0}
-PLANTED_TRAINING: dict[str, Any] = {"batch_size": 128, "lr": 0.003}
+PLANTED_TRAINING: dict[str, Any] = {
+    "batch_size": 128,
+    "lr": 0.003,
+    "early_stopping": {"patience": 5},
+}
+"""The budget of ``examples/configs/planted.yaml`` (its epochs: ``--epochs``)."""
 SECTION = Section("relationships", "benchmarks/relationships.py")
 HEADING = "## Generated results"
 
@@ -84,11 +90,47 @@ def planted_config(seed: int, rows: int, epochs: int, output: Path) -> Config:
     return with_seed(parse_config(raw, source=f"planted seed {seed}"), seed)
 
 
-def real_config(dataset: str, epochs: int, output: Path) -> Config:
-    """The dataset's example config (``hard``), epochs capped at ``epochs``."""
-    config = load_config(EXAMPLES / f"{dataset}.yaml")
+CENSUS_THREE: dict[str, Any] = {
+    "name": "census_kdd_3",
+    "data": {"source": "census_kdd", "split": {"column": "split", "validation": 0.1}},
+    # household and tax-filer status leak marital status, education the college degree
+    "features": {"drop": ["marital_stat", "instance_weight", "tax_filer_stat", "education"]},
+    "tasks": [
+        {"name": "income", "type": "binary", "target": "income", "positive": ">50K"},
+        {"name": "never_married", "type": "binary", "target": "never_married", "positive": "yes"},
+        {"name": "college", "type": "binary", "target": "college", "positive": "yes"},
+    ],
+    "model": {"arch": "hard", "trunk": [64, 32], "head": [16]},
+    "training": {
+        "epochs": 5,
+        "batch_size": 1024,
+        "lr": 0.002,
+        "early_stopping": {"patience": 2},
+    },
+}
+"""``census_kdd_3``: income, never married and college degree from one census_kdd table (the
+example configs have two of them each); the examples' budget, with ``hard`` sharing."""
+
+
+def real_config(
+    dataset: str, epochs: int, output: Path, rows: int | None = None, log: Log = print
+) -> Config:
+    """The dataset's example config (or :data:`CENSUS_THREE`) with ``hard`` sharing, epochs
+    capped at ``epochs`` and at most ``rows`` training rows (a seeded Parquet subsample)."""
+    if dataset == CENSUS_THREE["name"]:
+        config = parse_config(CENSUS_THREE, source=dataset)
+    else:
+        config = load_config(EXAMPLES / f"{dataset}.yaml")
+    if config.model.arch != "hard":
+        config = with_model(config, "hard", "hard")
+        config = config.model_copy(update={"name": dataset})
     training = config.training.model_copy(update={"epochs": min(epochs, config.training.epochs)})
-    return config.model_copy(update={"training": training, "output_dir": str(output)})
+    data = config.data
+    if rows is not None:
+        source = subsampled_source(config, rows, output / "data", log)
+        if source is not None:
+            data = data.model_copy(update={"source": source})
+    return config.model_copy(update={"training": training, "data": data, "output_dir": str(output)})
 
 
 def with_model(config: Config, arch: str, suffix: str, **options: Any) -> Config:
@@ -161,6 +203,7 @@ def recovery(
         "best_groups": best.named(names),
         "best_ari": ari(best.named(names), truth) if truth else math.nan,
         "scores": {g.k: g.score for g in groupings},
+        "by_k": {g.k: g.named(names) for g in groupings},
     }
     if k is not None:
         at_k = next(g for g in groupings if g.k == k)
@@ -263,20 +306,39 @@ def planted(
     return results
 
 
+def candidates(found: dict[str, Any], group_by: str, ks: Sequence[int]) -> dict[str, Any]:
+    """The groupings to train: each measure's best-scoring one, then ``group_by``'s at each k
+    of ``ks``; a partition already listed, or one group (hard sharing), is left out."""
+    listed: dict[str, Any] = {}
+    seen: set[frozenset[frozenset[str]]] = set()
+    options = [(f"{m}-best", found[m]["best_groups"]) for m in METHODS]
+    by_k = found[group_by]["by_k"]
+    options += [(f"{group_by}-k{k}", by_k[k]) for k in ks if k in by_k]
+    for key, groups in options:
+        canonical = frozenset(frozenset(g) for g in groups)
+        if len(groups) > 1 and canonical not in seen:
+            seen.add(canonical)
+            listed[key] = groups
+    return listed
+
+
 def real(
     dataset: str,
     seeds: Sequence[int],
     output: Path,
     *,
-    epochs: int = 8,
+    epochs: int = 30,
+    rows: int | None = None,
     every: int = 1,
     group_by: str = "cosine",
+    ks: Sequence[int] = (2, 3, 4),
     log: Log = print,
 ) -> dict[str, Any]:
-    """Affinity maps and groupings from one run (the first seed), then hard and the best-scoring
-    groups of ``group_by`` on every seed, Δm% against that seed's single-task networks."""
+    """Affinity maps and groupings from one run (the first seed); then, on every seed, hard
+    sharing and each candidate grouping (:func:`candidates`), Δm% against that seed's
+    single-task networks; per seed, the candidate with the best validation Δm is "picked"."""
     folder = output / "results" / dataset
-    base = real_config(dataset, epochs, output / "runs")
+    base = real_config(dataset, epochs, output / "runs", rows, log)
     first = with_seed(base, seeds[0])
     log(f"[{dataset}] affinity (seed {seeds[0]})")
     measured = {
@@ -286,29 +348,44 @@ def real(
         for method in METHODS
     }
     found = {name: recovery(record, [], None) for name, record in measured.items()}
-    groups = found[group_by]["best_groups"]
-    runs: dict[str, dict[str, Any]] = {"hard": {}, "groups": {}}
+    listed = candidates(found, group_by, ks)
+    runs: dict[str, dict[str, Any]] = {"hard": {}, **{key: {} for key in listed}}
     for seed in seeds:
         log(f"[{dataset}] seed {seed}")
         config = with_seed(base, seed)
         reference = cached(folder / f"single-seed{seed}.json", log, single_task, config, output)
-        hard = cached(folder / f"hard-seed{seed}.json", log, scored_run, config, reference)
-        runs["hard"][str(seed)] = hard
-        if len(groups) == 1:  # one group is hard sharing itself
-            runs["groups"][str(seed)] = hard
-            continue
-        grouped = with_model(config, "groups", "groups", groups=groups)
-        runs["groups"][str(seed)] = cached(
-            folder / f"groups-seed{seed}.json", log, scored_run, grouped, reference
+        runs["hard"][str(seed)] = cached(
+            folder / f"hard-seed{seed}.json", log, scored_run, config, reference
         )
+        for key, groups in listed.items():
+            grouped = with_model(config, "groups", f"groups-{key}", groups=groups)
+            runs[key][str(seed)] = cached(
+                folder / f"groups-{key}-seed{seed}.json", log, scored_run, grouped, reference
+            )
     return {
         "measured": measured,
         "found": found,
-        "groups": groups,
+        "candidates": listed,
         "grouped_by": group_by,
         "runs": runs,
         "epochs": base.training.epochs,
+        "rows": rows,
     }
+
+
+def picked(runs: dict[str, dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Per seed, the run among ``keys`` with the highest validation Δm (its record, plus
+    ``"picked"``: its key)."""
+    seeds = list(runs[keys[0]])
+    chosen = {}
+    for seed in seeds:
+        key = max(keys, key=lambda k: _finite(runs[k][seed]["delta_m_validation"]))
+        chosen[seed] = {**runs[key][seed], "picked": key}
+    return chosen
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -365,12 +442,18 @@ def delta_table(runs: dict[str, dict[str, dict[str, Any]]], labels: dict[str, st
         body.append(
             [
                 labels.get(name, name),
-                *(f"{v:+.2f}" for v in test),
+                *(_cell(per_seed[s]) for s in seeds),
                 pm(mean_std(test), 2, sign=True),
                 f"{mean_std(validation)[0]:+.2f}",
             ]
         )
     return table(header, body, right=len(seeds) + 2)
+
+
+def _cell(record: dict[str, Any]) -> str:
+    """A seed's test Δm%, with the model picked by validation where there was a choice."""
+    text = f"{record['delta_m']:+.2f}"
+    return f"{text} ({record['picked']})" if "picked" in record else text
 
 
 def matrix_scale(matrix: np.ndarray) -> int:
@@ -462,14 +545,24 @@ def real_markdown(dataset: str, block: dict[str, Any], seeds: Sequence[str]) -> 
             matrix_table(measured, best),
             "",
         ]
-    labels = {
-        "groups": f"groups (best-scoring {block['grouped_by']} grouping, "
-        f"k = {len(block['groups'])}: {_groups_text(block['groups'])})"
-    }
+    listed = block["candidates"]
+    runs = {key: block["runs"][key] for key in ("hard", *listed)}
+    labels = {key: f"groups {key} (k = {len(groups)})" for key, groups in listed.items()}
+    if listed:
+        runs["picked"] = picked(block["runs"], list(listed))
+        labels["picked"] = "groups picked per seed by validation Δm"
     parts += [
-        f"Δm% against single-task (test set; epochs capped at {block['epochs']}):",
+        f"Δm% against single-task (test set; budget: epochs capped at {block['epochs']}"
+        + (f", {block['rows']:,} training rows" if block.get("rows") else "")
+        + "):",
         "",
-        delta_table(block["runs"], labels),
+        delta_table(runs, labels),
+        "",
+        "Candidate groupings (`<measure>-best`: the highest-scoring grouping of that affinity; "
+        f"`{block['grouped_by']}-k<k>`: its best grouping into k groups; duplicates and the "
+        "single group, which is `hard`, left out):",
+        "",
+        *(f"- {key}: {_groups_text(groups)}" for key, groups in listed.items()),
         "",
     ]
     return parts
@@ -493,13 +586,21 @@ def _csv(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rows", type=int, default=4000, help="planted rows (all splits)")
-    parser.add_argument("--epochs", type=int, default=10, help="planted epochs")
+    parser.add_argument("--rows", type=int, default=6000, help="planted rows (all splits)")
+    parser.add_argument("--epochs", type=int, default=30, help="planted epochs (early stopping)")
     parser.add_argument("--every", type=int, default=1, help="measure affinity every k steps")
     parser.add_argument("--strength", type=float, default=1e-3, help="mtrl penalty strength")
     parser.add_argument("--group-by", choices=METHODS, default="cosine")
-    parser.add_argument("--datasets", default="yeast,qm9_small", help="real data ('' for none)")
-    parser.add_argument("--real-epochs", type=int, default=8, help="cap on the real configs")
+    parser.add_argument(
+        "--datasets", default="yeast,qm9_small,census_kdd_3", help="real data ('' for none)"
+    )
+    parser.add_argument("--real-epochs", type=int, default=30, help="cap on the real configs")
+    parser.add_argument(
+        "--subsample",
+        default="census_kdd_3=30000",
+        help="at most N training rows per named real dataset: 'census_kdd_3=30000,...'",
+    )
+    parser.add_argument("--ks", default="2,3,4", help="numbers of groups tried on real data")
     parser.add_argument("--skip-planted", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("runs/relationships"))
     parser.add_argument("--markdown", type=Path, default=None)
@@ -509,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     collected: dict[str, Any] = {}
     common = {"every": args.every, "group_by": args.group_by}
+    subsample = per_dataset(args.subsample)
+    if isinstance(subsample, int):
+        subsample = {"*": subsample}
     if not args.skip_planted:
         collected["planted"] = planted(
             seeds, args.output, rows=args.rows, epochs=args.epochs, strength=args.strength, **common
@@ -517,7 +621,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     collected["real"] = {}
     for dataset in _csv(args.datasets):
         collected["real"][dataset] = real(
-            dataset, seeds, args.output, epochs=args.real_epochs, **common
+            dataset,
+            seeds,
+            args.output,
+            epochs=args.real_epochs,
+            rows=subsample.get(dataset, subsample.get("*")) if subsample else None,
+            ks=[int(k) for k in _csv(args.ks)],
+            **common,
         )
     elapsed = time.perf_counter() - started
     print(f"finished in {elapsed:.0f} s ({machine()})")
@@ -526,8 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv if argv is not None else sys.argv[1:]
         )
         meta = (
-            f"Budget: planted {args.rows} rows, {args.epochs} epochs; real data epochs capped at "
-            f"{args.real_epochs}; affinity measured every {args.every} step(s), features mode for "
+            f"Budget: planted {args.rows} rows, at most {args.epochs} epochs (early stopping, "
+            f"patience 5); real data: the example configs' budgets with epochs capped at "
+            f"{args.real_epochs}, training rows subsampled: {args.subsample or 'none'}; "
+            f"affinity measured every {args.every} step(s), features mode for "
             f"the cosine; seeds {args.seeds}. Machine: {machine()}; this call took "
             f"{elapsed:.0f} s (steps found on disk are not re-run)."
         )

@@ -91,3 +91,34 @@ def test_planted_recovery_gives_an_ari_table(rel, tmp_path, no_png):
 def _no_step(message: str) -> None:
     if message.startswith("  "):  # a step being computed (seed headers are fine)
         pytest.fail(f"recomputed: {message.strip()}")
+
+
+def test_candidates_leave_out_duplicates_and_hard_sharing(rel):
+    found = {
+        "cosine": {
+            "best_groups": [["a", "b"], ["c"]],
+            "by_k": {1: [["a", "b", "c"]], 2: [["c"], ["b", "a"]], 3: [["a"], ["b"], ["c"]]},
+        },
+        "tag": {"best_groups": [["a", "b", "c"]], "by_k": {}},
+    }
+    listed = rel.candidates(found, "cosine", [1, 2, 3])
+    # tag's best is one group (hard), cosine k=1 too; cosine k=2 repeats cosine's best
+    assert listed == {"cosine-best": [["a", "b"], ["c"]], "cosine-k3": [["a"], ["b"], ["c"]]}
+
+
+def test_picked_takes_the_best_validation_run_of_each_seed(rel):
+    runs = {
+        "x": {
+            "0": {"delta_m": 1.0, "delta_m_validation": 2.0},
+            "1": {"delta_m": 5.0, "delta_m_validation": math.nan},
+        },
+        "y": {
+            "0": {"delta_m": 3.0, "delta_m_validation": 1.0},
+            "1": {"delta_m": -1.0, "delta_m_validation": -4.0},
+        },
+    }
+    chosen = rel.picked(runs, ["x", "y"])
+    assert {s: (r["picked"], r["delta_m"]) for s, r in chosen.items()} == {
+        "0": ("x", 1.0),
+        "1": ("y", -1.0),
+    }
