@@ -78,9 +78,18 @@ Log = Callable[[str], None]
 
 
 # -- configs -----------------------------------------------------------------------------------
-def planted_config(seed: int, rows: int, epochs: int, output: Path) -> Config:
-    """The planted 3 × 3 clusters generated with ``seed`` and trained with ``seed`` (``hard``)."""
-    dataset = get_builtin("planted").with_options(PlantedConfig(seed=seed, rows=rows))
+def planted_config(
+    seed: int,
+    rows: int,
+    epochs: int,
+    output: Path,
+    within: float = 0.9,
+    between: float = 0.0,
+) -> Config:
+    """The planted 3 × 3 clusters generated with ``seed`` (cosine ``within`` inside a cluster,
+    ``between`` across) and trained with ``seed`` (``hard``)."""
+    options = PlantedConfig(seed=seed, rows=rows, within=within, between=between)
+    dataset = get_builtin("planted").with_options(options)
     raw = dataset.config(
         model={"arch": "hard", **PLANTED_MODEL},
         training={"epochs": epochs, **PLANTED_TRAINING},
@@ -267,16 +276,21 @@ def planted(
     every: int = 1,
     strength: float = 1e-3,
     group_by: str = "cosine",
+    within: float = 0.9,
+    between: float = 0.0,
     compare: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
     """Per seed: ARI of each measure's grouping (k = 3 and best k), and (with ``compare``) Δm%
     of hard and groups against the single-task networks."""
     results: dict[str, Any] = {}
+    # results of other cluster cosines go to their own folder (the default keeps "planted")
+    default = (within, between) == (0.9, 0.0)
+    setting = "planted" if default else f"planted-w{within:g}-b{between:g}"
     for seed in seeds:
-        log(f"[planted] seed {seed}")
-        folder = output / "results" / "planted" / f"seed{seed}"
-        config = planted_config(seed, rows, epochs, output / "runs")
+        log(f"[{setting}] seed {seed}")
+        folder = output / "results" / setting / f"seed{seed}"
+        config = planted_config(seed, rows, epochs, output / "runs", within, between)
         assert config.data.planted is not None
         truth = planted_clusters(config.data.planted)
         k = len(truth)
@@ -507,16 +521,19 @@ def planted_markdown(results: dict[str, Any]) -> list[str]:
         "### Planted clusters: recovery (adjusted Rand index against `planted_clusters`)",
         "",
         ari_table(results),
-        "",
-        "Groups found at k = 3 per seed:",
-        "",
     ]
-    for seed in seeds:
-        found = results[seed]["found"]
-        for measure in (*METHODS, "mtrl"):
-            parts.append(
-                f"- seed {seed}, {MEASURE_NAMES[measure]}: {_groups_text(found[measure]['groups'])}"
-            )
+    missed = [
+        f"- seed {seed}, {MEASURE_NAMES[measure]}, {rule} (k = {len(found[groups])}): "
+        f"{_groups_text(found[groups])}"
+        for seed in seeds
+        for measure, found in results[seed]["found"].items()
+        for rule, groups, key in (("k = 3", "groups", "ari"), ("best k", "best_groups", "best_ari"))
+        if found[key] < 1.0
+    ]
+    if missed:
+        parts += ["", "Partitions that differ from the planted clusters:", "", *missed]
+    else:
+        parts += ["", "Every partition found (k = 3 and best k) equals the planted clusters."]
     if all(results[s]["runs"] for s in seeds):
         runs = {name: {s: results[s]["runs"][name] for s in seeds} for name in ("hard", "groups")}
         parts += [
@@ -568,14 +585,17 @@ def real_markdown(dataset: str, block: dict[str, Any], seeds: Sequence[str]) -> 
     return parts
 
 
-def markdown(collected: dict[str, Any], command: str, meta: str) -> str:
-    parts = [HEADING, "", f"Regenerate: `{command}`", "", meta, ""]
+def markdown(collected: dict[str, Any], command: str, meta: str, section: Section = SECTION) -> str:
+    """The generated section (``section``'s markers); a second section (another name) holds
+    the results of another setting in the same file."""
+    title = HEADING if section == SECTION else f"{HEADING}: {section.name}"
+    parts = [title, "", f"Regenerate: `{command}`", "", meta, ""]
     if "planted" in collected:
         parts += planted_markdown(collected["planted"])
         parts.append("")
     for dataset, block in collected.get("real", {}).items():
         parts += real_markdown(dataset, block, list(next(iter(block["runs"].values()))))
-    return SECTION.wrap("\n".join(parts))
+    return section.wrap("\n".join(parts))
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -603,7 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ks", default="2,3,4", help="numbers of groups tried on real data")
     parser.add_argument("--skip-planted", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("runs/relationships"))
+    parser.add_argument("--within", type=float, default=0.9, help="planted: cosine in a cluster")
+    parser.add_argument("--between", type=float, default=0.0, help="planted: across clusters")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument(
+        "--section", default=SECTION.name, help="name of the generated section of --markdown"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     seeds = [int(s) for s in _csv(args.seeds)]
@@ -615,7 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         subsample = {"*": subsample}
     if not args.skip_planted:
         collected["planted"] = planted(
-            seeds, args.output, rows=args.rows, epochs=args.epochs, strength=args.strength, **common
+            seeds,
+            args.output,
+            rows=args.rows,
+            epochs=args.epochs,
+            strength=args.strength,
+            within=args.within,
+            between=args.between,
+            **common,
         )
         print(ari_table(collected["planted"]))
     collected["real"] = {}
@@ -636,14 +668,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv if argv is not None else sys.argv[1:]
         )
         meta = (
-            f"Budget: planted {args.rows} rows, at most {args.epochs} epochs (early stopping, "
+            f"Budget: planted {args.rows} rows (within {args.within:g}, between "
+            f"{args.between:g}), at most {args.epochs} epochs (early stopping, "
             f"patience 5); real data: the example configs' budgets with epochs capped at "
             f"{args.real_epochs}, training rows subsampled: {args.subsample or 'none'}; "
             f"affinity measured every {args.every} step(s), features mode for "
             f"the cosine; seeds {args.seeds}. Machine: {machine()}; this call took "
             f"{elapsed:.0f} s (steps found on disk are not re-run)."
         )
-        SECTION.write(args.markdown, markdown(collected, command, meta))
+        section = Section(args.section, SECTION.script)
+        section.write(args.markdown, markdown(collected, command, meta, section))
         print(f"section written to {args.markdown}")
     return 0
 
