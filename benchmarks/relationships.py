@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import math
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -523,11 +524,11 @@ def planted_markdown(results: dict[str, Any]) -> list[str]:
         ari_table(results),
     ]
     missed = [
-        f"- seed {seed}, {MEASURE_NAMES[measure]}, {rule} (k = {len(found[groups])}): "
+        f"- seed {seed}, {MEASURE_NAMES[measure]}, k = {len(found[groups])}{rule}: "
         f"{_groups_text(found[groups])}"
         for seed in seeds
         for measure, found in results[seed]["found"].items()
-        for rule, groups, key in (("k = 3", "groups", "ari"), ("best k", "best_groups", "best_ari"))
+        for rule, groups, key in (("", "groups", "ari"), (" (best k)", "best_groups", "best_ari"))
         if found[key] < 1.0
     ]
     if missed:
@@ -598,6 +599,17 @@ def markdown(collected: dict[str, Any], command: str, meta: str, section: Sectio
     return section.wrap("\n".join(parts))
 
 
+def compute_seconds(record: Any) -> float:
+    """The sum of every step's ``"seconds"`` in ``record`` (a picked run, which repeats a
+    candidate's record, is not counted again)."""
+    if isinstance(record, dict):
+        own = record.get("seconds", 0.0) if "picked" not in record else 0.0
+        return own + sum(compute_seconds(v) for k, v in record.items() if k != "seconds")
+    if isinstance(record, list):
+        return sum(compute_seconds(v) for v in record)
+    return 0.0
+
+
 # -- command line ------------------------------------------------------------------------------
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -664,17 +676,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"finished in {elapsed:.0f} s ({machine()})")
     if args.markdown:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py " + " ".join(
+        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py " + shlex.join(
             argv if argv is not None else sys.argv[1:]
         )
         meta = (
             f"Budget: planted {args.rows} rows (within {args.within:g}, between "
             f"{args.between:g}), at most {args.epochs} epochs (early stopping, "
-            f"patience 5); real data: the example configs' budgets with epochs capped at "
-            f"{args.real_epochs}, training rows subsampled: {args.subsample or 'none'}; "
-            f"affinity measured every {args.every} step(s), features mode for "
-            f"the cosine; seeds {args.seeds}. Machine: {machine()}; this call took "
-            f"{elapsed:.0f} s (steps found on disk are not re-run)."
+            f"patience 5); "
+            + (
+                f"real data: the example configs' budgets with epochs capped at "
+                f"{args.real_epochs}, training rows subsampled: {args.subsample or 'none'}; "
+                if collected["real"]
+                else "no real data; "
+            )
+            + f"affinity measured every {args.every} step(s), features mode for "
+            f"the cosine; seeds {args.seeds}. Machine: {machine()}; the steps took "
+            f"{compute_seconds(collected):.0f} s in all (wall time of each step when it ran; "
+            f"this call {elapsed:.0f} s, steps found on disk are not re-run)."
         )
         section = Section(args.section, SECTION.script)
         section.write(args.markdown, markdown(collected, command, meta, section))
