@@ -11,17 +11,24 @@ through the same grouping search. Then ``hard`` and ``groups`` (the groups of th
 at k = 3, or ``--group-by tag``) are trained and scored by Δm% against the seed's single-task
 networks (``hard`` with one head: same trunk, budget and seed; the reference, Δm = 0).
 
-Real data (``--datasets yeast,qm9_small``, the example configs with capped epochs): affinity maps
-and groupings from one run with seed 0, then, on every seed, ``hard`` and ``groups`` (the
-best-scoring grouping of ``--group-by``) against the seed's single-task networks.
+Real data (``--datasets``: ``yeast``, ``qm9_small``, and ``census_kdd_3``, the census_kdd table
+with income, never married and college degree; the example configs' budgets with ``hard``
+sharing, epochs capped by ``--real-epochs``, training rows by ``--subsample``): affinity maps
+and groupings from one run with the first seed; then, on every seed, ``hard`` and each candidate
+grouping (:func:`candidates`: each measure's best-scoring grouping and ``--group-by``'s at each
+k of ``--ks``) against the seed's single-task networks; per seed, the candidate with the best
+validation Δm is "picked" (k chosen by validation) and scored on the test set.
 
 Every finished step is written as JSON under ``OUTPUT/results/`` and skipped when found, so an
-interrupted run continues; ``--report-only`` rebuilds the tables. ``--markdown FILE`` writes or
-replaces the generated section of FILE.
+interrupted run continues and a second call with the same options only rebuilds the tables.
+``--markdown FILE`` writes or replaces the generated section (``--section``) of FILE; another
+planted setting (``--within``, ``--between``) goes to its own results folder and section.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py --seeds 0,1,2 --rows 4000 \\
-        --epochs 10 --datasets yeast,qm9_small --real-epochs 8 --output runs/relationships \\
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py --output runs/relationships \
         --markdown docs/relationships.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py --between 0.5 --datasets '' \
+        --output runs/relationships-between05 --markdown docs/relationships.md \
+        --section planted-between-0.5
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ def planted_config(
 CENSUS_THREE: dict[str, Any] = {
     "name": "census_kdd_3",
     "data": {"source": "census_kdd", "split": {"column": "split", "validation": 0.1}},
-    # household and tax-filer status leak marital status, education the college degree
+    # marital and tax-filer status give never_married away, education the college degree
     "features": {"drop": ["marital_stat", "instance_weight", "tax_filer_stat", "education"]},
     "tasks": [
         {"name": "income", "type": "binary", "target": "income", "positive": ">50K"},
