@@ -51,7 +51,13 @@ VALID: dict[str, Any] = {
     },
     "features": {"numeric": ["x1", "x2"], "categorical": ["colour"], "drop": [], "text": []},
     "tasks": [
-        {"name": "clicked", "type": "binary", "positive": "yes", "weight": 1.0},
+        {
+            "name": "clicked",
+            "type": "binary",
+            "positive": "yes",
+            "weight": 1.0,
+            "lr_schedule": {"type": "plateau", "factor": 0.5, "patience": 1},
+        },
         {"name": "segment", "type": "multiclass", "metrics": ["accuracy"]},
         {"name": "spend", "type": "regression", "target": "spend", "auxiliary": False},
     ],
@@ -70,9 +76,10 @@ VALID: dict[str, Any] = {
         "lr": 0.01,
         "seed": 0,
         "early_stopping": {"patience": 2, "min_delta": 0.0},
+        "lr_schedule": {"type": "cosine", "warmup": 1},
     },
     "balancer": {"name": "pcgrad", "seed": 0},
-    "evaluation": {"delta_m": "per_task"},
+    "evaluation": {"delta_m": "per_task", "affinity": {"method": "cosine", "every": 2}},
 }
 
 ODD_NUMBERS = [
