@@ -2,6 +2,7 @@
 name is one plain folder name (issue 8)."""
 
 import pytest
+import yaml
 
 from polytask.config import parse_config
 from polytask.errors import ConfigError
@@ -73,3 +74,28 @@ def test_plain_run_names_pass(name):
     raw = config_dict("t.csv")
     raw["name"] = name
     assert parse_config(raw).name == name
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("training", "lr"), ".inf"),
+        (("training", "lr"), "inf"),
+        (("training", "weight_decay"), ".nan"),
+        (("tasks", 0, "weight"), "inf"),
+        (("data", "temperature"), "inf"),
+        (("model", "dropout"), "nan"),
+    ],
+)
+def test_an_infinite_or_nan_number_is_refused(path, value):
+    raw = yaml.safe_load(
+        "data: {source: adult}\ntasks: [{name: income, type: binary}]\nmodel: {arch: hard}\n"
+    )
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {}) if isinstance(key, str) else node[key]
+    node[path[-1]] = yaml.safe_load(value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    message = str(caught.value)  # "finite", or a bound that NaN fails first; the key is named
+    assert str(path[-1]) in message and "\n" not in message

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -50,9 +51,9 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(_not_a_bool)]
-"""A float that also takes an int or a numeric string (YAML reads ``1e-3`` as a string), never a
-boolean. Counts are :class:`~pydantic.StrictInt`: no booleans, no floats."""
+Number = Annotated[float, BeforeValidator(_not_a_bool), AllowInfNan(False)]
+"""A finite float that also takes an int or a numeric string (YAML reads ``1e-3`` as a string),
+never a boolean. Counts are :class:`~pydantic.StrictInt`: no booleans, no floats."""
 
 
 class _Section(BaseModel):

@@ -120,3 +120,11 @@ def test_numbers_take_ints_and_numeric_strings_and_keep_their_value():
     cagrad = build_balancer("cagrad", TASKS, c=1, rescale=False)
     assert (cagrad.weighting.c, cagrad.weighting.rescale) == (1.0, False)
     assert build_balancer("pcgrad", TASKS, update_every=3).every == 3
+
+
+def test_a_preset_is_refused_on_a_balancer_that_is_not_a_gramian_weighting():
+    from polytask.balancers import BALANCERS, UncertaintyWeighting, register_balancer
+
+    with pytest.raises(TypeError, match="presets compose Gramian weightings only"):
+        register_balancer("uw_preset_test", init=1.0)(UncertaintyWeighting)
+    assert "uw_preset_test" not in BALANCERS

@@ -304,8 +304,7 @@ class GramianEngine:
         if self.mode == "features":
             if features is None:
                 raise ValueError("mode 'features' needs features=<shared representation>")
-            shared = [p for p in shared_params if p.requires_grad] if shared_params else None
-            return task_gradients(losses, "features", shared, features, hold)
+            return task_gradients(losses, "features", None, features, hold)
         return task_gradients(losses, "params", shared_list(shared_params), features, hold)
 
     def gramian(

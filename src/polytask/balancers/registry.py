@@ -12,9 +12,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
-    AllowInfNan,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Strict,
     ValidationError,
@@ -26,6 +24,7 @@ from polytask.balancers.engine import Mode
 from polytask.balancers.loss_weighting import LossWeighting
 from polytask.balancers.weighting import GramianBalancer, Weighting
 from polytask.balancers.wrappers import LossesFrom, UpdateEvery
+from polytask.config import Number
 from polytask.errors import ConfigError, did_you_mean
 
 Method = type[Balancer] | type[Weighting]
@@ -46,9 +45,12 @@ def register_balancer(*names: str, **preset: Any) -> Callable[[M], M]:
     named method instead (e.g. ``register_balancer("imtl", losses_from="imtl_l")(IMTLG)``)."""
 
     def decorate(cls: M) -> M:
+        if preset and not issubclass(cls, Weighting):
+            raise TypeError(f"{cls.__name__}: presets compose Gramian weightings only")
+        taken = [name for name in names if name in BALANCERS]
+        if taken:
+            raise ValueError(f"balancer name {taken[0]!r} registered twice")
         for name in names:
-            if name in BALANCERS:
-                raise ValueError(f"balancer name {name!r} registered twice")
             BALANCERS[name] = cls
             if preset:
                 PRESETS[name] = dict(preset)
@@ -131,13 +133,7 @@ def _loss_source(owner: str, name: str | None, task_names: Sequence[str]) -> Los
     return source
 
 
-def _not_a_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    return value
-
-
-FiniteNumber = Annotated[float, BeforeValidator(_not_a_bool), Strict(False), AllowInfNan(False)]
+FiniteNumber = Annotated[Number, Strict(False)]
 """What a ``float`` option takes: an int, a float or a numeric string (YAML reads ``1e-3`` as a
 string), finite, never a boolean."""
 

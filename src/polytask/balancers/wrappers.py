@@ -87,7 +87,7 @@ class UpdateEvery(Wrapper):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.inner.load_state_dict(state)
-        self._step = int(state["step"])
+        self._step = int(state.get("step", 0))  # absent when saved without update_every
         names, weights = state.get("cached_names"), state.get("cached_weights")
         self._cached_names = None if names is None else list(names)
         self._cached_weights = None if weights is None else [float(w) for w in weights]

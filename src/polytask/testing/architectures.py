@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polytask.balancers import BALANCERS, Balancer, build_balancer
+from polytask.balancers.engine import MODES
+from polytask.balancers.registry import PRESETS
 from polytask.models import ModelParts, MultiTaskModel, TabularEncoder, build_model
 from polytask.training import Trainer
 
@@ -37,7 +39,6 @@ N_NUMERIC = 3
 CARDINALITIES = (4, 3)
 WIDTH = 8
 OUTPUT_SIZES = {"reg": 1, "cls": 3, "bin": 1}
-MODES = ("features", "params")
 
 ArchitectureFactory = Callable[[ModelParts], MultiTaskModel]
 """``factory(parts)`` → a model over ``parts.encoder_factory`` for ``parts.output_sizes``."""
@@ -290,13 +291,13 @@ def balancer_cases(names: Iterable[str]) -> list[Balancer]:
     """One balancer (default options) per registered class among ``names`` (aliases dropped),
     and one per gradient mode for methods that have a ``mode``."""
     methods: list[Balancer] = []
-    seen: set[type] = set()
+    seen: set[tuple[type, tuple[tuple[str, Any], ...]]] = set()
     tasks = list(OUTPUT_SIZES)
     for name in names:
-        cls = BALANCERS[name]
-        if cls in seen:
+        key = (BALANCERS[name], tuple(sorted(PRESETS.get(name, {}).items())))
+        if key in seen:
             continue
-        seen.add(cls)
+        seen.add(key)
         method = build_balancer(name, tasks)
         methods.append(method)
         mode = getattr(method, "mode", None)
