@@ -326,7 +326,10 @@ def affinity(
     )
     found = run_affinity(result.multitask.history)
     if found is None:
-        raise ConfigError(f"{config}: no step measured the affinity (too few steps for --every?)")
+        raise ConfigError(
+            f"{config}: no step measured the affinity: too few steps for --every, or no batch "
+            "held labels of two tasks (tables of their own are drawn one per step)"
+        )
     order, matrix = found
     console.print(affinity_table(order, matrix.tolist(), affinity_settings.method))
     run = RunDir(result.run_dir)

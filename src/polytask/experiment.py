@@ -255,6 +255,12 @@ def make_trainer(
             f"evaluation.affinity: {what} works on the shared parameters, but model.arch "
             f"'{config.model.arch}' shares none; use method cosine with mode features"
         )
+    if affinity is not None and affinity.mode == "features" and model.per_task_representation:
+        raise ConfigError(
+            f"evaluation.affinity: model.arch '{config.model.arch}' gives each task its own slice "
+            "of the representation, so representation gradients never meet (every cosine would "
+            "be 0); measure on the shared parameters (mode: params) where the model has any"
+        )
     return Trainer(
         model,
         tasks,

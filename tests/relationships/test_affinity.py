@@ -204,3 +204,36 @@ def test_a_bad_every_or_a_single_task_is_a_config_error(every):
         GradientCosine(NAMES, every=every)
     with pytest.raises(ConfigError, match="at least 2"):
         TagLookahead(["a"])
+
+
+def test_a_resumed_trainer_measures_the_same_steps(tmp_path):
+    """The meter's step count is in the checkpoint: with ``every: 2`` a run resumed after an
+    odd number of steps measures the steps an uninterrupted run measures."""
+    from polytask.data.dataset import MultiTaskData
+
+    batch = toy_batch(n=24)
+    data = MultiTaskData(batch.inputs, batch.targets, batch.masks)
+
+    def trainer(epochs, folder):
+        meter = GradientCosine(NAMES, every=2, mode="features")
+        model = toy_model()
+        return Trainer(
+            model, TASKS, epochs=epochs, batch_size=8, checkpoint_dir=folder, observers=[meter]
+        )
+
+    full = trainer(2, tmp_path / "straight").fit(data)
+    trainer(1, tmp_path / "resumed").fit(data)
+    resumed = trainer(2, tmp_path / "resumed").fit(data, resume=True)
+    steps = [log.observations["affinity"]["steps"] for log in full]
+    assert [log.observations["affinity"]["steps"] for log in resumed] == steps
+    assert steps[0][0][1] != steps[1][0][1]  # 3 steps per epoch, every 2: 2 then 1 measured
+
+
+def test_nothing_measured_gives_no_affinity():
+    record = {
+        "method": "cosine",
+        "tasks": NAMES,
+        "matrix": [[None] * 3] * 3,
+        "steps": [[0] * 3] * 3,
+    }
+    assert run_affinity([{"observations": {"affinity": record}}]) is None

@@ -79,6 +79,12 @@ def test_a_training_run_with_evaluation_affinity_records_it(monkeypatch, capsys,
             {"model": {"arch": "groups", "groups": [["clicked"], ["segment"], ["spend"]]}},
             ("evaluation.affinity: tag", "shares none"),
         ),
+        (
+            (),
+            {"model": {"arch": "cross_stitch", "trunk": [8, 8], "head": [4]}},
+            ("model.arch 'cross_stitch'", "own slice", "mode: params"),
+        ),
+        ((), {"model": {"arch": "mtrl", "trunk": [8], "head": [4]}}, ("model.arch 'mtrl'",)),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, table, args, overrides,

@@ -17,6 +17,10 @@ from torch import Tensor, nn
 class MultiTaskModel(nn.Module, ABC):
     """Base class of the architectures: shared part, one output per task."""
 
+    #: True when each task reads its own slice of the representation (per-task towers or
+    #: columns): representation gradients of different tasks are then disjoint by construction.
+    per_task_representation: bool = False
+
     def __init__(self, task_names: Sequence[str]) -> None:
         super().__init__()
         if len(set(task_names)) != len(task_names) or not task_names:

@@ -47,6 +47,8 @@ class CrossStitchUnit(nn.Module):
 class CrossStitch(MultiTaskModel):
     """One column per task (``nn.Sequential`` blocks) with a cross-stitch unit after each block."""
 
+    per_task_representation = True  # each head reads its own column
+
     def __init__(
         self,
         encoder_factory: Factory,

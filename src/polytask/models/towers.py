@@ -29,6 +29,8 @@ class TaskTowers(MultiTaskModel):
     """``heads[t](towers[t](x))`` per task, with towers of identical structure (their parameter
     names, in order, are :attr:`layer_names`)."""
 
+    per_task_representation = True
+
     def __init__(
         self,
         encoder_factory: Factory,

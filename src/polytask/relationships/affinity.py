@@ -77,6 +77,12 @@ class AffinityMeter(StepObserver):
         self._sums = torch.zeros(size, size, dtype=torch.float64)
         self._counts = torch.zeros(size, size, dtype=torch.int64)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step}  # so that a resumed run measures the same steps
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+
     def _due(self) -> bool:
         """Whether this step is measured (advances the step counter)."""
         due = self._step % self.every == 0
@@ -284,8 +290,8 @@ def run_affinity(history: Sequence[Any]) -> tuple[list[str], Tensor] | None:
         names = list(record["tasks"])
         total = weighted if total is None else total + weighted
         counts = steps if counts is None else counts + steps
-    if total is None or counts is None:
-        return None
+    if total is None or counts is None or not bool((counts > 0).any()):
+        return None  # nothing measured (e.g. no step had two labelled tasks)
     mean = total / counts.clamp(min=1)
     mean[counts == 0] = math.nan
     return names, mean

@@ -52,3 +52,10 @@ class StepObserver:
     def epoch_end(self, epoch: int) -> Any:
         """What to record for the epoch (JSON-ready; ``None`` records nothing)."""
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to observe the same steps (JSON-ready; saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""

@@ -431,6 +431,7 @@ class Trainer:
             "stale_epochs": selection.stale,
             "reference": self.reference,
             "reference_loss": self._reference_loss,
+            "observers": {o.name: o.state_dict() for o in self.observers},
         }
         save_checkpoint(
             self.checkpoint_dir,
@@ -463,6 +464,8 @@ class Trainer:
             self._reference_loss = nan_for_none(state["reference_loss"])
         if self._reference_loss is None and self.history and self.history[0].val_loss:
             self._reference_loss = dict(self.history[0].val_loss)  # a checkpoint from before
+        for observer in self.observers:
+            observer.load_state_dict(state.get("observers", {}).get(observer.name, {}))
         score = state["best_score"]
         selection = _Selection(
             checkpoint.best_model, -math.inf if score is None else score, state["stale_epochs"]
