@@ -379,13 +379,16 @@ def _train_baseline(
 
 def baseline_key(config: Config, task: Task) -> str:
     """A hash of everything that determines a task's baseline (data, features, task, model,
-    training budget, Δm convention); balancer and other tasks do not enter it."""
+    training budget); the balancer, the other tasks and how ``groups`` splits them (a one-task
+    ``groups`` model is its task's trunk alone) do not enter it."""
     spec = next(s for s in config.tasks if s.name == task.name)
+    model = config.model.model_dump(mode="json")
+    model.pop("groups", None)
     relevant = {
         "data": config.data.model_dump(mode="json"),
         "features": config.features.model_dump(mode="json"),
         "task": spec.model_dump(mode="json"),
-        "model": config.model.model_dump(mode="json"),
+        "model": model,
         "training": config.training.model_dump(mode="json"),
     }
     text = json.dumps(relevant, sort_keys=True)
