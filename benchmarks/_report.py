@@ -13,6 +13,8 @@ import contextlib
 import math
 import os
 import platform
+import shlex
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,14 @@ class Section:
     @property
     def end(self) -> str:
         return f"<!-- {self.name}:end -->"
+
+    def command(
+        self, argv: Sequence[str] | None, prefix: str = "python", drop: Sequence[str] = ()
+    ) -> str:
+        """The command that regenerates the section: ``prefix script`` and the arguments
+        (``argv``, else the process's own), without those in ``drop``."""
+        args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in drop]
+        return f"{prefix} {self.script} {shlex.join(args)}".strip()
 
     def wrap(self, body: str) -> str:
         """``body`` between the markers, with a blank line on either side."""

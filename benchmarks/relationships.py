@@ -44,7 +44,6 @@ import argparse
 import csv
 import json
 import math
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -683,9 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"finished in {elapsed:.0f} s ({machine()})")
     if args.markdown:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/relationships.py " + shlex.join(
-            argv if argv is not None else sys.argv[1:]
-        )
+        command = SECTION.command(argv, prefix="OMP_NUM_THREADS=1 .venv/bin/python")
         meta = (
             f"Budget: planted {args.rows} rows (within {args.within:g}, between "
             f"{args.between:g}), at most {args.epochs} epochs (early stopping, "

@@ -885,10 +885,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = run(tasks, repeats=repeats, methods=methods, libraries=libraries, memory=memory)
     print(plain_table(result))
     if args.markdown is not None:
-        command = "python benchmarks/step_overhead.py " + " ".join(
-            sys.argv[1:] if argv is None else argv
-        )
-        SECTION.write(args.markdown, markdown(result, command.strip()))
+        SECTION.write(args.markdown, markdown(result, SECTION.command(argv)))
         print(f"wrote {args.markdown}")
     return result
 

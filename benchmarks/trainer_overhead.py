@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,10 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = measure(adult_config(), args.epochs, args.batch_size)
     print(summary(result))
     if args.markdown is not None:
-        command = "python benchmarks/trainer_overhead.py " + " ".join(
-            sys.argv[1:] if argv is None else argv
-        )
-        SECTION.write(args.markdown, markdown(result, command.strip()))
+        SECTION.write(args.markdown, markdown(result, SECTION.command(argv)))
         print(f"wrote {args.markdown}")
     return result
 

@@ -491,8 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for dataset, block in collected.items():
         print(f"\n{dataset}\n{dataset_table(dataset, block)}")
     if args.markdown:
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/zoo.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"
+        command = SECTION.command(
+            argv, prefix="OMP_NUM_THREADS=1 .venv/bin/python", drop=["--report-only"]
         )
         meta = (
             f"Budget: epochs capped at {args.epochs or 'the config value'}, training rows "
