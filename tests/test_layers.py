@@ -40,6 +40,7 @@ LAYERS = (  # lowest first
     "reporting",
     "experiment",
     "compare",
+    "auto",
     "cli",
     "testing",
 )

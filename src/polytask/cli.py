@@ -353,6 +353,82 @@ def affinity(
         _validate_groupings(written, updated, validate_epochs)
 
 
+@app.command()
+def auto(
+    config: Annotated[Path, typer.Argument(help="YAML config file (its auto: section, if any).")],
+    trials: Annotated[
+        int | None, typer.Option(help="Trials in the study (default: auto.trials, else 20).")
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(help="Bound on the search stage, e.g. 90s, 30m, 2h (a trial is finished)."),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes sharing the study.")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna RDB URL for the study (default: sqlite in the study folder)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest study (or join --storage's).")
+    ] = False,
+    final: Annotated[
+        bool, typer.Option("--final/--no-final", help="Retrain the best trials on the seeds.")
+    ] = True,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Override output_dir.")
+    ] = None,
+) -> None:
+    """Search architectures, balancers, task groups and learning rates on validation Δm
+    (optuna), then retrain the best on several seeds and report them against single-task."""
+    loaded = _load(config)
+    if output is not None:
+        loaded = loaded.model_copy(update={"output_dir": str(output)})
+    seconds = _duration(timeout) if timeout is not None else None
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "polytask auto needs optuna: pip install 'polytask[auto]'"
+        ) from None
+    from polytask.auto import AutoOptions, run_auto
+    from polytask.auto.tables import final_table, leaderboard_table
+    from polytask.reporting.tables import verdict_summary, verdict_table
+
+    result = run_auto(
+        loaded,
+        AutoOptions(
+            trials=trials, timeout=seconds, jobs=jobs, storage=storage, resume=resume, final=final
+        ),
+        report=lambda message: console.print(f"[dim]{escape(message)}[/]"),
+    )
+    console.print(leaderboard_table(result.rows))
+    for note in result.notes:
+        console.print(f"[dim]picture {escape(note)}[/]")
+    if result.final is not None:
+        console.print(final_table(result.final))
+        best = result.final.summaries[result.final.winner]
+        verdicts = best.verdicts()
+        console.print(verdict_table(verdicts, result.final.seeds))
+        for line in verdict_summary(verdicts, len(result.final.seeds), "best.yaml"):
+            console.print(line)
+    console.print(f"study, leaderboard and pictures in [bold]{result.folder}[/]")
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``2h`` or ``1.5h`` in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ConfigError(
+            f"--timeout {text!r}: expected a duration such as 90s, 30m or 2h"
+        ) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"--timeout {text!r}: must be a positive duration")
+    return seconds
+
+
 def _validate_groupings(written: dict[int, Path], config: Config, epochs: int | None) -> None:
     """Train each written groups config once (the config's seed, with baselines) and print its
     validation and test Δm; the best validation Δm picks k."""

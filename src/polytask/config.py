@@ -409,6 +409,83 @@ class EvaluationConfig(_Section):
     affinity: AffinityConfig | None = None
 
 
+def _range(value: Any) -> Any:
+    """A number fixes a searched value; ``[low, high]`` is a range."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list | tuple) and len(value) == 1:
+        return (value[0], value[0])
+    return value
+
+
+Range = Annotated[tuple[Number, Number], BeforeValidator(_range)]
+"""``[low, high]`` (a number, or a one-item list, fixes the value)."""
+
+Grouping = list[list[str]]
+
+
+class AutoConfig(_Section):
+    """``polytask auto``'s search space and budget. ``arch`` and ``balancer`` list candidate
+    names (default: see :mod:`polytask.auto.space`); ``groupings`` the candidate task groupings
+    for ``arch: groups`` (default: the best grouping for each number of groups by measured
+    affinity, and all singletons); ``lr`` and ``weight_decay`` are log-uniform ranges (``0``
+    fixes no weight decay), ``dropout`` a uniform one; the trunk is ``depth`` layers of
+    ``width`` units. ``trials`` (also ``--trials``) counts the study's trials; the ``top``
+    configurations are retrained with each of ``seeds``; ``seed`` seeds the sampler."""
+
+    arch: list[str] | None = None
+    balancer: list[str] | None = None
+    groupings: list[Grouping] | None = None
+    lr: Range = (1e-4, 1e-2)
+    weight_decay: Range = (1e-6, 1e-3)
+    dropout: Range = (0.0, 0.3)
+    width: list[StrictInt] = [64, 128, 256]
+    depth: list[StrictInt] = [1, 2]
+    trials: StrictInt = Field(20, ge=1)
+    top: StrictInt = Field(3, ge=1)
+    seeds: list[StrictInt] = [0, 1, 2]
+    seed: StrictInt = 0
+
+    @field_validator("arch", "balancer", "groupings", "width", "depth", "seeds")
+    @classmethod
+    def _not_empty(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is not None and not values:
+            raise ValueError("the search space is empty: give at least one value")
+        if values is not None and len({repr(v) for v in values}) < len(values):
+            raise ValueError("a value is given twice")
+        return values
+
+    @field_validator("width", "depth")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values):
+            raise ValueError("every value must be an integer ≥ 1")
+        return values
+
+    @field_validator("lr", "weight_decay", "dropout")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low > high:
+            raise ValueError(f"[{low:g}, {high:g}]: the low end is above the high end")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoConfig:
+        if self.lr[0] <= 0:
+            _raise_at_path(("lr",), "a learning rate must be > 0 (the range is log-uniform)")
+        low, high = self.weight_decay
+        if low < 0 or (low == 0 < high):
+            _raise_at_path(
+                ("weight_decay",),
+                f"[{low:g}, {high:g}]: a log-uniform range needs 0 < low ≤ high (0 alone fixes "
+                "no weight decay)",
+            )
+        if self.dropout[0] < 0 or self.dropout[1] >= 1:
+            _raise_at_path(("dropout",), "dropout must lie in [0, 1)")
+        return self
+
+
 class Config(_Section):
     """A whole experiment."""
 
@@ -421,6 +498,14 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     balancer: BalancerConfig = BalancerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    auto: AutoConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_auto(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)  # configs without one keep their saved form
+        if data.get("auto", "") is None:
+            data.pop("auto")
+        return data
 
     @field_validator("name")
     @classmethod

@@ -69,11 +69,14 @@ def run_experiment(
     config: Config,
     *,
     baselines: bool = True,
+    baseline_config: Config | None = None,
     resume: bool = False,
     progress: bool = False,
     report: Reporter = lambda message: None,
 ) -> RunResult:
     """Train baselines (or reuse them) and the multi-task model; write and return the results.
+    The baselines follow ``baseline_config`` (default: ``config``) for their model and budget:
+    ``polytask auto`` compares every candidate with the baselines of the user's config.
 
     The run folder is held by this process while it is written (a second process resuming it
     gets a RunError naming this one); a baseline being trained by another run is waited for,
@@ -91,7 +94,14 @@ def run_experiment(
         if run.finished:  # it finished while this process was looking for it
             raise RunError(f"{run.path}: the run finished meanwhile; nothing to resume")
         return _run(
-            config, data, run, baselines=baselines, resume=resume, progress=progress, report=report
+            config,
+            data,
+            run,
+            baselines=baselines,
+            baseline_config=baseline_config or config,
+            resume=resume,
+            progress=progress,
+            report=report,
         )
 
 
@@ -101,6 +111,7 @@ def _run(
     run: RunDir,
     *,
     baselines: bool,
+    baseline_config: Config,
     resume: bool,
     progress: bool,
     report: Reporter,
@@ -131,7 +142,12 @@ def _run(
         if baselines:
             for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
                 baseline_results[task.name] = train_baseline(
-                    config, data, task, baselines_folder(output), progress=progress, report=report
+                    baseline_config,
+                    data,
+                    task,
+                    baselines_folder(output),
+                    progress=progress,
+                    report=report,
                 )
     reference = _scores(baseline_results, "validation") or None
 
@@ -215,6 +231,7 @@ def make_trainer(
     progress: bool,
     label: str,
     checkpoint_dir: Path | None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> Trainer:
     """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
     training = config.training
@@ -278,6 +295,7 @@ def make_trainer(
         label=label,
         observers=observers,
         lr_schedules=schedules,
+        on_epoch=on_epoch,
     )
 
 
@@ -399,7 +417,7 @@ def _result(
     trainer: Trainer, data: PreparedData, history: list[EpochLog], seconds: float
 ) -> ModelResult:
     validation = trainer.evaluate(data.validation).metrics
-    test = trainer.evaluate(data.test).metrics
+    test = trainer.evaluate(data.test).metrics if data.test is not None else {}  # sealed
     return ModelResult(
         validation=validation,
         test=test,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask.evaluation.verdict import ALPHA, TaskVerdict, task_verdicts
-from polytask.tasks import Task
+from polytask.tasks import Task, task_from_dict
 from polytask.training.checkpoint import atomic_write_json, nan_for_none
 
 
@@ -76,6 +76,26 @@ def load_model_result(path: Path) -> ModelResult:
 def save_run_result(result: RunResult, path: Path) -> None:
     """Write ``result`` as JSON (atomically)."""
     atomic_write_json(path, result.to_dict())
+
+
+def load_run_result(path: Path) -> RunResult:
+    """Read what :func:`save_run_result` wrote; ValueError, KeyError or TypeError when it is not
+    a run result."""
+    raw = json.loads(Path(path).read_text())
+    return RunResult(
+        run_dir=Path(raw["run_dir"]),
+        tasks=[task_from_dict(t) for t in raw["tasks"]],
+        multitask=ModelResult(**raw["multitask"]),
+        baselines={k: ModelResult(**v) for k, v in raw["baselines"].items()},
+        label_counts=raw["label_counts"],
+        delta_m_test=_number(raw["delta_m_test"]),
+        delta_m_validation=_number(raw["delta_m_validation"]),
+        changes_test=nan_for_none(raw["changes_test"]),
+    )
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,18 @@ class Table:
 
 @dataclass
 class PreparedData:
-    """Fitted tasks and features, and the encoded splits of every table."""
+    """Fitted tasks and features, and the encoded splits of every table. ``test`` is None in
+    a copy sealed by :meth:`without_test` (``polytask auto``'s search never sees the test split)."""
 
     tasks: list[Task]
     preprocessor: FeaturePreprocessor
     train: dict[str, MultiTaskData]
     validation: MultiTaskData
-    test: MultiTaskData
+    test: MultiTaskData | None
+
+    def without_test(self) -> PreparedData:
+        """This data with the test split left out."""
+        return replace(self, test=None)
 
     def train_source(self, batch_size: int, policy: str, temperature: float) -> BatchSource:
         """One shared table: shuffled batches; several tables: a task mixture."""
@@ -68,7 +73,7 @@ class PreparedData:
         return {
             "train": train,
             "validation": self.validation.label_counts(),
-            "test": self.test.label_counts(),
+            "test": self.test.label_counts() if self.test is not None else {},
         }
 
 

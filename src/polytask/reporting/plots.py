@@ -36,7 +36,7 @@ def plot_loss_curves(
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_weights(history: Sequence[EpochLog], path: Path) -> Path | None:
@@ -73,7 +73,7 @@ def plot_weights(history: Sequence[EpochLog], path: Path) -> Path | None:
     ax.set_title("Balancer weights (thin: sampled steps, bold: epoch mean)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_rates(history: Sequence[EpochLog], path: Path) -> Path | None:
@@ -104,7 +104,7 @@ def plot_learning_rates(history: Sequence[EpochLog], path: Path) -> Path | None:
     ax.set_title("Learning rate per parameter group")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_relationships(
@@ -135,10 +135,10 @@ def write_relationships(
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="small", color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("Task relationships")
-    _save(fig, png_path)
+    save_figure(fig, png_path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -171,4 +171,4 @@ def plot_affinity(
     else:
         ax.set_title("Gradient cosine")
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,7 +95,9 @@ class Trainer:
     ``observers`` (:class:`~polytask.training.observers.StepObserver`) see every step and
     record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one).
     ``lr_schedules`` maps optimizer parameter-group names to learning-rate schedules, stepped
-    once per epoch after validation (:mod:`polytask.training.schedules`)."""
+    once per epoch after validation (:mod:`polytask.training.schedules`). ``on_epoch`` sees each
+    finished epoch's log (after validation and the checkpoint); an exception it raises stops
+    the fit (``polytask auto`` prunes a trial that way)."""
 
     def __init__(
         self,
@@ -117,6 +119,7 @@ class Trainer:
         eval_batch_size: int = 8192,
         observers: Sequence[StepObserver] = (),
         lr_schedules: Mapping[str, LrScheduleConfig] | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
     ) -> None:
         missing = [t.name for t in tasks if t.name not in model.task_names]
         if missing:
@@ -150,6 +153,7 @@ class Trainer:
         self.label = label
         self.eval_batch_size = eval_batch_size
         self.observers = list(observers)
+        self.on_epoch = on_epoch
         self.history: list[EpochLog] = []
         self.best_epoch: int | None = None
         self._directions = metric_directions(self.tasks)
@@ -218,6 +222,8 @@ class Trainer:
                 self.history.append(log)
                 if self.checkpoint_dir is not None:
                     self._save(epoch, selection)
+                if self.on_epoch is not None:
+                    self.on_epoch(log)
         if validation is not None and self.best_epoch is not None:
             self.model.load_state_dict(selection.weights)
         return self.history
