@@ -387,9 +387,7 @@ def auto(
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise ConfigError(
-            "polytask auto needs optuna: pip install 'polytask[auto]'"
-        ) from None
+        raise ConfigError("polytask auto needs optuna: pip install 'polytask[auto]'") from None
     from polytask.auto import AutoOptions, run_auto
     from polytask.auto.tables import final_table, leaderboard_table
     from polytask.reporting.tables import verdict_summary, verdict_table

@@ -295,9 +295,7 @@ def _final(
 ) -> FinalResult:
     best = best_trials(study, auto.top)
     if not best:
-        raise RunError(
-            f"auto: no trial finished with a validation Δm; see {folder / LEADERBOARD}"
-        )
+        raise RunError(f"auto: no trial finished with a validation Δm; see {folder / LEADERBOARD}")
     report(
         f"final stage: trials {', '.join(str(t.number) for t in best)} with seeds "
         f"{', '.join(map(str, auto.seeds))}"

@@ -113,9 +113,7 @@ def _run_trial(
                 raise optuna.TrialPruned()
 
     try:
-        candidate = settings.space.candidate(
-            settings.base, params, source=f"trial {trial.number}"
-        )
+        candidate = settings.space.candidate(settings.base, params, source=f"trial {trial.number}")
         outcome = train_candidate(
             candidate, data, settings.reference, label=f"trial {trial.number}", on_epoch=on_epoch
         )

@@ -5,7 +5,7 @@ The study lives in an optuna RDB storage: SQLite in the study folder by default,
 (``--storage``, e.g. PostgreSQL) that several processes on several machines share. A trial is
 owned by the process that runs it (``worker`` attribute: host and pid) and kept alive by optuna's
 heartbeat. A trial whose process died is failed and queued again with the same parameters
-(optuna's :class:`~optuna.storages.RetryFailedTrialCallback`): at once when its process ran on
+(optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`): at once when its process ran on
 this machine and is gone, else when its heartbeat is older than :data:`GRACE_PERIOD`.
 """
 
@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from polytask.errors import ConfigError
@@ -32,7 +33,9 @@ MAX_RETRIES = 3
 """How often a trial interrupted by its process's death is run again."""
 
 DIRECTION = "maximize"  # validation Δm
-RETRY = RetryFailedTrialCallback(max_retry=MAX_RETRIES)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def masked(url: str) -> str:
@@ -102,9 +105,9 @@ def _alive(pid: Any) -> bool:
 
 
 def retried(trials: list[FrozenTrial]) -> dict[int, int]:
-    """For each interrupted trial that was queued again, the number of its retry."""
+    """For each interrupted trial that was queued again, the number of its latest retry."""
     return {
-        t.system_attrs["failed_trial"]: t.number for t in trials if "failed_trial" in t.system_attrs
+        earlier: t.number for t in trials for earlier in t.system_attrs.get("retry_history", ())
     }
 
 
