@@ -5,8 +5,8 @@ The study lives in an optuna RDB storage: SQLite in the study folder by default,
 (``--storage``, e.g. PostgreSQL) that several processes on several machines share. A trial is
 owned by the process that runs it (``worker`` attribute: host and pid) and kept alive by optuna's
 heartbeat. A trial whose process died is failed and queued again with the same parameters
-(optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`): at once when its process ran on
-this machine and is gone, else when its heartbeat is older than :data:`GRACE_PERIOD`.
+(optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`): at once when its process
+ran on this machine and is gone, else when its heartbeat is older than :data:`GRACE_PERIOD`.
 """
 
 from __future__ import annotations
