@@ -54,13 +54,15 @@ def open_storage(url: str) -> RDBStorage:
     if url.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}  # several processes wait for the file lock
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=RETRY,
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=RETRY,
+            )
     except Exception as exc:  # sqlalchemy: bad URL, missing driver, unreachable server…
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise ConfigError(f"--storage {masked(url)}: cannot be opened ({reason})") from exc

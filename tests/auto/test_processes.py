@@ -1,0 +1,99 @@
+"""Processes: ``kill -9`` during a study then ``--resume``; two ``--jobs`` workers sharing one
+study and one baseline cache."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from polytask.auto import AutoOptions, run_auto
+from polytask.auto.study import budget_used
+from polytask.config import load_config
+from polytask.results import load_model_result
+
+from ..conftest import config_dict, synthetic_frame
+
+POLYTASK = Path(sys.executable).parent / "polytask"
+
+
+def write_config(tmp_path: Path, rows: int, epochs: int, **auto) -> Path:
+    table = tmp_path / "table.csv"
+    synthetic_frame(n=rows).to_csv(table, index=False)
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    raw["training"]["epochs"] = epochs
+    raw["auto"] = {"arch": ["hard", "mmoe"], "balancer": ["equal", "uw"], "depth": [1], **auto}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def study_of(tmp_path: Path) -> optuna.Study:
+    url = f"sqlite:///{tmp_path / 'runs' / 'synthetic-auto' / 'study.db'}"
+    return optuna.load_study(study_name="synthetic", storage=url)
+
+
+@pytest.mark.skipif(not POLYTASK.exists(), reason="the polytask script is not installed")
+def test_kill_9_then_resume_keeps_finished_trials_and_runs_the_interrupted_one_again(tmp_path):
+    config = write_config(tmp_path, rows=800, epochs=20, trials=3)
+    process = subprocess.Popen(
+        [str(POLYTASK), "auto", str(config), "--no-final"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    interrupted = None
+    deadline = time.monotonic() + 120
+    try:
+        while interrupted is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if process.poll() is not None:
+                pytest.fail(f"the study ended before it could be killed: {process.stderr.read()}")
+            try:
+                trials = study_of(tmp_path).get_trials(deepcopy=False)
+            except Exception:  # the study does not exist yet
+                continue
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+            if complete and running:
+                interrupted = running[0]
+                finished = {t.number: t.value for t in complete}
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert interrupted is not None, "no moment with a finished and a running trial"
+
+    run_auto(load_config(config), AutoOptions(resume=True, final=False))
+    study = study_of(tmp_path)
+    trials = {t.number: t for t in study.get_trials()}
+    assert {n: trials[n].value for n in finished} == finished  # kept as they were
+    assert trials[interrupted.number].state == TrialState.FAIL
+    retries = [
+        t for t in trials.values() if interrupted.number in t.system_attrs.get("retry_history", [])
+    ]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].params == interrupted.params  # run again with the same parameters
+    assert budget_used(study) == 3
+    assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_two_workers_share_one_study_and_one_baseline_cache(tmp_path):
+    config = load_config(write_config(tmp_path, rows=240, epochs=2, trials=6))
+    result = run_auto(config, AutoOptions(jobs=2, final=False))
+    study = study_of(tmp_path)
+    trials = study.get_trials()
+    assert budget_used(study) in (6, 7)  # two workers may start their last trials together
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both took trials
+    baselines = sorted(p.name.split("-")[0] for p in (result.folder / "baselines").iterdir())
+    assert baselines == ["clicked", "segment", "spend"]
+    for folder in (result.folder / "baselines").iterdir():
+        assert load_model_result(folder / "metrics.json").validation
