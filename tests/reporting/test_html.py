@@ -25,6 +25,7 @@ from polytask.reporting.html import png_problem, render_report, write_report
 
 from ..conftest import config_dict, synthetic_frame
 from ..test_cli import assert_clean_error, run_cli
+from ..test_lazy_imports import heavy_after
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -361,3 +362,13 @@ def test_cli_report_writes_the_page_and_refuses_a_bad_folder(monkeypatch, capsys
     assert_clean_error(code, err, str(empty), "not a run or study folder")
     code, _, err = run_cli(monkeypatch, capsys, "report", folder, "-o", tmp_path)
     assert_clean_error(code, err, "--output", "is a folder")
+
+
+def test_rendering_a_page_imports_neither_torch_nor_matplotlib(tmp_path):
+    folder = study_folder(tmp_path / "study")
+    heavy, done = heavy_after(
+        "from pathlib import Path\nfrom polytask.reporting.html import write_report\n"
+        f"write_report(Path({str(folder)!r}))"
+    )
+    assert heavy == [], done.stderr
+    assert (folder / "report.html").is_file()
