@@ -372,3 +372,14 @@ def test_rendering_a_page_imports_neither_torch_nor_matplotlib(tmp_path):
     )
     assert heavy == [], done.stderr
     assert (folder / "report.html").is_file()
+
+
+def test_cli_report_names_a_file_it_left_out_in_one_warning_line(monkeypatch, capsys, tmp_path):
+    folder = study_folder(tmp_path / "study")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    code, out, err = run_cli(monkeypatch, capsys, "report", folder)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning:"), err
+    assert "broken.png: not a readable PNG image" in lines[0]
+    assert "report.html" in out
