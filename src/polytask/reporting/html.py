@@ -531,9 +531,9 @@ def _csv_cell(text: str) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 99) -> str:
-    """An HTML table; ``headers`` are plain text (escaped here), the cells HTML already; cells
-    from column ``numeric_from`` on are right-aligned."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    """An HTML table; ``headers`` are plain text (escaped here; no header row when all are
+    empty), the cells HTML already; cells from column ``numeric_from`` on are right-aligned."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers) if any(headers) else ""
     body = "".join(
         "<tr>"
         + "".join(
@@ -543,7 +543,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: 
         + "</tr>\n"
         for row in rows
     )
-    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
+    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n" if head else f"<table>\n{body}</table>\n"
 
 
 def _reason(exc: BaseException) -> str:
