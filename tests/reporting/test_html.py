@@ -225,6 +225,8 @@ def study_folder(folder: Path) -> Path:
             "delta_m_test": [1.0, 2.0, 3.0],
             "delta_m_test_mean_std": [2.0, 1.0],
             "metrics_test_mean_std": {"clicked.auc": [0.81234, 0.01]},
+            "test": "two-sided one-sample t-test",
+            "alpha": 0.05,
             "tasks": {
                 "clicked": {"mean": 3.1, "std": 0.5, "p_value": 0.0123, "verdict": "helps"},
                 "spend": {"mean": None, "std": None, "p_value": None, "verdict": "no verdict"},
@@ -253,6 +255,7 @@ def test_a_study_page_shows_the_leaderboard_final_stage_and_every_figure(tmp_pat
     assert "2 ± 0.7071" in page.cells
     assert "0.8123 ± 0.01" in page.cells
     assert "helps" in page.cells and "0.0123" in page.cells
+    assert "two-sided one-sample t-test" in page.cells and "0.05" in page.cells
     assert "balancer: {name: famo}" in text  # best.yaml
     assert "yeast-auto" in text and "sqlite:///runs/yeast-auto/study.db" in text
     assert "script" not in page.tags and SCRIPT in page.cells

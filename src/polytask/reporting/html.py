@@ -307,6 +307,8 @@ def _final(page: _Page, final: Mapping[str, Any]) -> None:
         [_e(f"test {name}"), _mean_std(value)]
         for name, value in (winner.get("metrics_test_mean_std") or {}).items()
     ]
+    shown = {"trial", "delta_m_test", "delta_m_test_mean_std", "metrics_test_mean_std", "tasks"}
+    rows += [[_e(key), _value(value)] for key, value in winner.items() if key not in shown]
     page.add(_table(["", ""], rows, numeric_from=1))
     tasks = winner.get("tasks") or {}
     if tasks:
