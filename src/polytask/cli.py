@@ -253,6 +253,29 @@ def evaluate(
 
 
 @app.command()
+def report(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="A run folder (polytask train) or a study folder (polytask auto)."),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write the page (default: FOLDER/report.html)."
+        ),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page for a run or a study: tables, the config and every
+    figure inline (it opens offline; nothing is fetched)."""
+    from polytask.reporting.html import write_report
+
+    if output is not None:
+        _check_output_file(output, "--output")
+    path = write_report(folder, output)
+    console.print(f"report written to {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def affinity(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     method: Annotated[

@@ -1,1 +1,1 @@
-"""Reporting: terminal tables and figures."""
+"""Reporting: terminal tables, figures and the HTML report of a run or a study."""
