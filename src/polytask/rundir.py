@@ -21,6 +21,11 @@ Layout::
       checkpoint/, model.safetensors, metrics.json, .lock, .owner
     <output_dir>/<name>-comparison.json     ``polytask compare``'s mean ± std per balancer
     <output_dir>/<name>-seeds.json          ``polytask train --seeds``: per-task verdicts over seeds
+    <output_dir>/<name>-auto/               ``polytask auto``'s study folder (auto.json,
+                                            leaderboard.csv, final.json, best.yaml…; see
+                                            :mod:`polytask.auto.run`)
+
+``polytask report DIR`` writes ``report.html`` into a run or study folder.
 
 A new run of ``<name>`` gets ``<name>``, else ``<name>-2``, ``<name>-3``…; a run is finished
 once its ``metrics.json`` is written (always the last file). One process at a time writes a run
@@ -58,6 +63,11 @@ LEARNING_RATES = "learning_rates.png"
 TASK_RELATIONSHIPS_CSV = "task_relationships.csv"
 TASK_RELATIONSHIPS_PNG = "task_relationships.png"
 BASELINES = "baselines"
+AUTO_SETTINGS = "auto.json"
+LEADERBOARD = "leaderboard.csv"
+FINAL_REPORT = "final.json"
+BEST_CONFIG = "best.yaml"
+REPORT = "report.html"
 LOCK = ".lock"
 OWNER = ".owner"
 

@@ -50,16 +50,22 @@ from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import Scores, reference_problem
 from polytask.experiment import train_baseline
 from polytask.results import mean_std
-from polytask.rundir import RunDir, baselines_folder, check_output_dir, is_run_of, new_run_dir
+from polytask.rundir import (
+    AUTO_SETTINGS,
+    BEST_CONFIG,
+    FINAL_REPORT,
+    LEADERBOARD,
+    RunDir,
+    baselines_folder,
+    check_output_dir,
+    is_run_of,
+    new_run_dir,
+)
 from polytask.training.checkpoint import atomic_write_json, atomic_write_text
 
 Reporter = Callable[[str], None]
 
-SETTINGS = "auto.json"
 STUDY_DB = "study.db"
-LEADERBOARD = "leaderboard.csv"
-FINAL_JSON = "final.json"
-BEST = "best.yaml"
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,10 @@ def run_auto(
     stored = _read_settings(folder) if options.resume else {}
     url = options.storage or stored.get("storage") or f"sqlite:///{folder / STUDY_DB}"
     if "***" in url:
-        raise ConfigError(f"{folder / SETTINGS}: the storage URL's password is not kept; give it "
-                          "again with --storage")  # fmt: skip
+        raise ConfigError(
+            f"{folder / AUTO_SETTINGS}: the storage URL's password is not kept; give it again "
+            "with --storage"
+        )
     storage = open_storage(url)
     study_name = config.name or "run"
     exists = study_exists(storage, study_name)
@@ -140,7 +148,7 @@ def _auto(
         "trials": trials,
         "seed": auto.seed,
     }
-    atomic_write_json(folder / SETTINGS, {**stored, **settings_file})
+    atomic_write_json(folder / AUTO_SETTINGS, {**stored, **settings_file})
     if not options.resume:
         optuna.create_study(study_name=study_name, storage=open_storage(url), direction=DIRECTION)
     data = prepare_data(config)
@@ -152,7 +160,7 @@ def _auto(
             f"{epoch_seconds:.1f} s for a single-task baseline); no trial could finish"
         )
     space = _space(config, auto, sealed, stored, report)
-    atomic_write_json(folder / SETTINGS, {**settings_file, "space": space.to_dict()})
+    atomic_write_json(folder / AUTO_SETTINGS, {**settings_file, "space": space.to_dict()})
     settings = SearchSettings(
         base=config,
         space=space,
@@ -187,18 +195,18 @@ def study_folder(output: Path, name: str, *, resume: bool) -> Path:
         return new_run_dir(output, label).path
     studies = [p for p in output.glob(f"{label}*") if is_run_of(p.name, label)]
     found = sorted(
-        (p for p in studies if (p / SETTINGS).is_file()), key=lambda p: p.stat().st_mtime
+        (p for p in studies if (p / AUTO_SETTINGS).is_file()), key=lambda p: p.stat().st_mtime
     )
     if not found:
-        raise RunError(f"--resume: no study to resume (no {output / label}*/{SETTINGS})")
+        raise RunError(f"--resume: no study to resume (no {output / label}*/{AUTO_SETTINGS})")
     return found[-1]
 
 
 def _read_settings(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / SETTINGS).read_text())
+        return json.loads((folder / AUTO_SETTINGS).read_text())
     except (OSError, ValueError) as exc:
-        raise RunError(f"{folder / SETTINGS}: cannot be read ({exc})") from exc
+        raise RunError(f"{folder / AUTO_SETTINGS}: cannot be read ({exc})") from exc
 
 
 def _search_baselines(
@@ -249,7 +257,7 @@ def _space(
     if "space" in stored and stored["space"] != space.to_dict():
         raise ConfigError(
             "auto: the search space differs from the one the study began with "
-            f"({SETTINGS}); resume with the same auto section, or start a new study"
+            f"({AUTO_SETTINGS}); resume with the same auto section, or start a new study"
         )
     return space
 
@@ -302,8 +310,8 @@ def _final(
     )
     chosen = candidates(config, space, [(t.number, dict(t.params)) for t in best], folder / FINAL)
     result = run_final(config, chosen, auto.seeds, folder / FINAL, report=report)
-    write_final(result, folder / FINAL_JSON)
-    write_best(result, config, folder / BEST)
+    write_final(result, folder / FINAL_REPORT)
+    write_best(result, config, folder / BEST_CONFIG)
     mean = mean_std(result.validation(result.winner))[0]
     report(f"winner: trial {chosen[result.winner].trial} (validation Δm {mean:+.2f} %)")
     return result

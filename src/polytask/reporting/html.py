@@ -29,13 +29,17 @@ from typing import Any
 from PIL import Image
 
 from polytask.errors import ConfigError, RunError
-from polytask.rundir import CONFIG, FAILED, METRICS
+from polytask.rundir import (
+    AUTO_SETTINGS,
+    BEST_CONFIG,
+    CONFIG,
+    FAILED,
+    FINAL_REPORT,
+    LEADERBOARD,
+    METRICS,
+    REPORT,
+)
 
-REPORT = "report.html"
-AUTO = "auto.json"
-LEADERBOARD = "leaderboard.csv"
-FINAL = "final.json"
-BEST = "best.yaml"
 DASH = "—"
 
 STYLE = """
@@ -79,14 +83,14 @@ def render_report(folder: Path) -> str:
     if not folder.is_dir():
         raise ConfigError(f"{folder}: is a file, not a run or study folder")
     page = _Page(folder)
-    if (folder / LEADERBOARD).is_file() or (folder / AUTO).is_file():
+    if (folder / LEADERBOARD).is_file() or (folder / AUTO_SETTINGS).is_file():
         _study(page)
     elif (folder / METRICS).is_file() or (folder / CONFIG).is_file():
         _run(page)
     else:
         raise ConfigError(
             f"{folder}: not a run or study folder: expected {METRICS}, {CONFIG}, {LEADERBOARD} "
-            f"or {AUTO}"
+            f"or {AUTO_SETTINGS}"
         )
     return page.html()
 
@@ -256,27 +260,29 @@ def _model_metrics(page: _Page, metrics: dict[str, Any]) -> None:
 
 def _study(page: _Page) -> None:
     folder = page.folder
-    auto = page.read_json(AUTO) if (folder / AUTO).is_file() else None
+    auto = page.read_json(AUTO_SETTINGS) if (folder / AUTO_SETTINGS).is_file() else None
     study = auto.get("study") if isinstance(auto, dict) else None
     page.title = f"polytask auto study: {study if isinstance(study, str) else folder.name}"
     if isinstance(auto, dict):
         rows = [[_e(key), _value(value, pre=True)] for key, value in auto.items()]
         page.add("<h2>Study</h2>\n" + _table(["", ""], rows))
     elif auto is not None:
-        page.problem(f"{folder / AUTO}: not a JSON object; left out")
-    if (folder / FINAL).is_file():
-        final = page.read_json(FINAL)
+        page.problem(f"{folder / AUTO_SETTINGS}: not a JSON object; left out")
+    if (folder / FINAL_REPORT).is_file():
+        final = page.read_json(FINAL_REPORT)
         if final is not None:
             try:
                 _final(page, final)
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                page.problem(f"{folder / FINAL}: unexpected content ({_reason(exc)}); left out")
+                page.problem(
+                    f"{folder / FINAL_REPORT}: unexpected content ({_reason(exc)}); left out"
+                )
     if (folder / LEADERBOARD).is_file():
         _leaderboard(page)
-    if (folder / BEST).is_file():
-        text = page.read_text(BEST)
+    if (folder / BEST_CONFIG).is_file():
+        text = page.read_text(BEST_CONFIG)
         if text is not None:
-            page.add(f"<h2>Best configuration ({BEST})</h2>\n<pre>{_e(text)}</pre>\n")
+            page.add(f"<h2>Best configuration ({BEST_CONFIG})</h2>\n<pre>{_e(text)}</pre>\n")
     _images(page)
 
 
