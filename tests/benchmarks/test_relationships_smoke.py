@@ -46,7 +46,7 @@ def no_png(monkeypatch):
         plt.close(fig)
         return path
 
-    monkeypatch.setattr(plots, "_save", close)
+    monkeypatch.setattr(plots, "save_figure", close)
 
 
 def test_planted_recovery_gives_an_ari_table(rel, tmp_path, no_png):
