@@ -159,6 +159,36 @@ def test_a_shared_storage_refuses_a_second_new_study_of_the_same_name(tmp_path):
     run_auto(config, AutoOptions(storage=url, final=False))
     with pytest.raises(RunError, match="exists already; add --resume"):
         run_auto(config, AutoOptions(storage=url, final=False))
-    joined = run_auto(config, AutoOptions(storage=url, resume=True, trials=2, final=False))
-    assert budget_used(optuna.load_study(study_name="synthetic", storage=url)) == 2
-    assert json.loads((joined.folder / "auto.json").read_text())["storage"] == url
+    elsewhere = config.model_copy(update={"output_dir": str(tmp_path / "other-machine")})
+    joined = run_auto(elsewhere, AutoOptions(storage=url, resume=True, trials=2, final=False))
+    assert joined.folder == tmp_path / "other-machine" / "synthetic-auto"  # its own folder
+    study = optuna.load_study(study_name="synthetic", storage=url)
+    assert budget_used(study) == 2
+    settings = json.loads((joined.folder / "auto.json").read_text())
+    assert settings["storage"] == url and settings["space"] == study.user_attrs["space"]
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, monkeypatch):
+    import polytask.auto.search as search
+
+    real, calls = search.train_candidate, []
+
+    def sometimes_broken(config, *args, **kwargs):
+        if config.model.arch == "hard":
+            calls.append(1)
+            if len(calls) == 1:
+                raise ValueError("the solver gave up")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(search, "train_candidate", sometimes_broken)
+    # db_mtl works on shared parameters; mtrl shares none: an invalid combination
+    config = small(tmp_path, trials=6, arch=["hard", "mtrl"], balancer=["equal", "db_mtl"])
+    result = run_auto(config, AutoOptions(final=False))
+    board = pd.read_csv(result.folder / "leaderboard.csv").fillna("")
+    assert len(board) == 6 and calls
+    broken = board[board["note"].str.contains("ValueError: the solver gave up")]
+    assert list(broken["state"]) == ["fail"]
+    invalid = board[(board["param.arch"] == "mtrl") & (board["param.balancer"] == "db_mtl")]
+    assert len(invalid) and all(invalid["state"] == "fail")
+    assert all(invalid["note"].str.contains("shares none"))
+    assert (board["state"] == "complete").any()

@@ -107,8 +107,15 @@ def run_auto(
     trials = options.trials if options.trials is not None else auto.trials
     if trials < 1:
         raise ConfigError(f"--trials {trials}: must be an integer ≥ 1")
-    folder = study_folder(Path(config.output_dir), config.name or "run", resume=options.resume)
-    stored = _read_settings(folder) if options.resume else {}
+    output, name = Path(config.output_dir), config.name or "run"
+    joining = False
+    try:
+        folder = study_folder(output, name, resume=options.resume)
+    except RunError:
+        if options.storage is None:
+            raise
+        folder, joining = study_folder(output, name, resume=False), True  # join a shared study
+    stored = _read_settings(folder) if options.resume and not joining else {}
     url = options.storage or stored.get("storage") or f"sqlite:///{folder / STUDY_DB}"
     if "***" in url:
         raise ConfigError(
@@ -126,7 +133,20 @@ def run_auto(
             "continue it (or join it from another machine), or rename the config"
         )
     with RunDir(folder).hold():
-        return _auto(config, auto, options, folder, url, study_name, trials, stored, report)
+        return _auto(
+            config, auto, options, folder, url, study_name, trials, stored, joining, report
+        )
+
+
+def _known_space(study: optuna.Study, stored: dict[str, Any], joining: bool) -> dict | None:
+    """The space the study began with (kept in the study, so that every process shares it)."""
+    known = study.user_attrs.get("space") or stored.get("space")
+    if joining and known is None:
+        raise RunError(
+            f"study '{study.study_name}': its first process has not begun the search yet (it "
+            "trains the baselines first); join it again in a moment"
+        )
+    return known
 
 
 def _auto(
@@ -138,6 +158,7 @@ def _auto(
     study_name: str,
     trials: int,
     stored: dict[str, Any],
+    joining: bool,
     report: Reporter,
 ) -> AutoResult:
     report(f"study folder: {folder}")
@@ -149,8 +170,14 @@ def _auto(
         "seed": auto.seed,
     }
     atomic_write_json(folder / AUTO_SETTINGS, {**stored, **settings_file})
-    if not options.resume:
-        optuna.create_study(study_name=study_name, storage=open_storage(url), direction=DIRECTION)
+    if options.resume:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+        known = _known_space(study, stored, joining)
+    else:
+        study = optuna.create_study(
+            study_name=study_name, storage=open_storage(url), direction=DIRECTION
+        )
+        known = None
     data = prepare_data(config)
     sealed = data.without_test()
     reference, epoch_seconds = _search_baselines(config, sealed, folder, report)
@@ -159,7 +186,9 @@ def _auto(
             f"--timeout {options.timeout:g}s is shorter than one training epoch here (about "
             f"{epoch_seconds:.1f} s for a single-task baseline); no trial could finish"
         )
-    space = _space(config, auto, sealed, stored, report)
+    space = _space(config, auto, sealed, known, report)
+    if known is None:
+        study.set_user_attr("space", space.to_dict())
     atomic_write_json(folder / AUTO_SETTINGS, {**settings_file, "space": space.to_dict()})
     settings = SearchSettings(
         base=config,
@@ -240,21 +269,22 @@ def _space(
     config: Config,
     auto: AutoConfig,
     sealed: PreparedData,
-    stored: dict[str, Any],
+    known: dict[str, Any] | None,
     report: Reporter,
 ) -> SearchSpace:
-    """The search space; a resumed study keeps the space it began with (and its groupings)."""
+    """The search space; a resumed or joined study keeps the space it began with (and its
+    groupings)."""
     names = [t.name for t in config.tasks]
     searches_groups = auto.groupings is None and (auto.arch is None or "groups" in auto.arch)
-    if "space" in stored:
-        groupings = [json.loads(label) for label in stored["space"]["grouping"]]
+    if known is not None:
+        groupings = [json.loads(label) for label in known["grouping"]]
     elif searches_groups:
         report("groupings: measuring task affinity (gradient cosines, short hard-sharing run)")
         groupings = measure_groupings(config, sealed)
     else:
         groupings = []
     space = build_space(auto, names, groupings)
-    if "space" in stored and stored["space"] != space.to_dict():
+    if known is not None and known != space.to_dict():
         raise ConfigError(
             "auto: the search space differs from the one the study began with "
             f"({AUTO_SETTINGS}); resume with the same auto section, or start a new study"

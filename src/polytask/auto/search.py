@@ -59,7 +59,7 @@ def search(
     ``data``: the sealed data (read from the config when not given, in a worker process)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial has our own line
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sealed = (data or prepare_data(settings.base)).without_test()
     storage = open_storage(settings.storage)
@@ -90,7 +90,7 @@ def search(
     study.optimize(
         objective,
         timeout=remaining,
-        catch=(ConfigError, RunError),
+        catch=(Exception,),  # a failed trial is recorded; the study goes on
         callbacks=[stop_at_budget],
     )
 
@@ -117,9 +117,14 @@ def _run_trial(
         outcome = train_candidate(
             candidate, data, settings.reference, label=f"trial {trial.number}", on_epoch=on_epoch
         )
-    except (ConfigError, RunError) as exc:  # an invalid combination or a diverged training
-        trial.set_user_attr("note", " ".join(str(exc).split()))
-        report(f"trial {trial.number}: failed ({shown}): {exc}")
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:  # an invalid combination, a diverged training, a solver failure…
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, ConfigError | RunError):
+            reason = f"{type(exc).__name__}: {reason}"
+        trial.set_user_attr("note", reason[:500])
+        report(f"trial {trial.number}: failed ({shown}): {reason}")
         raise
     trial.set_user_attr("epochs", outcome.epochs)
     trial.set_user_attr("best_epoch", outcome.best_epoch)
