@@ -432,6 +432,11 @@ def auto(
         console.print(verdict_table(verdicts, result.final.seeds))
         for line in verdict_summary(verdicts, len(result.final.seeds), "best.yaml"):
             console.print(line)
+        if not result.final.sharing_helps:
+            console.print(
+                "[bold]No candidate beats single-task on validation:[/] one model per task is "
+                "the safer choice for these tasks; best.yaml is the best multi-task model found."
+            )
     console.print(f"study, leaderboard and pictures in [bold]{result.folder}[/]")
 
 

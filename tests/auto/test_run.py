@@ -144,6 +144,7 @@ def test_bad_input_is_one_clear_error(tmp_path):
         run_auto(config, AutoOptions(resume=True))
     with pytest.raises(ConfigError, match="--storage .*cannot be opened"):
         run_auto(config, AutoOptions(storage="nosuchdb://user:pw@host/x"))
+    assert not (Path(config.output_dir) / "synthetic-auto").exists()  # nothing made so far
     with pytest.raises(ConfigError, match="shorter than one training epoch"):
         run_auto(config, AutoOptions(timeout=1e-6))
     with pytest.raises(ConfigError, match="at least 2 tasks"):

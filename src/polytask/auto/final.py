@@ -46,6 +46,11 @@ class FinalResult:
     def validation(self, index: int) -> list[float]:
         return [run.delta_m_validation for run in self.summaries[index].runs]
 
+    @property
+    def sharing_helps(self) -> bool:
+        """Whether the winner's mean validation Δm is above 0 (above single-task)."""
+        return mean_std(self.validation(self.winner))[0] > 0
+
     def to_dict(self) -> dict[str, Any]:
         best = self.summaries[self.winner]
         tasks = [t for t in best.runs[0].tasks if not t.auxiliary]
@@ -63,6 +68,7 @@ class FinalResult:
             ],
             "winner": {
                 "trial": self.candidates[self.winner].trial,
+                "beats_single_task_on_validation": self.sharing_helps,
                 "delta_m_test": best.delta_m(),
                 "delta_m_test_mean_std": mean_std(best.delta_m()),
                 "metrics_test_mean_std": {

@@ -108,6 +108,10 @@ def run_auto(
     if trials < 1:
         raise ConfigError(f"--trials {trials}: must be an integer ≥ 1")
     output, name = Path(config.output_dir), config.name or "run"
+    check_output_dir(output)
+    if options.storage is not None:  # a URL that cannot be opened fails before any folder
+        open_storage(options.storage)
+    data = prepare_data(config)  # and so do bad data
     joining = False
     try:
         folder = study_folder(output, name, resume=options.resume)
@@ -134,7 +138,7 @@ def run_auto(
         )
     with RunDir(folder).hold():
         return _auto(
-            config, auto, options, folder, url, study_name, trials, stored, joining, report
+            config, data, auto, options, folder, url, study_name, trials, stored, joining, report
         )
 
 
@@ -151,6 +155,7 @@ def _known_space(study: optuna.Study, stored: dict[str, Any], joining: bool) -> 
 
 def _auto(
     config: Config,
+    data: PreparedData,
     auto: AutoConfig,
     options: AutoOptions,
     folder: Path,
@@ -178,7 +183,6 @@ def _auto(
             study_name=study_name, storage=open_storage(url), direction=DIRECTION
         )
         known = None
-    data = prepare_data(config)
     sealed = data.without_test()
     reference, epoch_seconds = _search_baselines(config, sealed, folder, report)
     if options.timeout is not None and options.timeout < epoch_seconds:
