@@ -84,6 +84,7 @@ def test_the_winner_has_the_best_mean_validation_delta_m_and_best_yaml_trains_it
             metrics = json.loads((Path(run) / "metrics.json").read_text())
             assert metrics["delta_m_validation"] == pytest.approx(value)
     winner = report["winner"]
+    assert winner["beats_single_task_on_validation"] == (means[winner["trial"]] > 0)
     assert set(winner["tasks"]) == {"clicked", "segment", "spend"}
     assert all(math.isfinite(v) for v in winner["delta_m_test"])
     loaded = load_config(result.folder / "best.yaml")
