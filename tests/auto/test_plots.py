@@ -2,6 +2,7 @@
 
 import random
 
+import optuna
 import pytest
 
 from polytask.auto.plots import pareto_front, plot_pareto
@@ -30,3 +31,16 @@ def test_the_pareto_picture_is_written_for_two_and_three_tasks(tmp_path, tasks):
     points = [(n, [float(n % 3), float(-n), 1.0][: len(tasks)]) for n in range(6)]
     path = plot_pareto(points, tasks, tmp_path / "pareto.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_optuna_s_style_does_not_leak_into_later_figures(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from polytask.auto.plots import write_plots
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=4)
+    before = dict(plt.rcParams)
+    assert write_plots(study, ["a"], tmp_path) == []
+    assert (tmp_path / "history.png").is_file() and (tmp_path / "importances.png").is_file()
+    assert dict(plt.rcParams) == before

@@ -24,7 +24,7 @@ def write_plots(study: optuna.Study, tasks: Sequence[str], folder: Path) -> list
     one it could not draw, saying why."""
     notes = []
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), plt.rc_context():  # optuna sets a style; keep it here
         warnings.simplefilter("ignore")  # optuna's experimental-API and few-trials notices
         if complete:
             axes = optuna.visualization.matplotlib.plot_optimization_history(
