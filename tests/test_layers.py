@@ -37,6 +37,7 @@ LAYERS = (  # lowest first
     "results",
     "rundir",
     "predict",
+    "export",
     "reporting",
     "experiment",
     "compare",

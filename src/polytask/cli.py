@@ -253,6 +253,26 @@ def evaluate(
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    model_format: Annotated[str, typer.Option("--format", help="The model format: onnx.")] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write the model (default: RUN_DIR/model.onnx)."
+        ),
+    ] = None,
+) -> None:
+    """Write the model as ONNX (one named output per task) and preprocess.json beside it."""
+    from polytask.export import export_run
+
+    exported = export_run(run_dir, out, format=model_format)
+    console.print(
+        f"model written to {exported.model}, its inputs described in {exported.preprocess}"
+    )
+
+
+@app.command()
 def report(
     folder: Annotated[
         Path,
