@@ -70,24 +70,35 @@ def export_run(
         raise ConfigError(f"--format: '{format}' is not one of {list(FORMATS)}")
     target = Path(run_dir) / "model.onnx" if output is None else Path(output)
     if target.is_dir():
-        raise ConfigError(f"--output {target}: is a folder; give a file name, e.g. {target}.onnx")
+        raise ConfigError(
+            f"--output {target}: is a folder; give a file name, e.g. {target / 'model.onnx'}"
+        )
     onnx, ort = _onnx_modules()
     run = load_run(run_dir)
     _check_exportable(run)
     spec = preprocess_spec(run, target.name)
     text = json.dumps(spec, indent=2, allow_nan=False) + "\n"
-    graph = _Graph(run.model, run.tasks, run.preprocessor)
+    model = run.model.to(device="cpu", dtype=torch.float32)  # the exported graph is float32
+    graph = _Graph(model, run.tasks, run.preprocessor)
     preprocess = target.with_name(PREPROCESS)
     with atomic_path(target) as model_tmp, atomic_path(preprocess) as spec_tmp:
         _export(graph, model_tmp, _where(run))
-        proto = onnx.load(str(model_tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, text
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(model_tmp))
+        _add_metadata(onnx, model_tmp, text, _where(run))
         _verify(graph, model_tmp, ort, _where(run))
         spec_tmp.write_text(text)
     return Exported(target, preprocess)
+
+
+def _add_metadata(onnx: Any, path: Path, text: str, where: str) -> None:
+    """Store ``text`` (preprocess.json) in the model's metadata, then check the model."""
+    try:
+        proto = onnx.load(str(path))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, text
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+    except Exception as exc:  # onnx's checker and protobuf raise their own types
+        raise RunError(f"the ONNX export of the {where} is not valid: {_first_line(exc)}") from exc
 
 
 def _onnx_modules() -> tuple[Any, Any]:
@@ -211,13 +222,16 @@ def _verify(graph: _Graph, path: Path, ort: Any, where: str) -> None:
             ) from exc
         for name, want, got in zip(graph.names, expected, found, strict=True):
             want_np = want.numpy()
-            if got.shape != want_np.shape or not np.allclose(
-                got, want_np, rtol=TOLERANCE, atol=TOLERANCE
-            ):
-                raise RunError(
-                    f"the ONNX export of the {where} does not reproduce task '{name}' (batch of "
-                    f"{batch}: shape {list(got.shape)} vs {list(want_np.shape)}); nothing written"
-                )
+            if got.shape != want_np.shape:
+                difference = f"shape {list(got.shape)} instead of {list(want_np.shape)}"
+            elif not np.allclose(got, want_np, rtol=TOLERANCE, atol=TOLERANCE):
+                difference = f"outputs differ by up to {float(np.abs(got - want_np).max()):.3g}"
+            else:
+                continue
+            raise RunError(
+                f"the ONNX export of the {where} does not reproduce task '{name}' on a batch "
+                f"of {batch} ({difference}); nothing written"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
