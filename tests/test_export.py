@@ -188,17 +188,20 @@ def serve(spec: dict, model: Path, rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def test_raw_rows_served_from_preprocess_json_equal_polytask_predict(tmp_path):
-    """Binary, multiclass, multilabel and regression tasks; missing numeric values imputed with
-    an indicator; new rows with a missing value, an unseen and a missing category."""
+    """Binary, multiclass, multilabel and regression (one and two columns) tasks; missing
+    numeric values imputed with an indicator; new rows with a missing value, an unseen and a
+    missing category."""
     frame = synthetic_frame()
     frame.loc[::9, "x2"] = np.nan
     frame["tag_a"] = (frame["x1"] > 0).astype(int)
     frame["tag_b"] = np.where(frame["colour"] == "red", "true", "false")
+    frame["km"], frame["hours"] = 100 + 20 * frame["x1"], 5 - frame["x2"].fillna(0)
     table = tmp_path / "table.csv"
     frame.to_csv(table, index=False)
     tasks = [
         *config_dict("")["tasks"],
         {"name": "tags", "type": "multilabel", "target": ["tag_a", "tag_b"]},
+        {"name": "trip", "type": "regression", "target": ["km", "hours"]},
     ]
     config = {**config_dict(str(table)), "tasks": tasks, "features": {"missing": "impute"}}
     run_dir = train(tmp_path / "runs", config)
@@ -216,6 +219,7 @@ def test_raw_rows_served_from_preprocess_json_equal_polytask_predict(tmp_path):
     rows = new.to_dict(orient="records")
     found = serve(spec, exported.model, rows)
     assert set(found) == set(expected.columns)
+    assert {"clicked_proba", "segment.proba.mid", "tags.tag_b", "trip.hours", "spend"} <= set(found)
     for column, values in found.items():
         if values.dtype.kind in "fc":
             np.testing.assert_allclose(
