@@ -127,6 +127,23 @@ def test_the_cnn_input_block_exports_without_a_categorical_input(tmp_path):
     assert_matches_torch(run_dir, exported.model, frame)
 
 
+def test_categorical_features_alone_export_without_a_numeric_input(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.choice(list("xyz"), 60), "b": rng.choice(list("pq"), 60)})
+    frame["y"] = np.where(frame["a"] == "x", "yes", "no")
+    table = tmp_path / "letters.csv"
+    frame.to_csv(table, index=False)
+    config = {
+        "name": "letters",
+        "data": {"source": str(table), "split": {"validation": 0.2, "test": 0.2}},
+        "tasks": [{"name": "y", "type": "binary"}],
+    }
+    run_dir = train(tmp_path, config, arch="mmoe")
+    exported = export_run(run_dir)
+    assert list(json.loads(exported.preprocess.read_text())["inputs"]) == ["categorical"]
+    assert_matches_torch(run_dir, exported.model, frame)
+
+
 # -- raw rows → preprocess.json → onnxruntime → the predictions of polytask predict -------------
 
 
