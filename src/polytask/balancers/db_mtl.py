@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._common import LOG_EPS, reorder
-from polytask.balancers.base import Balancer, Kind, Step
+from polytask.balancers.base import Balancer, Kind, Step, check_finite, unscaled
 from polytask.balancers.engine import check_mode, task_jacobians
 from polytask.balancers.registry import register_balancer
 
@@ -54,7 +54,7 @@ class DualBalancing(Balancer):
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
     def step(self, step: Step) -> Tensor:
-        names, _, values, shared_params, features = step
+        names, _, values, shared_params, features, scale = step
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:
@@ -68,11 +68,13 @@ class DualBalancing(Balancer):
 
         blocks = task_jacobians(list(log_losses.unbind()), inputs)
         grads = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
+        check_finite("gradient", names, grads)  # before the running averages take them in
         rows = torch.tensor([self._position[n] for n in names])
-        averaged = self._average(rows, grads)
+        averaged = self._average(rows, unscaled(grads, scale).to(grads.dtype))  # true grads
         norms = averaged.norm(dim=1)
         alpha = norms.max() / (norms + 1e-8)
-        correction = alpha @ averaged - grads.sum(0)  # what Σ log L's backward adds, fixed up
+        # what Σ log L's (scaled) backward adds, fixed up to the (scaled) Σ αᵢ ĝᵢ
+        correction = (alpha @ averaged) * torch.as_tensor(scale).to(grads) - grads.sum(0)
 
         if self.mode == "features":
             torch.autograd.backward(

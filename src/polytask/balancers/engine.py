@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import graph_leaves
+from polytask.balancers.base import graph_leaves, unscaled
 
 Mode = Literal["features", "params"]
 """The inputs a Gramian is taken over: the shared features or the shared parameters."""
@@ -113,12 +113,14 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def gramian_of(blocks: Iterable[Tensor]) -> Tensor:
-    """Σ_blocks ``B Bᵀ`` over T×… Jacobian blocks, returned as a float64 T×T matrix."""
+def gramian_of(blocks: Iterable[Tensor], scale: Tensor | float = 1.0) -> Tensor:
+    """Σ_blocks ``B Bᵀ`` over T×… Jacobian blocks, returned as a float64 T×T matrix; blocks of
+    gradients taken under a loss ``scale`` are divided by it first, in (at least) float32, so
+    the Gramian is that of the true gradients (not ``scale²`` times it, which would also
+    overflow float32 sooner)."""
     total: Tensor | None = None
     for block in blocks:
-        flat = block.reshape(block.shape[0], -1)
-        flat = flat.to(_accumulation_dtype(flat.dtype))
+        flat = unscaled(block.reshape(block.shape[0], -1), scale)
         part = (flat @ flat.T).double()
         total = part if total is None else total + part
     if total is None:
@@ -312,10 +314,13 @@ class GramianEngine:
         losses: Sequence[Tensor],
         shared_params: Sequence[Tensor] | None,
         features: Tensor | None,
+        scale: Tensor | float = 1.0,
     ) -> tuple[Tensor, HeldGradients | None]:
-        """The float64 T×T Gramian of the task gradients in ``mode``, and the held gradients."""
+        """The float64 T×T Gramian of the true task gradients in ``mode`` (those taken under a
+        loss ``scale`` divided by it, :func:`gramian_of`), and the held gradients (still
+        scaled: they are what the update writes)."""
         blocks, held = self.gradients(losses, shared_params, features)
-        return gramian_of(blocks), held
+        return gramian_of(blocks, scale), held
 
     @staticmethod
     def write(stacked: Tensor, weights: Tensor, held: HeldGradients | None) -> None:

@@ -44,5 +44,7 @@ class LossWeighting(Balancer):
         factors = self.factors(step.names, values.detach())
         total = torch.dot(factors.to(values), values)
         objective = self.objective(step.names, values.detach())
-        (total if objective is None else total + objective).backward()
+        if objective is not None:  # of detached losses: scaled here like the rest (base.Step)
+            total = total + objective * step.scale
+        total.backward()
         return factors
