@@ -231,3 +231,39 @@ def test_an_fp16_overflow_skips_the_step_and_lowers_the_scale():
     assert all(w == 0 for w in weights.values())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert trainer.scaler.get_scale() == 2.0**39
+
+
+@pytest.mark.device
+@needs_cuda
+@pytest.mark.parametrize(
+    ("name", "options", "precision", "expected"),
+    [
+        ("equal", {}, "fp32", 1),
+        ("uw", {}, "fp32", 1),
+        ("famo", {}, "fp32", 1),
+        ("mgda", {"mode": "features"}, "fp32", 1),
+        ("upgrad", {"mode": "params"}, "bf16", 1),
+        ("gradnorm", {}, "fp32", 1),
+        ("mgda", {"mode": "params"}, "fp16", 2),  # GradScaler.step's own check
+    ],
+)
+def test_a_step_synchronises_with_the_device_as_documented(name, options, precision, expected):
+    """The trainer's docstring: one host synchronisation a step (two with fp16), counted by
+    CUDA's synchronisation debug mode on the second step (the first initialises kernels)."""
+    import warnings
+
+    balancer = build_balancer(name, ["r", "b"], **options)
+    trainer = Trainer(toy_model(), TASKS, balancer=balancer, device="cuda", precision=precision)
+    trainer.model.train()
+    trainer.step(toy_batch(64))
+    torch.cuda.synchronize()
+    batch = toy_batch(64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == expected, [str(w.message) for w in syncs]

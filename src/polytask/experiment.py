@@ -243,9 +243,6 @@ def make_trainer(
     model = _build_network(config, data, tasks).to(device)
     names = [t.name for t in tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
-    with torch.no_grad():
-        for p in balancer.parameters():  # on the device before the optimizer holds them
-            p.data = p.data.to(device)
     multipliers = {t.name: t.lr_multiplier for t in config.tasks}
     optimizer = build_optimizer(
         training.optimizer,

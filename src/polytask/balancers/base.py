@@ -150,10 +150,13 @@ def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
 class Step(NamedTuple):
     """What one step works on: the present tasks (in the balancer's order), their finite
     losses (and the same stacked, ``values``), the shared parameters (or ``None``), the
-    shared representation (or ``None``) and the loss ``scale`` (1 without one): gradients
+    shared representation (or ``None``), the loss ``scale`` (1 without one): gradients
     taken through the losses are ``scale`` times the true ones; divide those a method reads
     by it (:func:`unscaled`), never those it writes, and multiply the gradient of an
-    objective of detached losses (its own parameters') by it."""
+    objective of detached losses (its own parameters') by it; and ``host_values``, the
+    losses copied to the host by :meth:`Balancer.backward`'s check (``None`` when the method
+    checks them itself): what a method computes its weights from without another device
+    synchronisation."""
 
     names: list[str]
     losses: list[Tensor]
@@ -161,6 +164,7 @@ class Step(NamedTuple):
     shared_params: list[Tensor] | None
     features: Tensor | None
     scale: Tensor | float = 1.0
+    host_values: Tensor | None = None
 
 
 class Balancer(ABC):
@@ -218,9 +222,11 @@ class Balancer(ABC):
             values = [scale_gradient(v, scale) for v in values]
         stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values])
         try:
+            host = None
             if not self.defers_loss_check or self.nonnegative_losses:
-                check_finite("loss", names, stacked, self.nonnegative_losses)
-            weights = self.step(Step(names, values, stacked, params, features, scale))
+                host = stacked.detach().cpu()  # the step's host synchronisation
+                check_finite("loss", names, host, self.nonnegative_losses)
+            weights = self.step(Step(names, values, stacked, params, features, scale, host))
         except SkipStep as skip:
             for leaf in [*graph_leaves(values), *(params or ()), *self.parameters()]:
                 leaf.grad = None

@@ -54,7 +54,7 @@ class DualBalancing(Balancer):
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
     def step(self, step: Step) -> Tensor:
-        names, _, values, shared_params, features, scale = step
+        names, _, values, shared_params, features, scale = step[:6]
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:

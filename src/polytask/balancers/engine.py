@@ -154,16 +154,22 @@ class HeldGradients:
                     combined = _weighted_rows(weights, block)
                 _accumulate(leaf, combined)
             for leaf, parts in self.parts:
-                w = weights.to(dtype=parts[0][1].dtype, device=parts[0][1].device)
+                w = _on(weights, parts[0][1])
                 total = parts[0][1] * w[parts[0][0]]
                 for task, grad in parts[1:]:
                     total = total.add_(grad, alpha=float(weights[task]))
                 _accumulate(leaf, total)
 
 
+def _on(weights: Tensor, like: Tensor) -> Tensor:
+    """The T host weights on ``like``'s device and dtype, copied without waiting for the
+    device (a blocking host-to-device copy would be a synchronisation)."""
+    return weights.to(device=like.device, non_blocking=True).to(like.dtype)
+
+
 def _weighted_rows(weights: Tensor, block: Tensor) -> Tensor:
     """``Σᵢ wᵢ blockᵢ`` over the first dimension, in the block's dtype."""
-    w = weights.to(dtype=block.dtype, device=block.device)
+    w = _on(weights, block)
     return (w @ block.reshape(block.shape[0], -1)).reshape(block.shape[1:])
 
 
@@ -266,7 +272,7 @@ def check_mode(owner: str, mode: str, supported: Sequence[str] = MODES) -> str:
 
 def weighted_backward(stacked: Tensor, weights: Tensor) -> None:
     """The ordinary backward of ``Σᵢ wᵢ Lᵢ`` (``stacked``: the losses)."""
-    (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
+    (stacked * _on(weights, stacked)).sum().backward()
 
 
 class GramianEngine:

@@ -51,6 +51,8 @@ class GradNorm(Balancer):
 
     kind: ClassVar[Kind] = "jacobian"
     needs_shared_params = True  # gradient norms over the last shared layer
+    #: The losses are checked with the norms, on one host copy of both (below).
+    defers_loss_check: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -83,9 +85,14 @@ class GradNorm(Balancer):
         blocks = task_jacobians(losses, layer)  # ‖∇_W Lᵢ‖ per task, of the true gradients
         squares = [unscaled(block, step.scale).pow(2).flatten(1).sum(1) for block in blocks]
         norms = torch.stack(squares).sum(0).sqrt()
-        check_finite("gradient", names, norms)  # before the weights' own Adam step
-        torch.dot(w.to(values.device, values.dtype), values).backward()
-        self._update(names, index, w, norms.cpu().float(), values.detach().cpu().float())
+        # the step's one host synchronisation: the losses and the norms, together
+        host = torch.cat([values.detach().float().reshape(-1), norms.float()]).cpu()
+        count = len(names)
+        check_finite("loss", names, host[:count])
+        check_finite("gradient", names, host[count:])  # before the weights' own Adam step
+        on_device = w.to(device=values.device, non_blocking=True).to(values.dtype)
+        torch.dot(on_device, values).backward()
+        self._update(names, index, w, host[count:], host[:count])
         return w
 
     def _update(

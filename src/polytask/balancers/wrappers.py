@@ -107,7 +107,7 @@ class LossesFrom(Wrapper):
         self.nonnegative_losses = loss_source.nonnegative_losses  # type: ignore[misc]
 
     def step(self, step: Step) -> Tensor:
-        scaled = self.loss_source.scaled(step.names, step.losses)
+        scaled = self.loss_source.scaled(step.names, step.losses, step.host_values)
         terms = list(scaled.terms.values())
         weights = self.inner.step(step._replace(losses=terms, values=torch.stack(terms)))
         if scaled.objective is not None:

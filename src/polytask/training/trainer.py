@@ -29,14 +29,26 @@ state, and handed to the scaler as a non-finite gradient: ``scaler.step`` skips 
 ``scaler.update`` lowers the scale, as GradScaler does; such steps are not counted as
 non-finite (their losses were finite). Validation and evaluation run in float32.
 
-Host synchronisations of a step (none is made by the trainer itself: the losses are kept on
+The balancer's T-sized state (weights, logits, running losses, learned log-variances) lives on
+the host, beside the T×T solves, so that a step reads back from the device once; the T weights
+go to the device with non-blocking copies. Under ``fp16`` its learned parameters (uncertainty
+weighting, IMTL-L) move to the device instead: GradScaler's ``unscale_`` hands a host
+parameter's gradient a non-blocking copy of the inverse scale that a host kernel may read
+before it lands.
+
+Host synchronisations of a step (the trainer itself adds none: the step's losses are kept on
 the device and read once per epoch):
 
-- the balancer's one read-back: for Gramian methods the losses and the T×T Gramian are copied
-  to the host together (the loss check and the T×T solve both use that copy); for the other
-  kinds the finiteness check of the stacked losses (:func:`~polytask.balancers.base.check_finite`)
-  and, where the weights are computed on the device, reading them back as floats;
-- with ``fp16`` only, ``GradScaler.step`` reads whether the unscaled gradients are finite.
+1. the balancer's one read-back (:meth:`~polytask.balancers.base.Balancer.backward`): a Gramian
+   method copies the losses and the T×T Gramian to the host together (its loss check and T×T
+   solve share the copy), GradNorm the losses and its T gradient norms, every other method the
+   stacked losses for their finiteness check, from which it computes its weights on the host;
+2. with ``fp16`` only, ``GradScaler.step`` reads whether the unscaled gradients are finite (and
+   reading a learned balancer parameter back for the weights is one more).
+
+Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
+device), GradDrop (its gradient check) and a ``losses_from`` composition (the loss source's
+check, then the inner Gramian method's copy).
 """
 
 from __future__ import annotations
@@ -164,10 +176,11 @@ class Trainer:
         self.model = model.to(self.device)  # in place: a given optimizer keeps its parameters
         self.tasks = list(tasks)
         self.balancer = balancer or EqualWeights([t.name for t in tasks])
-        with torch.no_grad():
-            for p in self.balancer.parameters():  # in place, before an optimizer holds them
-                p.data = p.data.to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.scales else None
+        if self.scaler is not None:  # its unscale_ must not mix devices (module docstring)
+            with torch.no_grad():
+                for p in self.balancer.parameters():  # in place: an optimizer keeps them
+                    p.data = p.data.to(self.device)
         self._shared = list(model.shared_parameters())
         if self.balancer.needs_shared_params and not self._shared:
             raise ValueError(
