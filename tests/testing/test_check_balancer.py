@@ -129,9 +129,15 @@ class HidesAnOverflow(EqualWeights):
         return weights
 
 
+class TakesNoScale(EqualWeights):
+    def backward(self, losses, *, shared_params=None, features=None):
+        return super().backward(losses, shared_params=shared_params, features=features)
+
+
 @pytest.mark.parametrize(
     ("broken", "prop"),
     [
+        (TakesNoScale, "loss scale"),
         (ScalesItsOwnGradientWrongly, "loss scale"),
         (ReadsTheScaledGramian, "loss scale"),
         (HidesAnOverflow, "loss scale"),

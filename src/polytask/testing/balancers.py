@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import math
 import warnings
@@ -401,6 +402,8 @@ class _Check:
 
     def check_loss_scale(self) -> None:
         plain, model = self.build(), self.model()
+        if "grad_scale" not in inspect.signature(plain.backward).parameters:
+            raise self.fail("loss scale", "backward() takes no grad_scale (a GradScaler's scale)")
         scaled, twin = self.build(), copy.deepcopy(model)
         for k in range(self.steps):
             w1, g1 = self.step(plain, model, k)

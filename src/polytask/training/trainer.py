@@ -47,8 +47,8 @@ the device and read once per epoch):
    reading a learned balancer parameter back for the weights is one more).
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
-device), GradDrop (its gradient check) and a ``losses_from`` composition (the loss source's
-check, then the inner Gramian method's copy).
+device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
+(their own loss check, then the inner Gramian method's copy on the steps that compute one).
 """
 
 from __future__ import annotations
