@@ -267,3 +267,15 @@ def test_a_step_synchronises_with_the_device_as_documented(name, options, precis
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == expected, [str(w.message) for w in syncs]
+
+
+@without_cuda
+def test_auto_on_cuda_without_it_exits_2_before_any_study_folder(
+    monkeypatch, capsys, table, tmp_path
+):
+    raw = config_dict(str(table), output_dir=str(tmp_path / "runs"), training={"device": "cuda"})
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code, _, err = run_cli(monkeypatch, capsys, "auto", path, "--trials", "1")
+    assert_clean_error(code, err, "gpu.yaml", "training.device", "CUDA is not available")
+    assert not (tmp_path / "runs").exists()

@@ -83,8 +83,7 @@ def run_experiment(
     gets a RunError naming this one); a baseline being trained by another run is waited for,
     then reused."""
     output = Path(config.output_dir)
-    check_config(config)  # a balancer typo fails before the data are read
-    check_precision(config.training.precision, resolve_device(config.training.device))
+    check_config(config)  # a balancer typo (or a missing device) fails before the data are read
     check_output_dir(output)  # a bad output folder or run name fails before any work
     check_run_name(config.name or "run")
     data = prepare_data(config)  # bad data fails here, before any folder is made
