@@ -14,20 +14,20 @@ Training that diverges raises :class:`TrainingDiverged`: weights that are no lon
 a non-finite loss, or a non-finite validation loss. A step with a non-finite loss (which the
 balancers skip) is otherwise tolerated and counted in :attr:`EpochLog.nonfinite_steps`.
 
-Devices and precision: the model, the balancer's parameters and the optimizer live on
-``device``; each batch is copied there (from pinned memory, ``non_blocking``, for CUDA). The
-forward pass and the losses run under ``torch.autocast`` for ``bf16`` and ``fp16``; the losses
-reach the balancer as float32. ``fp16`` adds a ``torch.amp.GradScaler``: the balancer is given
-its scale (:meth:`Balancer.backward` ``grad_scale``) and writes scaled gradients, while the
-losses it reads and the per-task gradients it decides on (Gramians, norms, running averages)
-are the true, unscaled ones, in float32 (:mod:`polytask.balancers.base`). Scaling per task
-below the loss values, rather than computing per-task gradients of unscaled losses, is what
-keeps small per-task gradients from underflowing in float16 on their way back through the
-network: the scale is divided out only once they are float32. An overflow (a non-finite scaled
-gradient of finite losses) is reported by the balancer, which has written nothing and kept its
-state, and handed to the scaler as a non-finite gradient: ``scaler.step`` skips the update and
-``scaler.update`` lowers the scale, as GradScaler does; such steps are not counted as
-non-finite (their losses were finite). Validation and evaluation run in float32.
+Devices and precision: the model and the optimizer live on ``device``; each batch is copied
+there (from pinned memory, ``non_blocking``, for CUDA). The forward pass and the losses run
+under ``torch.autocast`` for ``bf16`` and ``fp16``; the losses reach the balancer as float32.
+``fp16`` adds a ``torch.amp.GradScaler``: the balancer is given its scale
+(:meth:`Balancer.backward` ``grad_scale``) and writes scaled gradients, while the losses it
+reads and the per-task gradients it decides on (Gramians, norms, running averages) are the true,
+unscaled ones, in float32 (:mod:`polytask.balancers.base`). Scaling per task below the loss
+values, rather than computing per-task gradients of unscaled losses, is what keeps small
+per-task gradients from underflowing in float16 on their way back through the network: the scale is
+divided out only once they are float32. An overflow (a non-finite scaled gradient of finite
+losses) is reported by the balancer, which has written nothing and kept its state, and handed to
+the scaler as a non-finite gradient: ``scaler.step`` skips the update and ``scaler.update``
+lowers the scale, as GradScaler does; such steps are not counted as non-finite (their losses
+were finite). Validation and evaluation run in float32.
 
 The balancer's T-sized state (weights, logits, running losses, learned log-variances) lives on
 the host, beside the T×T solves, so that a step reads back from the device once; the T weights
@@ -255,7 +255,7 @@ class Trainer:
             (penalty if scale is None else penalty * scale).backward()
         if self.scaler is not None:
             if overflow:  # the scaler finds it as it would any non-finite gradient
-                first = next(iter(self.model.parameters()))
+                first = self.optimizer.param_groups[0]["params"][0]
                 first.grad = torch.full_like(first, math.inf)
             self.scaler.unscale_(self.optimizer)
         if self.grad_clip is not None:
