@@ -70,24 +70,26 @@ class DualBalancing(Balancer):
         grads = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
         check_finite("gradient", names, grads)  # before the running averages take them in
         rows = torch.tensor([self._position[n] for n in names])
-        averaged = self._average(rows, unscaled(grads, scale).to(grads.dtype))  # true grads
+        # the true gradients, averaged in (at least) float32: half precision would underflow
+        averaged = self._average(rows, unscaled(grads, scale))
         norms = averaged.norm(dim=1)
         alpha = norms.max() / (norms + 1e-8)
         # what Σ log L's (scaled) backward adds, fixed up to the (scaled) Σ αᵢ ĝᵢ
-        correction = (alpha @ averaged) * torch.as_tensor(scale).to(grads) - grads.sum(0)
+        scaled = (alpha @ averaged) * torch.as_tensor(scale).to(averaged)
+        correction = scaled - grads.sum(0).to(averaged.dtype)
 
         if self.mode == "features":
             torch.autograd.backward(
                 [log_losses.sum(), features],
                 [torch.ones((), dtype=log_losses.dtype, device=log_losses.device),
-                 correction.view_as(features)],
+                 correction.view_as(features).to(features.dtype)],
             )  # fmt: skip
         else:
             log_losses.sum().backward()
             offset = 0
             with torch.no_grad():
                 for p in inputs:
-                    piece = correction[offset : offset + p.numel()].view_as(p)
+                    piece = correction[offset : offset + p.numel()].view_as(p).to(p.dtype)
                     offset += p.numel()
                     if p.grad is None:
                         p.grad = piece.clone()
