@@ -279,3 +279,25 @@ def test_auto_on_cuda_without_it_exits_2_before_any_study_folder(
     code, _, err = run_cli(monkeypatch, capsys, "auto", path, "--trials", "1")
     assert_clean_error(code, err, "gpu.yaml", "training.device", "CUDA is not available")
     assert not (tmp_path / "runs").exists()
+
+
+def test_predict_and_evaluate_on_auto_match_the_cpu(table, tmp_path):
+    """``--device`` moves the loaded model; the outputs are the CPU's (within float32 round-off
+    when auto finds an accelerator)."""
+    import pandas as pd
+
+    from polytask.experiment import run_experiment
+    from polytask.predict import load_run
+
+    quick = {"epochs": 1, "batch_size": 64, "lr": 0.01, "seed": 0}
+    config = parse_config(config_dict(str(table), output_dir=str(tmp_path), training=quick))
+    run_dir = run_experiment(config, baselines=False).run_dir
+    frame = pd.read_csv(table)
+    on_cpu, on_auto = load_run(run_dir), load_run(run_dir, "auto")
+    assert next(on_auto.model.parameters()).device.type == resolve_device("auto").type
+    pd.testing.assert_frame_equal(
+        on_auto.predict(frame, "table"), on_cpu.predict(frame, "table"), rtol=1e-5
+    )
+    auto_metrics, cpu_metrics = on_auto.evaluate(frame, "table"), on_cpu.evaluate(frame, "table")
+    for task, metrics in cpu_metrics.items():
+        assert auto_metrics[task] == pytest.approx(metrics, rel=1e-5)
