@@ -36,8 +36,9 @@ weighting, IMTL-L) move to the device instead: GradScaler's ``unscale_`` hands a
 parameter's gradient a non-blocking copy of the inverse scale that a host kernel may read
 before it lands.
 
-Host synchronisations of a step (the trainer itself adds none: the step's losses are kept on
-the device and read once per epoch):
+Host synchronisations of a step (the trainer itself adds none: each task's labels are counted
+on the host before the batch is copied, so the masked losses need no count from the device,
+and the step's losses are kept on the device and read once per epoch):
 
 1. the balancer's one read-back (:meth:`~polytask.balancers.base.Balancer.backward`): a Gramian
    method copies the losses and the T×T Gramian to the host together (its loss check and T×T
@@ -219,14 +220,17 @@ class Trainer:
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """One optimisation step (the model must be in training mode; :meth:`fit` sees to it);
         returns the detached task losses and the balancer's weights."""
+        # labels counted before the batch moves: on the host, so no device synchronisation
+        labelled = {t.name: int(batch.masks[t.name].sum()) for t in self.tasks}
         batch = to_device(batch, self.device)
         with self.precision.autocast():
             outputs, representation = self.model.forward_with_representation(batch.inputs)
             losses: dict[str, Tensor] = {}
             for task in self.tasks:
                 loss = task.loss_value(
-                    outputs[task.name], batch.targets[task.name], batch.masks[task.name]
-                )
+                    outputs[task.name], batch.targets[task.name], batch.masks[task.name],
+                    labelled[task.name],
+                )  # fmt: skip
                 if loss is not None:
                     loss = loss.float()  # what the balancer reads: float32, never half
                     losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
