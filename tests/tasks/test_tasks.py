@@ -108,7 +108,7 @@ def test_the_masked_loss_is_the_mean_over_labelled_entries_with_a_count_given_or
     """The select-based masked mean (no device synchronisation) equals the mean over the
     labelled entries, for a mask shaped like the loss and for a mask of rows over several
     columns (each labelled row's columns summed, divided by the labelled rows)."""
-    task = RegressionTask(name="r", mean=(0.0, 0.0), std=(1.0, 1.0))
+    task = RegressionTask(name="r", columns=("a", "b"), mean=(0.0, 0.0), std=(1.0, 1.0))
     output, target = torch.randn(5, 2), torch.randn(5, 2)
     if row_mask:
         mask = torch.tensor([True, False, True, True, False])
