@@ -28,6 +28,7 @@ LAYERS = (  # lowest first
     "tasks",
     "evaluation",
     "data",
+    "device",
     "models",
     "inference",
     "balancers",

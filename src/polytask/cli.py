@@ -215,6 +215,12 @@ def compare(
         console.print(f"Markdown table written to {markdown}")
 
 
+DEVICE_HELP = (
+    "Where the model runs: cpu (the default: the same outputs on every machine), auto "
+    "(CUDA, else MPS, else the CPU), cuda, cuda:N or mps."
+)
+
+
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
@@ -224,13 +230,14 @@ def predict(
         str,
         typer.Option(help="Comma-separated input columns to copy into the output (e.g. an id)."),
     ] = "",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Write the kept columns, then per task: class and probabilities, or value."""
     from polytask.predict import load_run, load_table
     from polytask.training.checkpoint import atomic_write_text
 
     _check_output_file(out, "--output")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     frame, source = load_table(data)
     kept = [c.strip() for c in keep.split(",") if c.strip()]
     predictions = run.predict(frame, source, keep=kept)
@@ -242,12 +249,13 @@ def predict(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     data: Annotated[Path, typer.Argument(help="A labelled CSV or Parquet table.")],
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Print each task's metrics on a labelled table."""
     from polytask.predict import load_run, load_table
     from polytask.reporting.tables import metrics_table
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     frame, source = load_table(data)
     console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
 

@@ -12,6 +12,7 @@ themselves when :mod:`polytask` is imported, and the balancer is checked by
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +55,10 @@ def _not_a_bool(value: Any) -> Any:
 Number = Annotated[float, BeforeValidator(_not_a_bool), AllowInfNan(False)]
 """A finite float that also takes an int or a numeric string (YAML reads ``1e-3`` as a string),
 never a boolean. Counts are :class:`~pydantic.StrictInt`: no booleans, no floats."""
+
+
+DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+"""The forms of ``training.device`` (:func:`polytask.device.resolve_device`)."""
 
 
 class _Section(BaseModel):
@@ -358,7 +363,11 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Optimisation budget, shared by the multi-task model and its single-task baselines."""
+    """Optimisation budget, shared by the multi-task model and its single-task baselines.
+
+    ``device`` (``auto``: CUDA, else MPS, else the CPU) is where training runs; it is left out
+    of the baseline key. ``precision`` (``fp32``, ``bf16`` or ``fp16``) is the autocast dtype
+    of the forward pass and losses; ``fp16`` adds a gradient scaler and needs CUDA."""
 
     epochs: StrictInt = Field(10, ge=1)
     batch_size: StrictInt = Field(256, ge=1)
@@ -370,12 +379,24 @@ class TrainingConfig(_Section):
     seed: StrictInt = 0
     early_stopping: EarlyStoppingConfig | None = None
     lr_schedule: LrSchedule | None = None
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("device")
+    @classmethod
+    def _device_spec(cls, value: str) -> str:
+        if not DEVICE_SPEC.fullmatch(value):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        return value
 
     @model_serializer(mode="wrap")
     def _omit_absent_schedule(self, handler: Any) -> dict[str, Any]:
         data = handler(self)  # configs without one keep their saved form and baseline keys
         if data.get("lr_schedule", "") is None:
             data.pop("lr_schedule")
+        for key, default in (("device", "auto"), ("precision", "fp32")):
+            if data.get(key) == default:  # at their defaults they keep old dumps and keys alike
+                data.pop(key)
         return data
 
 

@@ -23,6 +23,7 @@ from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
+from polytask.device import check_precision, resolve_device
 from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.base import MultiTaskModel
@@ -82,7 +83,7 @@ def run_experiment(
     gets a RunError naming this one); a baseline being trained by another run is waited for,
     then reused."""
     output = Path(config.output_dir)
-    check_config(config)  # a balancer typo fails before the data are read
+    check_config(config)  # a balancer typo (or a missing device) fails before the data are read
     check_output_dir(output)  # a bad output folder or run name fails before any work
     check_run_name(config.name or "run")
     data = prepare_data(config)  # bad data fails here, before any folder is made
@@ -235,8 +236,10 @@ def make_trainer(
 ) -> Trainer:
     """Model, balancer, optimizer and trainer for ``tasks`` as the config describes them."""
     training = config.training
+    device = resolve_device(training.device)
+    check_precision(training.precision, device)
     torch.manual_seed(training.seed)
-    model = _build_network(config, data, tasks)
+    model = _build_network(config, data, tasks).to(device)
     names = [t.name for t in tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
     multipliers = {t.name: t.lr_multiplier for t in config.tasks}
@@ -296,6 +299,8 @@ def make_trainer(
         observers=observers,
         lr_schedules=schedules,
         on_epoch=on_epoch,
+        device=device,
+        precision=training.precision,
     )
 
 
@@ -397,17 +402,20 @@ def _train_baseline(
 
 def baseline_key(config: Config, task: Task) -> str:
     """A hash of everything that determines a task's baseline (data, features, task, model,
-    training budget); the balancer, the other tasks and how ``groups`` splits them (a one-task
-    ``groups`` model is its task's trunk alone) do not enter it."""
+    training budget and precision); the device, the balancer, the other tasks and how
+    ``groups`` splits them (a one-task ``groups`` model is its task's trunk alone) do not
+    enter it."""
     spec = next(s for s in config.tasks if s.name == task.name)
     model = config.model.model_dump(mode="json")
     model.pop("groups", None)
+    training = config.training.model_dump(mode="json")
+    training.pop("device", None)  # where it trains is not what it is; precision is
     relevant = {
         "data": config.data.model_dump(mode="json"),
         "features": config.features.model_dump(mode="json"),
         "task": spec.model_dump(mode="json"),
         "model": model,
-        "training": config.training.model_dump(mode="json"),
+        "training": training,
     }
     text = json.dumps(relevant, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from polytask.data.dataset import MultiTaskData
+from polytask.device import model_device, to_device
 from polytask.models.base import MultiTaskModel
 from polytask.tasks import Task
 
@@ -37,15 +38,17 @@ def predict_outputs(
     data: MultiTaskData,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, Tensor]:
-    """Raw outputs of every task in ``tasks`` for every row of ``data``, in row order.
+    """Raw outputs of every task in ``tasks`` for every row of ``data``, in row order, on the
+    CPU (in float32), wherever the model runs: each batch goes to the model's device.
 
     Puts ``model`` in eval mode (dropout off) and leaves it there."""
     model.eval()
+    device = model_device(model)
     parts: dict[str, list[Tensor]] = {t.name: [] for t in tasks}
     for batch in data.batches(batch_size):
-        outputs = model(batch.inputs)
+        outputs = model(to_device(batch, device).inputs)
         for name in parts:
-            parts[name].append(outputs[name])
+            parts[name].append(outputs[name].cpu())
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 

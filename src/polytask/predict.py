@@ -18,6 +18,7 @@ from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor
 from polytask.data.prepare import encode_frame
 from polytask.data.tables import read_table
+from polytask.device import resolve_device
 from polytask.errors import DataError, PolytaskError, RunError, did_you_mean
 from polytask.inference import evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
@@ -79,8 +80,12 @@ class LoadedRun:
         return [c for t in self.tasks for c in t.columns if c in frame.columns]
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Read a run directory written by :func:`polytask.experiment.run_experiment`."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Read a run directory written by :func:`polytask.experiment.run_experiment`, with its
+    model on ``device`` (``cpu`` by default, whatever device trained it: the same outputs on
+    every machine; ``auto`` or ``cuda`` for speed, see
+    :func:`~polytask.device.resolve_device`, which names ``--device`` in errors)."""
+    target = resolve_device(device, key="--device")
     run = RunDir(Path(run_dir))
     if not run.path.is_dir():
         raise RunError(f"{run.path}: no such run directory")
@@ -105,7 +110,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     except RuntimeError as exc:
         raise RunError(f"{run.model} does not match the model ({exc})") from exc
     model.eval()
-    return LoadedRun(config, encoder, tasks, model)
+    return LoadedRun(config, encoder, tasks, model.to(target))
 
 
 def network_shapes(

@@ -101,3 +101,22 @@ def test_round_trip_through_dict():
 )
 def test_directions(task, metric, direction):
     assert task.direction(metric) == direction
+
+
+@pytest.mark.parametrize("row_mask", [False, True])
+def test_the_masked_loss_is_the_mean_over_labelled_entries_with_a_count_given_or_not(row_mask):
+    """The select-based masked mean (no device synchronisation) equals the mean over the
+    labelled entries, for a mask shaped like the loss and for a mask of rows over several
+    columns (each labelled row's columns summed, divided by the labelled rows)."""
+    task = RegressionTask(name="r", columns=("a", "b"), mean=(0.0, 0.0), std=(1.0, 1.0))
+    output, target = torch.randn(5, 2), torch.randn(5, 2)
+    if row_mask:
+        mask = torch.tensor([True, False, True, True, False])
+        expected = ((output - target) ** 2)[mask].sum() / 3
+    else:
+        mask = torch.tensor([[1, 0], [1, 1], [0, 0], [0, 1], [1, 1]], dtype=torch.bool)
+        expected = ((output - target) ** 2)[mask].mean()
+    count = int(mask.sum())
+    torch.testing.assert_close(task.loss_value(output, target, mask), expected)
+    torch.testing.assert_close(task.loss_value(output, target, mask, count), expected)
+    assert task.loss_value(output, target, torch.zeros_like(mask), 0) is None

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from polytask.balancers import BALANCERS, UncertaintyWeighting, build_balancer
-from polytask.balancers.base import Step
+from polytask.balancers import BALANCERS, GramianBalancer, UncertaintyWeighting, build_balancer
+from polytask.balancers.base import Step, graph_leaves
 from polytask.balancers.equal import EqualWeights
 from polytask.balancers.loss_weighting import LossWeighting
+from polytask.balancers.nash_mtl import NashMTL
 from polytask.balancers.registry import PRESETS
 from polytask.testing.balancers import check_balancer
 
@@ -30,6 +31,11 @@ def _one_name_per_method() -> list[str]:
 @pytest.mark.parametrize("name", _one_name_per_method())
 def test_every_registered_balancer_meets_the_contract(name: str) -> None:
     check_balancer(name)
+
+
+@pytest.mark.parametrize("name", _one_name_per_method())
+def test_every_registered_balancer_meets_the_contract_under_cpu_bf16_autocast(name: str) -> None:
+    check_balancer(name, precision="bf16")
 
 
 def test_aliases_are_covered_by_their_method() -> None:
@@ -95,9 +101,46 @@ class WeighsAbsentTasks(EqualWeights):
         return dict.fromkeys(self.task_names, 1.0) if weights else weights
 
 
+class ScalesItsOwnGradientWrongly(UncertaintyWeighting):
+    """Forgets to scale the gradient of its own objective (of detached losses)."""
+
+    def step(self, step):
+        return super().step(step._replace(scale=1.0))
+
+
+class _ScaledGramian(GramianBalancer):
+    def step(self, step):
+        return super().step(step._replace(scale=1.0))
+
+
+def ReadsTheScaledGramian(task_names, **options):
+    """Nash-MTL on the Gramian of the scaled gradients, ``s²`` times the true one."""
+    return _ScaledGramian(NashMTL(task_names), **options)
+
+
+class HidesAnOverflow(EqualWeights):
+    """Writes gradients with the non-finite entries zeroed: the scaler cannot see an overflow."""
+
+    def step(self, step):
+        weights = super().step(step)
+        for p in graph_leaves(step.losses):
+            if p.grad is not None:
+                p.grad = p.grad.nan_to_num(0.0, 0.0, 0.0)
+        return weights
+
+
+class TakesNoScale(EqualWeights):
+    def backward(self, losses, *, shared_params=None, features=None):
+        return super().backward(losses, shared_params=shared_params, features=features)
+
+
 @pytest.mark.parametrize(
     ("broken", "prop"),
     [
+        (TakesNoScale, "loss scale"),
+        (ScalesItsOwnGradientWrongly, "loss scale"),
+        (ReadsTheScaledGramian, "loss scale"),
+        (HidesAnOverflow, "loss scale"),
         (IgnoresItsWeights, "gradient"),
         (ForgetsItsState, "state_dict"),
         (WeighsByPosition, "task order"),

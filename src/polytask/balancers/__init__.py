@@ -9,7 +9,7 @@ module per method.
 """
 
 from polytask.balancers.aligned_mtl import AlignedMTL
-from polytask.balancers.base import Balancer, ScaledLosses
+from polytask.balancers.base import Balancer, GradientOverflow, ScaledLosses
 from polytask.balancers.cagrad import CAGrad
 from polytask.balancers.db_mtl import DualBalancing
 from polytask.balancers.dwa import DynamicWeightAverage
@@ -48,6 +48,7 @@ __all__ = [
     "GradDrop",
     "GradNorm",
     "GradVac",
+    "GradientOverflow",
     "GramianBalancer",
     "GramianEngine",
     "IMTLLoss",

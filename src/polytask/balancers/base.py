@@ -14,6 +14,17 @@ checkpoints. The trainer never names a method: methods are found by name in the 
 :meth:`Balancer.backward` is the one place that guards a step: it orders the present tasks,
 checks their losses, and runs :meth:`Balancer.step`; a non-finite loss, gradient or weight found
 there (:func:`check_finite` raises :class:`SkipStep`) skips the whole step with one warning.
+
+Loss scaling (mixed precision with a ``torch.amp.GradScaler``): ``backward(..., grad_scale=s)``
+makes every gradient the balancer *writes* ``s`` times the true one, as
+``scaler.scale(total).backward()`` would (so ``scaler.unscale_`` / ``scaler.step`` apply
+unchanged), while everything it *reads* is true: the losses keep their unscaled float32
+values (a :func:`scale_gradient` node multiplies only what flows back through them), and the
+per-task gradients it decides on are divided by ``Step.scale`` in float32 before any Gramian,
+norm or running average is formed. A non-finite gradient under a scale is an overflow, not a
+failed task: no warning, every gradient is cleared and :class:`GradientOverflow` is raised for
+the caller to hand to its scaler (which skips the step and lowers the scale); the balancer's
+state is left as it was.
 """
 
 from __future__ import annotations
@@ -51,6 +62,49 @@ class SkipStep(Exception):
     def __init__(self, what: str, tasks: Sequence[str]) -> None:
         super().__init__(what)
         self.what, self.tasks = what, list(tasks)
+
+
+class GradientOverflow(Exception):
+    """Raised by :meth:`Balancer.backward` under a ``grad_scale`` when the scaled per-task
+    gradients of finite losses are not finite: every gradient is cleared, nothing was
+    written and the balancer's state is unchanged; the caller's gradient scaler must skip the
+    step and lower its scale."""
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__(f"scaled gradients of task(s) {', '.join(map(repr, tasks))} overflowed")
+        self.tasks = list(tasks)
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad.dtype), None
+
+
+def scale_gradient(value: Tensor, scale: Tensor | float) -> Tensor:
+    """``value`` unchanged, but every gradient flowing back through it is multiplied by
+    ``scale`` (a GradScaler's loss scale applied below the loss, not to its value)."""
+    if not value.requires_grad:
+        return value
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=value.device)
+    return _ScaleGradient.apply(value, scale)
+
+
+def unscaled(tensor: Tensor, scale: Tensor | float) -> Tensor:
+    """``tensor / scale`` computed in (at least) float32: a scaled gradient made true again
+    without underflowing in a half-precision dtype."""
+    tensor = tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+    if isinstance(scale, float | int) and scale == 1:
+        return tensor
+    return tensor / torch.as_tensor(scale, dtype=tensor.dtype, device=tensor.device)
 
 
 def check_finite(
@@ -95,14 +149,22 @@ def graph_leaves(tensors: Iterable[Tensor], stop: Any = None) -> list[Tensor]:
 
 class Step(NamedTuple):
     """What one step works on: the present tasks (in the balancer's order), their finite
-    losses (and the same stacked, ``values``), the shared parameters (or ``None``) and the
-    shared representation (or ``None``)."""
+    losses (and the same stacked, ``values``), the shared parameters (or ``None``), the
+    shared representation (or ``None``), the loss ``scale`` (1 without one): gradients
+    taken through the losses are ``scale`` times the true ones; divide those a method reads
+    by it (:func:`unscaled`), never those it writes, and multiply the gradient of an
+    objective of detached losses (its own parameters') by it; and ``host_values``, the
+    losses copied to the host by :meth:`Balancer.backward`'s check (``None`` when the method
+    checks them itself): what a method computes its weights from without another device
+    synchronisation."""
 
     names: list[str]
     losses: list[Tensor]
     values: Tensor
     shared_params: list[Tensor] | None
     features: Tensor | None
+    scale: Tensor | float = 1.0
+    host_values: Tensor | None = None
 
 
 class Balancer(ABC):
@@ -120,6 +182,11 @@ class Balancer(ABC):
     mode: str | None = None
     #: Whether the weights depend on random draws (from a generator kept in the state).
     randomized: bool = False
+    #: Whether :meth:`step` checks the losses itself (``check_finite("loss", ...)``, before it
+    #: writes a gradient or changes its state), so that the check shares the step's one host
+    #: synchronisation with what the method reads back anyway (the Gramian); otherwise
+    #: :meth:`backward` checks them first.
+    defers_loss_check: ClassVar[bool] = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
         if not task_names or len(set(task_names)) != len(task_names):
@@ -132,6 +199,7 @@ class Balancer(ABC):
         *,
         shared_params: Iterable[torch.nn.Parameter] | None = None,
         features: Tensor | None = None,
+        grad_scale: Tensor | float | None = None,
     ) -> dict[str, float]:
         """Backpropagate the balanced loss into ``.grad`` and return the weight of each task.
 
@@ -139,25 +207,37 @@ class Balancer(ABC):
         tasks, every gradient the step would have written is set to ``None`` (``torch.optim``
         then leaves those parameters, momentum included, unchanged), the weights returned are 0,
         and a non-finite loss leaves the method's state as it was.
+
+        ``grad_scale``: a GradScaler's loss scale (module docstring); the written gradients
+        are that many times the true ones, and an overflow raises :class:`GradientOverflow`.
         """
         names = self.present(losses)
         if not names:
             return {}
         values = [losses[n] for n in names]
         params = list(shared_params) if shared_params is not None else None
+        scale: Tensor | float = 1.0
+        if grad_scale is not None:
+            scale = grad_scale
+            values = [scale_gradient(v, scale) for v in values]
         stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values])
         try:
-            check_finite("loss", names, stacked, self.nonnegative_losses)
-            weights = self.step(Step(names, values, stacked, params, features))
+            host = None
+            if not self.defers_loss_check or self.nonnegative_losses:
+                host = stacked.detach().cpu()  # the step's host synchronisation
+                check_finite("loss", names, host, self.nonnegative_losses)
+            weights = self.step(Step(names, values, stacked, params, features, scale, host))
         except SkipStep as skip:
+            for leaf in [*graph_leaves(values), *(params or ()), *self.parameters()]:
+                leaf.grad = None
+            if grad_scale is not None and skip.what == "non-finite gradient":
+                raise GradientOverflow(skip.tasks) from None
             warnings.warn(
                 f"{self.name}: {skip.what} for task(s) {', '.join(map(repr, skip.tasks))}; "
                 "skipping this step (gradients cleared, no update)",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            for leaf in [*graph_leaves(values), *(params or ()), *self.parameters()]:
-                leaf.grad = None
             return dict.fromkeys(names, 0.0)
         return dict(zip(names, weights.tolist(), strict=True))
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers._common import LOG_EPS, reorder
-from polytask.balancers.base import Balancer, Kind, Step
+from polytask.balancers.base import Balancer, Kind, Step, check_finite, unscaled
 from polytask.balancers.engine import check_mode, task_jacobians
 from polytask.balancers.registry import register_balancer
 
@@ -54,7 +54,7 @@ class DualBalancing(Balancer):
         self._position = {n: i for i, n in enumerate(self.task_names)}
 
     def step(self, step: Step) -> Tensor:
-        names, _, values, shared_params, features = step
+        names, _, values, shared_params, features, scale = step[:6]
         inputs: list[Tensor]
         if self.mode == "features":
             if features is None:
@@ -68,24 +68,28 @@ class DualBalancing(Balancer):
 
         blocks = task_jacobians(list(log_losses.unbind()), inputs)
         grads = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
+        check_finite("gradient", names, grads)  # before the running averages take them in
         rows = torch.tensor([self._position[n] for n in names])
-        averaged = self._average(rows, grads)
+        # the true gradients, averaged in (at least) float32: half precision would underflow
+        averaged = self._average(rows, unscaled(grads, scale))
         norms = averaged.norm(dim=1)
         alpha = norms.max() / (norms + 1e-8)
-        correction = alpha @ averaged - grads.sum(0)  # what Σ log L's backward adds, fixed up
+        # what Σ log L's (scaled) backward adds, fixed up to the (scaled) Σ αᵢ ĝᵢ
+        scaled = (alpha @ averaged) * torch.as_tensor(scale).to(averaged)
+        correction = scaled - grads.sum(0).to(averaged.dtype)
 
         if self.mode == "features":
             torch.autograd.backward(
                 [log_losses.sum(), features],
                 [torch.ones((), dtype=log_losses.dtype, device=log_losses.device),
-                 correction.view_as(features)],
+                 correction.view_as(features).to(features.dtype)],
             )  # fmt: skip
         else:
             log_losses.sum().backward()
             offset = 0
             with torch.no_grad():
                 for p in inputs:
-                    piece = correction[offset : offset + p.numel()].view_as(p)
+                    piece = correction[offset : offset + p.numel()].view_as(p).to(p.dtype)
                     offset += p.numel()
                     if p.grad is None:
                         p.grad = piece.clone()

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from polytask.balancers.base import graph_leaves
+from polytask.balancers.base import graph_leaves, unscaled
 
 Mode = Literal["features", "params"]
 """The inputs a Gramian is taken over: the shared features or the shared parameters."""
@@ -113,12 +113,14 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def gramian_of(blocks: Iterable[Tensor]) -> Tensor:
-    """Σ_blocks ``B Bᵀ`` over T×… Jacobian blocks, returned as a float64 T×T matrix."""
+def gramian_of(blocks: Iterable[Tensor], scale: Tensor | float = 1.0) -> Tensor:
+    """Σ_blocks ``B Bᵀ`` over T×… Jacobian blocks, returned as a float64 T×T matrix; blocks of
+    gradients taken under a loss ``scale`` are divided by it first, in (at least) float32, so
+    the Gramian is that of the true gradients (not ``scale²`` times it, which would also
+    overflow float32 sooner)."""
     total: Tensor | None = None
     for block in blocks:
-        flat = block.reshape(block.shape[0], -1)
-        flat = flat.to(_accumulation_dtype(flat.dtype))
+        flat = unscaled(block.reshape(block.shape[0], -1), scale)
         part = (flat @ flat.T).double()
         total = part if total is None else total + part
     if total is None:
@@ -152,16 +154,22 @@ class HeldGradients:
                     combined = _weighted_rows(weights, block)
                 _accumulate(leaf, combined)
             for leaf, parts in self.parts:
-                w = weights.to(dtype=parts[0][1].dtype, device=parts[0][1].device)
+                w = _on(weights, parts[0][1])
                 total = parts[0][1] * w[parts[0][0]]
                 for task, grad in parts[1:]:
                     total = total.add_(grad, alpha=float(weights[task]))
                 _accumulate(leaf, total)
 
 
+def _on(weights: Tensor, like: Tensor) -> Tensor:
+    """The T host weights on ``like``'s device and dtype, copied without waiting for the
+    device (a blocking host-to-device copy would be a synchronisation)."""
+    return weights.to(device=like.device, non_blocking=True).to(like.dtype)
+
+
 def _weighted_rows(weights: Tensor, block: Tensor) -> Tensor:
     """``Σᵢ wᵢ blockᵢ`` over the first dimension, in the block's dtype."""
-    w = weights.to(dtype=block.dtype, device=block.device)
+    w = _on(weights, block)
     return (w @ block.reshape(block.shape[0], -1)).reshape(block.shape[1:])
 
 
@@ -264,7 +272,7 @@ def check_mode(owner: str, mode: str, supported: Sequence[str] = MODES) -> str:
 
 def weighted_backward(stacked: Tensor, weights: Tensor) -> None:
     """The ordinary backward of ``Σᵢ wᵢ Lᵢ`` (``stacked``: the losses)."""
-    (stacked * weights.to(dtype=stacked.dtype, device=stacked.device)).sum().backward()
+    (stacked * _on(weights, stacked)).sum().backward()
 
 
 class GramianEngine:
@@ -312,10 +320,13 @@ class GramianEngine:
         losses: Sequence[Tensor],
         shared_params: Sequence[Tensor] | None,
         features: Tensor | None,
+        scale: Tensor | float = 1.0,
     ) -> tuple[Tensor, HeldGradients | None]:
-        """The float64 T×T Gramian of the task gradients in ``mode``, and the held gradients."""
+        """The float64 T×T Gramian of the true task gradients in ``mode`` (those taken under a
+        loss ``scale`` divided by it, :func:`gramian_of`), and the held gradients (still
+        scaled: they are what the update writes)."""
         blocks, held = self.gradients(losses, shared_params, features)
-        return gramian_of(blocks), held
+        return gramian_of(blocks, scale), held
 
     @staticmethod
     def write(stacked: Tensor, weights: Tensor, held: HeldGradients | None) -> None:

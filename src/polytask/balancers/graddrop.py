@@ -97,7 +97,7 @@ class GradDrop(Balancer):
         self.generator = seeded_generator(seed)
 
     def step(self, step: Step) -> Tensor:
-        names, losses, values, shared_params, features = step
+        names, losses, values, shared_params, features = step[:5]
         ones = torch.ones(len(names), dtype=torch.float64)
         blocks, held = self.engine.gradients(losses, shared_params, features)
         check_finite("gradient", names, blocks)

@@ -15,7 +15,7 @@ from polytask.balancers._common import (
     reorder,
     select,
 )
-from polytask.balancers.base import Balancer, Kind, Step
+from polytask.balancers.base import Balancer, Kind, Step, check_finite, unscaled
 from polytask.balancers.engine import task_jacobians
 from polytask.balancers.registry import register_balancer
 
@@ -51,6 +51,8 @@ class GradNorm(Balancer):
 
     kind: ClassVar[Kind] = "jacobian"
     needs_shared_params = True  # gradient norms over the last shared layer
+    #: The losses are checked with the norms, on one host copy of both (below).
+    defers_loss_check: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -74,16 +76,23 @@ class GradNorm(Balancer):
         self._index = TaskIndex(self.task_names)
 
     def step(self, step: Step) -> Tensor:
-        names, losses, values, shared_params, _ = step
+        names, losses, values, shared_params = step[:4]
         if shared_params is None:
             raise ValueError("gradnorm needs shared_params (its last layer is W)")
         layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         index = self._index(names)
         w = select(self.weights, index).clone()
-        blocks = task_jacobians(losses, layer)  # ‖∇_W Lᵢ‖ per task
-        norms = torch.stack([block.pow(2).flatten(1).sum(1) for block in blocks]).sum(0).sqrt()
-        torch.dot(w.to(values.device, values.dtype), values).backward()
-        self._update(names, index, w, norms.cpu().float(), values.detach().cpu().float())
+        blocks = task_jacobians(losses, layer)  # ‖∇_W Lᵢ‖ per task, of the true gradients
+        squares = [unscaled(block, step.scale).pow(2).flatten(1).sum(1) for block in blocks]
+        norms = torch.stack(squares).sum(0).sqrt()
+        # the step's one host synchronisation: the losses and the norms, together
+        host = torch.cat([values.detach().float().reshape(-1), norms.float()]).cpu()
+        count = len(names)
+        check_finite("loss", names, host[:count])
+        check_finite("gradient", names, host[count:])  # before the weights' own Adam step
+        on_device = w.to(device=values.device, non_blocking=True).to(values.dtype)
+        torch.dot(on_device, values).backward()
+        self._update(names, index, w, host[count:], host[:count])
         return w
 
     def _update(

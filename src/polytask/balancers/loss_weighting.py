@@ -29,20 +29,35 @@ class LossWeighting(Balancer):
         """Scalar whose gradient trains :meth:`parameters` (``values`` detached), or ``None``."""
         return None
 
-    def scaled(self, names: Sequence[str], losses: Sequence[Tensor]) -> ScaledLosses:
+    def scaled(
+        self, names: Sequence[str], losses: Sequence[Tensor], host: Tensor | None = None
+    ) -> ScaledLosses:
         """Terms ``cᵢ·Lᵢ`` (``cᵢ`` detached), the factors and the objective, for the finite
-        ``losses`` of ``names``; advances the state."""
+        ``losses`` of ``names`` (``host``: their values on the host, when copied there
+        already); advances the state."""
         values = torch.stack([loss.reshape(()) for loss in losses])
-        factors = self.factors(names, values.detach()).detach()
-        objective = self.objective(names, values.detach())
-        factors = factors.to(device=values.device, dtype=values.dtype)
-        terms = {n: values[k] * factors[k] for k, n in enumerate(names)}
+        read = values.detach() if host is None else host
+        factors = self.factors(names, read).detach()
+        objective = self.objective(names, read)
+        on_device = _on(factors, values)
+        terms = {n: values[k] * on_device[k] for k, n in enumerate(names)}
         return ScaledLosses(terms, dict(zip(names, factors.tolist(), strict=True)), objective)
 
     def step(self, step: Step) -> Tensor:
+        """``Σ cᵢLᵢ`` backpropagated with the factors from the host copy of the losses (no
+        device synchronisation beyond the loss check's), and the objective of the method's own
+        parameters, which live on the host too, backpropagated on its own."""
         values = step.values
-        factors = self.factors(step.names, values.detach())
-        total = torch.dot(factors.to(values), values)
-        objective = self.objective(step.names, values.detach())
-        (total if objective is None else total + objective).backward()
+        read = values.detach() if step.host_values is None else step.host_values
+        factors = self.factors(step.names, read)
+        roots = [torch.dot(_on(factors, values), values)]
+        objective = self.objective(step.names, read)
+        if objective is not None:  # of detached losses: scaled here like the rest (base.Step)
+            roots.append(objective * step.scale)
+        torch.autograd.backward([r for r in roots if r.requires_grad] or roots)
         return factors
+
+
+def _on(factors: Tensor, like: Tensor) -> Tensor:
+    """Host factors on ``like``'s device and dtype, copied without waiting for the device."""
+    return factors.to(device=like.device, non_blocking=True).to(like.dtype)

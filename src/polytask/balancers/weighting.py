@@ -74,11 +74,22 @@ class GramianBalancer(Balancer):
     def mode(self) -> str:  # type: ignore[override]
         return self.engine.mode
 
+    #: The losses are checked here, on the host copy made with the Gramian's (below).
+    defers_loss_check: ClassVar[bool] = True
+
     def step(self, step: Step) -> Tensor:
-        gramian, held = self.engine.gramian(step.losses, step.shared_params, step.features)
+        gramian, held = self.engine.gramian(
+            step.losses, step.shared_params, step.features, step.scale
+        )  # per-task gradients by autograd.grad: nothing written yet, whatever the losses
+        count = len(step.names)
+        # the step's one host synchronisation: the losses and the T×T Gramian, together
+        host = torch.cat([step.values.detach().to(gramian).reshape(-1), gramian.reshape(-1)])
+        host = host.cpu()
+        check_finite("loss", step.names, host[:count])
+        gramian = host[count:].reshape(count, count)
         diagonal = torch.diagonal(gramian)
         check_finite("gradient", step.names, diagonal)
-        live = (diagonal > 0).cpu()
+        live = diagonal > 0
         weights = torch.ones(len(step.names), dtype=torch.float64)
         if bool(live.any()):
             index = live.nonzero().flatten()

@@ -107,11 +107,12 @@ class LossesFrom(Wrapper):
         self.nonnegative_losses = loss_source.nonnegative_losses  # type: ignore[misc]
 
     def step(self, step: Step) -> Tensor:
-        scaled = self.loss_source.scaled(step.names, step.losses)
+        scaled = self.loss_source.scaled(step.names, step.losses, step.host_values)
         terms = list(scaled.terms.values())
         weights = self.inner.step(step._replace(losses=terms, values=torch.stack(terms)))
         if scaled.objective is not None:
-            torch.autograd.backward(scaled.objective, inputs=self.loss_source.parameters())
+            objective = scaled.objective * step.scale  # of detached losses (base.Step)
+            torch.autograd.backward(objective, inputs=self.loss_source.parameters())
         return weights * torch.tensor(list(scaled.factors.values()), dtype=torch.float64)
 
     def parameters(self) -> list[Tensor]:

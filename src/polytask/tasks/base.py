@@ -118,13 +118,24 @@ class Task(ABC):
         return target.detach().cpu().numpy()
 
     # -- training ----------------------------------------------------------------------------
-    def loss_value(self, output: Tensor, target: Tensor, mask: Tensor) -> Tensor | None:
-        """Masked mean loss over labelled entries, or ``None`` when the batch has no label."""
-        count = int(mask.sum())
+    def loss_value(
+        self, output: Tensor, target: Tensor, mask: Tensor, labelled: int | None = None
+    ) -> Tensor | None:
+        """Masked mean loss over labelled entries, or ``None`` when the batch has no label.
+
+        ``labelled``: ``mask.sum()`` when the caller knows it (the trainer counts on the host
+        before the batch goes to the device); then nothing here waits for the device. The
+        unlabelled entries are left out by a select, not by boolean indexing (whose
+        data-dependent shape would be a device synchronisation); their targets are finite by
+        construction, so they add exact zeros."""
+        count = int(mask.sum()) if labelled is None else labelled
         if count == 0:
             return None
         elementwise = self.losses[self.loss](output, target)
-        return elementwise[mask].sum() / count
+        if mask.dim() > elementwise.dim():
+            return elementwise[mask].sum() / count
+        keep = mask.reshape(mask.shape + (1,) * (elementwise.dim() - mask.dim()))
+        return torch.where(keep, elementwise, 0).sum() / count
 
     def evaluate(self, output: Tensor, target: Tensor, mask: Tensor) -> dict[str, float]:
         """Compute every configured metric on labelled entries (NaN when undefined)."""

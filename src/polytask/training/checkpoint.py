@@ -179,7 +179,8 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         latest = json.loads(pointer.read_text())
         path = directory / latest["path"]
         state = json.loads((path / "state.json").read_text())
-        extra = torch.load(path / "optim.pt", weights_only=True)
+        # on the CPU whatever device saved it; load_state_dict puts each piece where it lives
+        extra = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise RunError(
             f"{directory}: the checkpoint is corrupt or incomplete ({_load_problem(exc)})"

@@ -13,6 +13,43 @@ Training that diverges raises :class:`TrainingDiverged`: weights that are no lon
 (checked once per epoch, before validation and the checkpoint), an epoch in which every step had
 a non-finite loss, or a non-finite validation loss. A step with a non-finite loss (which the
 balancers skip) is otherwise tolerated and counted in :attr:`EpochLog.nonfinite_steps`.
+
+Devices and precision: the model and the optimizer live on ``device``; each batch is copied
+there (from pinned memory, ``non_blocking``, for CUDA). The forward pass and the losses run
+under ``torch.autocast`` for ``bf16`` and ``fp16``; the losses reach the balancer as float32.
+``fp16`` adds a ``torch.amp.GradScaler``: the balancer is given its scale
+(:meth:`Balancer.backward` ``grad_scale``) and writes scaled gradients, while the losses it
+reads and the per-task gradients it decides on (Gramians, norms, running averages) are the true,
+unscaled ones, in float32 (:mod:`polytask.balancers.base`). Scaling per task below the loss
+values, rather than computing per-task gradients of unscaled losses, is what keeps small
+per-task gradients from underflowing in float16 on their way back through the network: the scale is
+divided out only once they are float32. An overflow (a non-finite scaled gradient of finite
+losses) is reported by the balancer, which has written nothing and kept its state, and handed to
+the scaler as a non-finite gradient: ``scaler.step`` skips the update and ``scaler.update``
+lowers the scale, as GradScaler does; such steps are not counted as non-finite (their losses
+were finite). Validation and evaluation run in float32.
+
+The balancer's T-sized state (weights, logits, running losses, learned log-variances) lives on
+the host, beside the T×T solves, so that a step reads back from the device once; the T weights
+go to the device with non-blocking copies. Under ``fp16`` its learned parameters (uncertainty
+weighting, IMTL-L) move to the device instead: GradScaler's ``unscale_`` hands a host
+parameter's gradient a non-blocking copy of the inverse scale that a host kernel may read
+before it lands.
+
+Host synchronisations of a step (the trainer itself adds none: each task's labels are counted
+on the host before the batch is copied, so the masked losses need no count from the device,
+and the step's losses are kept on the device and read once per epoch):
+
+1. the balancer's one read-back (:meth:`~polytask.balancers.base.Balancer.backward`): a Gramian
+   method copies the losses and the T×T Gramian to the host together (its loss check and T×T
+   solve share the copy), GradNorm the losses and its T gradient norms, every other method the
+   stacked losses for their finiteness check, from which it computes its weights on the host;
+2. with ``fp16`` only, ``GradScaler.step`` reads whether the unscaled gradients are finite (and
+   reading a learned balancer parameter back for the weights is one more).
+
+Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
+device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
+(their own loss check, then the inner Gramian method's copy on the steps that compute one).
 """
 
 from __future__ import annotations
@@ -31,8 +68,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from polytask.balancers import Balancer, EqualWeights
+from polytask.balancers.base import GradientOverflow
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches
+from polytask.device import (
+    check_precision,
+    model_device,
+    resolve_device,
+    to_device,
+)
 from polytask.errors import RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
@@ -94,6 +138,8 @@ class Trainer:
 
     ``observers`` (:class:`~polytask.training.observers.StepObserver`) see every step and
     record per-epoch values in :attr:`EpochLog.observations` (task affinity, for one).
+    ``device`` (``None``: where the model is; else a device or ``training.device`` setting)
+    and ``precision`` (``fp32``, ``bf16``, ``fp16``): see the module docstring.
     ``lr_schedules`` maps optimizer parameter-group names to learning-rate schedules, stepped
     once per epoch after validation (:mod:`polytask.training.schedules`). ``on_epoch`` sees each
     finished epoch's log (after validation and the checkpoint); an exception it raises stops
@@ -120,13 +166,22 @@ class Trainer:
         observers: Sequence[StepObserver] = (),
         lr_schedules: Mapping[str, LrScheduleConfig] | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> None:
         missing = [t.name for t in tasks if t.name not in model.task_names]
         if missing:
             raise ValueError(f"the model has no output for task {missing[0]!r}")
-        self.model = model
+        self.device = model_device(model) if device is None else resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.model = model.to(self.device)  # in place: a given optimizer keeps its parameters
         self.tasks = list(tasks)
         self.balancer = balancer or EqualWeights([t.name for t in tasks])
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.scales else None
+        if self.scaler is not None:  # its unscale_ must not mix devices (module docstring)
+            with torch.no_grad():
+                for p in self.balancer.parameters():  # in place: an optimizer keeps them
+                    p.data = p.data.to(self.device)
         self._shared = list(model.shared_parameters())
         if self.balancer.needs_shared_params and not self._shared:
             raise ValueError(
@@ -165,14 +220,20 @@ class Trainer:
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """One optimisation step (the model must be in training mode; :meth:`fit` sees to it);
         returns the detached task losses and the balancer's weights."""
-        outputs, representation = self.model.forward_with_representation(batch.inputs)
-        losses: dict[str, Tensor] = {}
-        for task in self.tasks:
-            loss = task.loss_value(
-                outputs[task.name], batch.targets[task.name], batch.masks[task.name]
-            )
-            if loss is not None:
-                losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
+        # labels counted before the batch moves: on the host, so no device synchronisation
+        labelled = {t.name: int(batch.masks[t.name].sum()) for t in self.tasks}
+        batch = to_device(batch, self.device)
+        with self.precision.autocast():
+            outputs, representation = self.model.forward_with_representation(batch.inputs)
+            losses: dict[str, Tensor] = {}
+            for task in self.tasks:
+                loss = task.loss_value(
+                    outputs[task.name], batch.targets[task.name], batch.masks[task.name],
+                    labelled[task.name],
+                )  # fmt: skip
+                if loss is not None:
+                    loss = loss.float()  # what the balancer reads: float32, never half
+                    losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
         view = StepView(
             batch, losses, self._shared, representation, self.model, self.tasks,
             self.optimizer, self.balancer,
@@ -180,17 +241,34 @@ class Trainer:
         for observer in self.observers:
             observer.before_backward(view)
         self.optimizer.zero_grad(set_to_none=True)
-        weights = self.balancer.backward(
-            losses, shared_params=self._shared, features=representation
-        )
+        scale = None
+        if self.scaler is not None:  # the scale as a device tensor: no host sync
+            scale = self.scaler.scale(torch.ones((), device=self.device))
+        overflow = False
+        try:
+            weights = self.balancer.backward(
+                losses, shared_params=self._shared, features=representation,
+                **({} if scale is None else {"grad_scale": scale}),
+            )  # fmt: skip
+        except GradientOverflow:
+            weights, overflow = dict.fromkeys(losses, 0.0), True
         for observer in self.observers:
             observer.after_backward(view)
         penalty = self.model.regularization()
         if penalty is not None:
-            penalty.backward()
+            (penalty if scale is None else penalty * scale).backward()
+        if self.scaler is not None:
+            if overflow:  # the scaler finds it as it would any non-finite gradient
+                first = self.optimizer.param_groups[0]["params"][0]
+                first.grad = torch.full_like(first, math.inf)
+            self.scaler.unscale_(self.optimizer)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when a gradient is not finite
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         return {k: v.detach() for k, v in losses.items()}, weights
 
     # -- fitting -----------------------------------------------------------------------------
@@ -438,6 +516,7 @@ class Trainer:
             "reference": self.reference,
             "reference_loss": self._reference_loss,
             "observers": {o.name: o.state_dict() for o in self.observers},
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
         save_checkpoint(
             self.checkpoint_dir,
@@ -472,6 +551,8 @@ class Trainer:
             self._reference_loss = dict(self.history[0].val_loss)  # a checkpoint from before
         for observer in self.observers:
             observer.load_state_dict(state.get("observers", {}).get(observer.name, {}))
+        if self.scaler is not None and state.get("scaler"):  # fp16: the loss scale reached
+            self.scaler.load_state_dict(state["scaler"])
         score = state["best_score"]
         selection = _Selection(
             checkpoint.best_model, -math.inf if score is None else score, state["stale_epochs"]
