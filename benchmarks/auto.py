@@ -1,0 +1,491 @@
+"""``polytask auto`` against hard sharing with equal weights and the zoo's best row.
+
+For each dataset the example config (epochs capped) gets an ``auto:`` section and goes through
+:func:`polytask.auto.run.run_auto`: search baselines, search, final stage on the seeds. Then the
+same config with ``model.arch: hard`` and ``balancer: equal`` is trained on the same seeds with
+:func:`polytask.compare.train_seeds`, in the study's ``final/`` folder, so it is scored against
+the very single-task baselines the final stage trained (same settings, same cache keys; the
+script records whether every one was reused). Each finished dataset is written to
+``OUTPUT/results/<dataset>.json``; a rerun reads it back instead of training, and
+``--report-only`` only rebuilds the tables. ``--markdown FILE`` writes or replaces the generated
+section of FILE, leaving the rest of it as it is.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/auto.py --datasets planted,yeast,qm9_small \\
+        --output runs/auto-bench --markdown docs/auto.md
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # one thread unless told otherwise, before torch loads
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from _report import Section, machine, pm, table
+
+from polytask.auto.run import AutoOptions, run_auto
+from polytask.compare import train_seeds
+from polytask.config import Config, load_config, parse_config
+from polytask.results import BalancerSummary, mean_std
+from polytask.training.checkpoint import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "configs"
+DATASETS = ("planted", "yeast", "qm9_small")
+SECTION = Section("auto", "benchmarks/auto.py")
+HEADING = "## Benchmark: auto against hard sharing and the zoo"
+VERDICTS = ("helps", "hurts", "no clear difference", "no verdict")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A dataset's budget: the epoch cap, the study's trials, the search's time limit (seconds,
+    or None), and the ``auto:`` section (the search space; ``trials`` and ``seeds`` are set
+    from this budget and the command line)."""
+
+    epochs: int
+    trials: int
+    timeout: float | None = None
+    auto: dict[str, Any] | None = None
+
+
+BUDGETS: dict[str, Budget] = {
+    "planted": Budget(epochs=15, trials=20),
+    "yeast": Budget(epochs=6, trials=20),
+    "qm9_small": Budget(epochs=30, trials=16, timeout=1200),
+}
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """The best row of the zoo's table for a dataset, and its hard / equal-weights row, quoted
+    from docs/benchmarks.md (test Δm %, mean ± std over seeds 0, 1, 2)."""
+
+    best: str
+    best_delta_m: tuple[float, float]
+    hard_delta_m: tuple[float, float]
+    epochs: int
+
+
+ZOO: dict[str, ZooRow] = {
+    "yeast": ZooRow("ple / ew", (-0.86, 0.55), (-2.55, 0.34), epochs=6),
+    "qm9_small": ZooRow("ple / famo", (5.30, 3.18), (-48.35, 5.75), epochs=30),
+}
+
+
+# -- configs -----------------------------------------------------------------------------------
+def bench_config(
+    dataset: str, budget: Budget, seeds: Sequence[int], output: Path, base: Config | None = None
+) -> Config:
+    """The example config of ``dataset`` (or ``base``) with the epoch cap, the ``auto:`` section
+    of ``budget`` with ``seeds`` for the final stage, and its runs under ``output/runs``."""
+    config = base or load_config(EXAMPLES / f"{dataset}.yaml")
+    raw = config.model_dump(mode="json")
+    raw["training"]["epochs"] = min(budget.epochs, config.training.epochs)
+    raw["auto"] = {**(budget.auto or {}), "trials": budget.trials, "seeds": list(seeds)}
+    raw["output_dir"] = str(output / "runs")
+    return parse_config(raw, source=f"auto benchmark {dataset}")
+
+
+def hard_equal(config: Config, folder: Path) -> Config:
+    """``config`` with hard sharing and equal weights, in ``folder`` (the study's final stage),
+    named ``<name>-hard-equal``; its other settings (trunk, head, budget) are the user's."""
+    raw = config.model_dump(mode="json")
+    raw.pop("auto", None)
+    raw["model"]["arch"] = "hard"
+    raw["balancer"] = {"name": "equal"}
+    raw["name"] = f"{config.name or 'run'}-hard-equal"
+    raw["output_dir"] = str(folder)
+    return parse_config(raw, source="auto benchmark hard/equal")
+
+
+# -- running -----------------------------------------------------------------------------------
+def run_dataset(
+    dataset: str,
+    config: Config,
+    budget: Budget,
+    output: Path,
+    *,
+    label: str | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Auto, then hard/equal on the same seeds and baselines; the record is cached as
+    ``output/results/<label>.json`` (read back when it exists: nothing is trained). ``label``
+    (default: the dataset) tells two budgets of one dataset apart."""
+    label = label or dataset
+    cached = results_path(output, label)
+    if cached.is_file():
+        log(f"[{label}] read back {cached}")
+        return {"label": label, **json.loads(cached.read_text())}
+    seeds = list(config.auto.seeds if config.auto else [])
+    stamps: dict[str, float] = {}
+
+    def report(message: str) -> None:
+        if message.startswith("final stage:"):
+            stamps.setdefault("final stage:", time.perf_counter())
+        log(f"[{label}] {message}")
+
+    started = time.perf_counter()
+    result = run_auto(config, AutoOptions(timeout=budget.timeout), report=report)
+    finished = time.perf_counter()
+    final = result.final
+    assert final is not None  # run_auto runs the final stage unless told not to
+    messages: list[str] = []
+
+    def report_hard(message: str) -> None:
+        messages.append(message)
+        log(f"[{label}] {message}")
+
+    hard_config = hard_equal(config, result.folder / "final")
+    hard = train_seeds(hard_config, seeds, report=report_hard)
+    hard_seconds = time.perf_counter() - finished
+
+    winner = final.summaries[final.winner]
+    states = Counter(row.state for row in result.rows)
+    tasks = [t.name for t in winner.runs[0].tasks if not t.auxiliary]
+    record = {
+        "dataset": dataset,
+        "label": label,
+        "budget": asdict(budget),
+        "seeds": seeds,
+        "tasks": len(tasks),
+        "auto": config.auto.model_dump(mode="json") if config.auto else None,
+        "study": str(result.folder),
+        "search": {
+            "seconds": stamps.get("final stage:", finished) - started,
+            "trials": len(result.rows),
+            "states": dict(states),
+        },
+        "final_seconds": finished - stamps.get("final stage:", finished),
+        "total_seconds": finished - started,
+        "candidates": [
+            {
+                "trial": c.trial,
+                "params": c.params,
+                "delta_m_validation": final.validation(i),
+                "delta_m_test": final.summaries[i].delta_m(),
+            }
+            for i, c in enumerate(final.candidates)
+        ],
+        "winner": {**_summary(winner), "trial": final.candidates[final.winner].trial},
+        "winner_params": final.candidates[final.winner].params,
+        "hard_equal": {**_summary(hard), "seconds": hard_seconds},
+        "baselines": _reuse(messages, final.summaries[final.winner], hard, len(tasks) * len(seeds)),
+    }
+    atomic_write_json(cached, record)
+    log(f"[{label}] written to {cached}")
+    return record
+
+
+def results_path(output: Path, label: str) -> Path:
+    return Path(output) / "results" / f"{label}.json"
+
+
+def _summary(summary: BalancerSummary) -> dict[str, Any]:
+    verdicts = summary.verdicts()
+    return {
+        "delta_m_validation": [run.delta_m_validation for run in summary.runs],
+        "delta_m_test": summary.delta_m(),
+        "verdicts": {name: v.outcome for name, v in verdicts.items()},
+        "verdict_counts": dict(Counter(v.outcome for v in verdicts.values())),
+        "runs": [str(run.run_dir) for run in summary.runs],
+    }
+
+
+def _reuse(
+    messages: Sequence[str], winner: BalancerSummary, hard: BalancerSummary, expected: int
+) -> dict[str, Any]:
+    """Whether hard/equal reused the final stage's baselines: every baseline line of its runs
+    says "reused", and its baselines' validation scores are those of the winner's runs."""
+    lines = [m for m in messages if m.startswith("baseline '")]
+    reused = sum(": reused " in m for m in lines)
+    same = all(
+        {k: b.validation for k, b in ours.baselines.items()}
+        == {k: b.validation for k, b in theirs.baselines.items()}
+        for ours, theirs in zip(hard.runs, winner.runs, strict=True)
+    )
+    return {
+        "reused": reused,
+        "trained": len(lines) - reused,
+        "expected": expected,
+        "same_scores": same,
+    }
+
+
+# -- tables ------------------------------------------------------------------------------------
+def _ms(values: Sequence[float]) -> tuple[float, float]:
+    return mean_std([v for v in values if v is not None])
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
+    )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return " / ".join(str(counts.get(name, 0)) for name in VERDICTS[:3]) + (
+        f" (+{counts['no verdict']} no verdict)" if counts.get("no verdict") else ""
+    )
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> str:
+    """One row per dataset and model: auto's winner, hard / equal weights, the zoo's rows."""
+    header = [
+        "dataset",
+        "model",
+        "validation Δm% ↑",
+        "test Δm% ↑",
+        "tasks helps / hurts / no clear difference",
+    ]
+    rows = []
+    for r in records:
+        for name, block in (("auto (winner)", r["winner"]), ("hard / equal", r["hard_equal"])):
+            rows.append(
+                [
+                    r["label"],
+                    name,
+                    pm(_ms(block["delta_m_validation"]), 2, sign=True),
+                    pm(_ms(block["delta_m_test"]), 2, sign=True),
+                    _counts(block["verdict_counts"]),
+                ]
+            )
+        zoo = ZOO.get(r["dataset"])
+        if zoo:
+            for name, value in (
+                (f"zoo best: {zoo.best}", zoo.best_delta_m),
+                ("zoo hard / ew", zoo.hard_delta_m),
+            ):
+                rows.append([r["label"], name, "–", pm(value, 2, sign=True), "–"])
+    return table(header, rows, right=3)
+
+
+def search_table(records: Sequence[dict[str, Any]]) -> str:
+    header = [
+        "dataset",
+        "tasks",
+        "epochs",
+        "trials (limit)",
+        "complete / pruned / failed",
+        "search s",
+        "final s",
+        "hard / equal s",
+        "baselines reused",
+    ]
+    rows = []
+    for r in records:
+        b, s, states = r["budget"], r["search"], r["search"]["states"]
+        limit = f"{b['trials']}" + (f", {b['timeout']:g} s" if b["timeout"] else "")
+        reuse = r["baselines"]
+        rows.append(
+            [
+                r["label"],
+                str(r["tasks"]),
+                str(b["epochs"]),
+                f"{s['trials']} ({limit})",
+                f"{states.get('complete', 0)} / {states.get('pruned', 0)} / "
+                f"{states.get('fail', 0)}",
+                f"{s['seconds']:.0f}",
+                f"{r['final_seconds']:.0f}",
+                f"{r['hard_equal']['seconds']:.0f}",
+                f"{reuse['reused']} of {reuse['expected']}"
+                + ("" if reuse["same_scores"] else " (scores differ!)"),
+            ]
+        )
+    return table(header, rows, right=7)
+
+
+def candidates_table(record: dict[str, Any]) -> str:
+    """The final stage's candidates; the winner is chosen on validation Δm alone (the other
+    candidates' test Δm is shown, it decided nothing)."""
+    header = ["trial", "parameters", "validation Δm% ↑", "test Δm% ↑", "chosen"]
+    rows = []
+    for c in record["candidates"]:
+        won = c["trial"] == record["winner"]["trial"]
+        rows.append(
+            [
+                str(c["trial"]),
+                _params(c["params"]),
+                pm(_ms(c["delta_m_validation"]), 2, sign=True),
+                pm(_ms(c["delta_m_test"]), 2, sign=True),
+                "winner" if won else "",
+            ]
+        )
+    return table(header, rows, right=3)
+
+
+def verdict_line(record: dict[str, Any]) -> str:
+    """The plain-words reading of a dataset's numbers."""
+    auto_val, auto_test = (
+        _ms(record["winner"]["delta_m_validation"]),
+        _ms(record["winner"]["delta_m_test"]),
+    )
+    hard_val, hard_test = (
+        _ms(record["hard_equal"]["delta_m_validation"]),
+        _ms(record["hard_equal"]["delta_m_test"]),
+    )
+    beats = auto_test[0] > hard_test[0]
+    parts = [
+        f"auto {'beats' if beats else 'does not beat'} hard / equal weights on test "
+        f"(Δm {auto_test[0]:+.2f} % against {hard_test[0]:+.2f} %; validation "
+        f"{auto_val[0]:+.2f} % against {hard_val[0]:+.2f} %)",
+        f"the winner ends {'at or above' if auto_val[0] >= 0 else 'below'} single-task on "
+        f"validation (mean Δm {auto_val[0]:+.2f} %)",
+    ]
+    verdicts = record["winner"]["verdicts"]
+    for outcome in ("helps", "hurts"):
+        named = [task for task, v in verdicts.items() if v == outcome]
+        if named:
+            parts.append(f"the winner {outcome} {', '.join(named)} (paired test over the seeds)")
+    zoo = ZOO.get(record["dataset"])
+    if zoo:
+        relation = "matches or beats" if auto_test[0] >= zoo.best_delta_m[0] else "falls short of"
+        parts.append(
+            f"it {relation} the zoo's best row ({zoo.best}, {zoo.best_delta_m[0]:+.2f} %"
+            + (
+                f"; the zoo ran {zoo.epochs} epochs"
+                if zoo.epochs != record["budget"]["epochs"]
+                else ", same epoch cap"
+            )
+            + ")"
+        )
+    return "; ".join(parts) + "."
+
+
+def budget_line(record: dict[str, Any]) -> str:
+    """The dataset's budget and search space in words."""
+    budget, auto = record["budget"], record["auto"] or {}
+    limit = f", search limited to {budget['timeout']:g} s" if budget["timeout"] else ""
+    space = {k: auto[k] for k in ("arch", "balancer") if auto.get(k) is not None}
+    named = "; ".join(f"{k} {', '.join(v)}" for k, v in space.items()) or "the default"
+    seeds = ", ".join(map(str, record["seeds"]))
+    return (
+        f"Budget: epochs capped at {budget['epochs']}, {budget['trials']} trials{limit}, final "
+        f"stage top {auto.get('top')} on seeds {seeds}; search space: {named}."
+    )
+
+
+def markdown(records: Sequence[dict[str, Any]], command: str, meta: str = "") -> str:
+    parts = [
+        HEADING,
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        meta,
+        "",
+        "Δm% is mean ± std over the seeds, each seed against the single-task baselines of the "
+        "example config (its trunk, head, learning rate and epoch cap) trained on that seed; "
+        "positive = multi-task better. *auto (winner)*: the final stage's best mean validation "
+        "Δm; *hard / equal*: the example config with `arch: hard`, `balancer: equal`, trained "
+        "in the study's `final/` folder against the same baselines. Task verdicts: the paired "
+        "test over the seeds (`polytask compare`'s). The zoo rows are quoted from "
+        "docs/benchmarks.md (test Δm only; the zoo picks each run's epoch by its own first "
+        "epoch, not by the baselines, and uses ple 2 levels / mmoe 4 experts).",
+        "",
+        summary_table(records),
+        "",
+        "Search and cost (seconds of wall time on this machine; *search* includes the search "
+        "baselines and the grouping measurement; *baselines reused*: hard / equal's single-task "
+        "baselines found in the final stage's cache):",
+        "",
+        search_table(records),
+    ]
+    for r in records:
+        parts += ["", f"### {r['label']}", "", budget_line(r), ""]
+        parts += [
+            f"Winner (trial {r['winner']['trial']}): {_params(r['winner_params'])}.",
+            "",
+            candidates_table(r),
+            "",
+            verdict_line(r),
+        ]
+    return SECTION.wrap("\n".join(parts))
+
+
+# -- command line ------------------------------------------------------------------------------
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _per_dataset(text: str | None, cast: Callable[[str], Any]) -> dict[str, Any]:
+    """``"planted=10,qm9_small=12"`` → ``{"planted": 10, "qm9_small": 12}``."""
+    values = {}
+    for item in _csv(text or ""):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected dataset=value, got {item!r}")
+        values[name.strip()] = cast(value)
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--datasets",
+        default=",".join(DATASETS),
+        help="names; 'name:N' adds a run of that dataset with N trials (labelled name-Ntrials)",
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", default=None, help="per dataset: 'planted=15,yeast=6'")
+    parser.add_argument("--trials", default=None, help="per dataset: 'qm9_small=12'")
+    parser.add_argument(
+        "--timeout",
+        default=None,
+        help="search limit in seconds, per dataset or entry: 'qm9_small=900,qm9_small:48=1800'",
+    )
+    parser.add_argument("--output", type=Path, default=Path("runs/auto-bench"))
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--report-only", action="store_true", help="tables from existing JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    datasets, seeds = _csv(args.datasets), [int(s) for s in _csv(args.seeds)]
+    epochs, trials = _per_dataset(args.epochs, int), _per_dataset(args.trials, int)
+    timeout = _per_dataset(args.timeout, float)
+    records = []
+    for entry in datasets:
+        dataset, _, more = entry.partition(":")
+        label = f"{dataset}-{more}trials" if more else dataset
+        if args.report_only:
+            cached = results_path(args.output, label)
+            if cached.is_file():
+                records.append({"label": label, **json.loads(cached.read_text())})
+            continue
+        default = BUDGETS[dataset]
+        budget = Budget(
+            epochs=epochs.get(entry, epochs.get(dataset, default.epochs)),
+            trials=int(more) if more else trials.get(dataset, default.trials),
+            timeout=timeout.get(entry, timeout.get(dataset, default.timeout)),
+            auto=default.auto,
+        )
+        config = bench_config(dataset, budget, seeds, args.output)
+        records.append(run_dataset(dataset, config, budget, args.output, label=label))
+
+    print(f"\n{summary_table(records)}\n\n{search_table(records)}")
+    for r in records:
+        print(f"\n{r['label']}\n{candidates_table(r)}\n{verdict_line(r)}")
+    if args.markdown:
+        command = SECTION.command(
+            argv, prefix="OMP_NUM_THREADS=1 .venv/bin/python", drop=["--report-only"]
+        )
+        meta = f"Seeds {args.seeds}. Machine: {machine()}."
+        SECTION.write(args.markdown, markdown(records, command, meta))
+        print(f"section written to {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
