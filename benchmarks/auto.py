@@ -70,6 +70,16 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+SPACES: dict[str, dict[str, Any]] = {
+    # the expert architectures with the balancers that only reweight the losses (no per-task
+    # gradients): the part of the space where the zoo's best qm9_small row lies
+    "experts": {
+        "arch": ["mmoe", "cgc", "ple"],
+        "balancer": ["equal", "uw", "dwa", "famo"],
+    },
+}
+
+
 @dataclass(frozen=True)
 class ZooRow:
     """The best row of the zoo's table for a dataset, and its hard / equal-weights row, quoted
@@ -432,12 +442,25 @@ def _per_dataset(text: str | None, cast: Callable[[str], Any]) -> dict[str, Any]
     return values
 
 
+def parse_entry(entry: str) -> tuple[str, int | None, str | None]:
+    """``"qm9_small"``, ``"qm9_small:48"`` (48 trials) or ``"qm9_small:16@experts"`` (and a
+    named search space of :data:`SPACES`): the dataset, the trials, the space."""
+    head, _, space = entry.partition("@")
+    dataset, _, more = head.partition(":")
+    if dataset not in BUDGETS:
+        raise SystemExit(f"--datasets: unknown dataset {dataset!r}; known: {', '.join(BUDGETS)}")
+    if space and space not in SPACES:
+        raise SystemExit(f"--datasets: unknown space {space!r}; known: {', '.join(SPACES)}")
+    return dataset, int(more) if more else None, space or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--datasets",
         default=",".join(DATASETS),
-        help="names; 'name:N' adds a run of that dataset with N trials (labelled name-Ntrials)",
+        help="names; 'name:N' runs that dataset with N trials (labelled name-Ntrials), "
+        "'name:N@space' also with a named search space of SPACES",
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", default=None, help="per dataset: 'planted=15,yeast=6'")
@@ -457,8 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeout = _per_dataset(args.timeout, float)
     records = []
     for entry in datasets:
-        dataset, _, more = entry.partition(":")
-        label = f"{dataset}-{more}trials" if more else dataset
+        dataset, more, space = parse_entry(entry)
+        label = dataset + (f"-{more}trials" if more else "") + (f"@{space}" if space else "")
         if args.report_only:
             cached = results_path(args.output, label)
             if cached.is_file():
@@ -467,9 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default = BUDGETS[dataset]
         budget = Budget(
             epochs=epochs.get(entry, epochs.get(dataset, default.epochs)),
-            trials=int(more) if more else trials.get(dataset, default.trials),
+            trials=more or trials.get(dataset, default.trials),
             timeout=timeout.get(entry, timeout.get(dataset, default.timeout)),
-            auto=default.auto,
+            auto=SPACES[space] if space else default.auto,
         )
         config = bench_config(dataset, budget, seeds, args.output)
         records.append(run_dataset(dataset, config, budget, args.output, label=label))

@@ -101,3 +101,13 @@ def test_planted_record_and_tables_hold_what_was_measured(bench, tmp_path):
     assert written.count(bench.SECTION.begin) == 1
     assert f"| planted | auto (winner) | {auto_val:+.2f} ± 0.00 |" in written
     assert f"--datasets planted --output {tmp_path} --markdown {out}`" in written
+
+
+def test_entries_name_a_dataset_its_trials_and_a_space(bench):
+    assert bench.parse_entry("yeast") == ("yeast", None, None)
+    assert bench.parse_entry("qm9_small:48") == ("qm9_small", 48, None)
+    assert bench.parse_entry("qm9_small:16@experts") == ("qm9_small", 16, "experts")
+    with pytest.raises(SystemExit, match="unknown dataset 'qm9'"):
+        bench.parse_entry("qm9:16")
+    with pytest.raises(SystemExit, match="unknown space 'fast'"):
+        bench.parse_entry("yeast@fast")
