@@ -36,9 +36,10 @@ import torch
 from _report import Section, machine, pm, table
 
 from polytask.auto.run import AutoOptions, run_auto
-from polytask.compare import train_seeds
+from polytask.compare import train_seeds, with_seed
 from polytask.config import Config, load_config, parse_config
-from polytask.results import BalancerSummary, mean_std
+from polytask.experiment import run_experiment
+from polytask.results import BalancerSummary, load_run_result, mean_std
 from polytask.training.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,11 +90,16 @@ class ZooRow:
     best_delta_m: tuple[float, float]
     hard_delta_m: tuple[float, float]
     epochs: int
+    arch: str
+    options: dict[str, Any]
+    balancer: str
 
 
 ZOO: dict[str, ZooRow] = {
-    "yeast": ZooRow("ple / ew", (-0.86, 0.55), (-2.55, 0.34), epochs=6),
-    "qm9_small": ZooRow("ple / famo", (5.30, 3.18), (-48.35, 5.75), epochs=30),
+    "yeast": ZooRow("ple / ew", (-0.86, 0.55), (-2.55, 0.34), 6, "ple", {"levels": 2}, "equal"),
+    "qm9_small": ZooRow(
+        "ple / famo", (5.30, 3.18), (-48.35, 5.75), 30, "ple", {"levels": 2}, "famo"
+    ),
 }
 
 
@@ -114,13 +120,23 @@ def bench_config(
 def hard_equal(config: Config, folder: Path) -> Config:
     """``config`` with hard sharing and equal weights, in ``folder`` (the study's final stage),
     named ``<name>-hard-equal``; its other settings (trunk, head, budget) are the user's."""
+    return variant(config, folder, "hard", {}, "equal")
+
+
+def variant(
+    config: Config, folder: Path, arch: str, options: dict[str, Any], balancer: str
+) -> Config:
+    """``config`` with this architecture (and options) and balancer, in ``folder``, named
+    ``<name>-<arch>-<balancer>``; its trunk, head and budget are the user's."""
     raw = config.model_dump(mode="json")
     raw.pop("auto", None)
-    raw["model"]["arch"] = "hard"
-    raw["balancer"] = {"name": "equal"}
-    raw["name"] = f"{config.name or 'run'}-hard-equal"
+    for key in config.model.options:  # the config's own options belong to its architecture
+        raw["model"].pop(key)
+    raw["model"].update(arch=arch, **options)
+    raw["balancer"] = {"name": balancer}
+    raw["name"] = f"{config.name or 'run'}-{arch}-{balancer}"
     raw["output_dir"] = str(folder)
-    return parse_config(raw, source="auto benchmark hard/equal")
+    return parse_config(raw, source=f"auto benchmark {arch}/{balancer}")
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -140,7 +156,58 @@ def run_dataset(
     cached = results_path(output, label)
     if cached.is_file():
         log(f"[{label}] read back {cached}")
-        return {"label": label, **json.loads(cached.read_text())}
+        record = {"label": label, **json.loads(cached.read_text())}
+    else:
+        record = _auto_and_hard(dataset, config, budget, label, log)
+        atomic_write_json(cached, record)
+        log(f"[{label}] written to {cached}")
+    zoo = ZOO.get(dataset)
+    if zoo is not None and label == dataset and "zoo_config" not in record:
+        record["zoo_config"] = _zoo_config(config, zoo, record, log)
+        atomic_write_json(cached, record)
+        log(f"[{label}] the zoo's best config added to {cached}")
+    return record
+
+
+def _zoo_config(config: Config, zoo: ZooRow, record: dict[str, Any], log: Log) -> dict[str, Any]:
+    """The zoo's best architecture and balancer on the example config, trained on the record's
+    seeds in its study's final stage against the baselines of the example config (those the
+    final stage trained: the baselines follow the config, not the architecture under test), so
+    with the same reference and epoch selection as auto's winner."""
+    messages: list[str] = []
+
+    def report(message: str) -> None:
+        messages.append(message)
+        log(f"[{record['label']}] {message}")
+
+    started = time.perf_counter()
+    folder = Path(record["study"]) / "final"
+    chosen = variant(config, folder, zoo.arch, zoo.options, zoo.balancer)
+    baseline = config.model_copy(update={"output_dir": str(folder)})  # as the final stage has it
+    runs = []
+    for seed in record["seeds"]:
+        report(f"{chosen.name}, seed {seed}")
+        runs.append(
+            run_experiment(
+                with_seed(chosen, seed), baseline_config=with_seed(baseline, seed), report=report
+            )
+        )
+    summary = BalancerSummary(chosen.name or "zoo", runs)
+    winner = [load_run_result(Path(run) / "metrics.json") for run in record["winner"]["runs"]]
+    return {
+        **_summary(summary),
+        "name": f"{zoo.arch} / {zoo.balancer}",
+        "options": zoo.options,
+        "seconds": time.perf_counter() - started,
+        "baselines": _reuse(
+            messages, BalancerSummary("winner", winner), summary, record["baselines"]["expected"]
+        ),
+    }
+
+
+def _auto_and_hard(
+    dataset: str, config: Config, budget: Budget, label: str, log: Log
+) -> dict[str, Any]:
     seeds = list(config.auto.seeds if config.auto else [])
     stamps: dict[str, float] = {}
 
@@ -196,8 +263,6 @@ def run_dataset(
         "hard_equal": {**_summary(hard), "seconds": hard_seconds},
         "baselines": _reuse(messages, final.summaries[final.winner], hard, len(tasks) * len(seeds)),
     }
-    atomic_write_json(cached, record)
-    log(f"[{label}] written to {cached}")
     return record
 
 
@@ -237,6 +302,10 @@ def _reuse(
 
 
 # -- tables ------------------------------------------------------------------------------------
+def _all_reused(reuse: dict[str, Any]) -> bool:
+    return reuse["reused"] == reuse["expected"] and reuse["same_scores"]
+
+
 def _ms(values: Sequence[float]) -> tuple[float, float]:
     return mean_std([v for v in values if v is not None])
 
@@ -274,8 +343,20 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
                     _counts(block["verdict_counts"]),
                 ]
             )
+        if "zoo_config" in r:
+            block = r["zoo_config"]
+            rows.append(
+                [
+                    r["label"],
+                    f"zoo's best config, {block['name']}, here"
+                    + ("" if _all_reused(block["baselines"]) else " (other baselines!)"),
+                    pm(_ms(block["delta_m_validation"]), 2, sign=True),
+                    pm(_ms(block["delta_m_test"]), 2, sign=True),
+                    _counts(block["verdict_counts"]),
+                ]
+            )
         zoo = ZOO.get(r["dataset"])
-        if zoo:
+        if zoo and r["label"] == r["dataset"]:
             for name, value in (
                 (f"zoo best: {zoo.best}", zoo.best_delta_m),
                 ("zoo hard / ew", zoo.hard_delta_m),
@@ -313,7 +394,7 @@ def search_table(records: Sequence[dict[str, Any]]) -> str:
                 f"{r['final_seconds']:.0f}",
                 f"{r['hard_equal']['seconds']:.0f}",
                 f"{reuse['reused']} of {reuse['expected']}"
-                + ("" if reuse["same_scores"] else " (scores differ!)"),
+                + ("" if _all_reused(reuse) else " (other baselines!)"),
             ]
         )
     return table(header, rows, right=7)
@@ -361,6 +442,15 @@ def verdict_line(record: dict[str, Any]) -> str:
         named = [task for task, v in verdicts.items() if v == outcome]
         if named:
             parts.append(f"the winner {outcome} {', '.join(named)} (paired test over the seeds)")
+    if "zoo_config" in record:
+        block = record["zoo_config"]
+        mean = _ms(block["delta_m_test"])[0]
+        parts.append(
+            f"the zoo's best config ({block['name']}) trained here against the same baselines "
+            f"reaches {mean:+.2f} % on test, so auto "
+            + ("matches or beats" if auto_test[0] >= mean else "falls short of")
+            + " it under the same protocol"
+        )
     zoo = ZOO.get(record["dataset"])
     if zoo:
         relation = "matches or beats" if auto_test[0] >= zoo.best_delta_m[0] else "falls short of"
@@ -401,7 +491,10 @@ def markdown(records: Sequence[dict[str, Any]], command: str, meta: str = "") ->
         "example config (its trunk, head, learning rate and epoch cap) trained on that seed; "
         "positive = multi-task better. *auto (winner)*: the final stage's best mean validation "
         "Δm; *hard / equal*: the example config with `arch: hard`, `balancer: equal`, trained "
-        "in the study's `final/` folder against the same baselines. Task verdicts: the paired "
+        "in the study's `final/` folder against the same baselines; *zoo's best config, here*: the "
+        "zoo's best architecture and balancer for that dataset (ple with 2 levels) on the "
+        "example config, trained the same way (same baselines, same epoch selection), once per "
+        "dataset. Task verdicts: the paired "
         "test over the seeds (`polytask compare`'s). The zoo rows are quoted from "
         "docs/benchmarks.md (test Δm only; the zoo picks each run's epoch by its own first "
         "epoch, not by the baselines, and uses ple 2 levels / mmoe 4 experts).",
