@@ -5,13 +5,17 @@ For each dataset the example config (epochs capped) gets an ``auto:`` section an
 same config with ``model.arch: hard`` and ``balancer: equal`` is trained on the same seeds with
 :func:`polytask.compare.train_seeds`, in the study's ``final/`` folder, so it is scored against
 the very single-task baselines the final stage trained (same settings, same cache keys; the
-script records whether every one was reused). Each finished dataset is written to
-``OUTPUT/results/<dataset>.json``; a rerun reads it back instead of training, and
-``--report-only`` only rebuilds the tables. ``--markdown FILE`` writes or replaces the generated
-section of FILE, leaving the rest of it as it is.
+script records whether every one was reused). Where the zoo (docs/benchmarks.md) has the
+dataset, its best architecture and balancer are trained the same way, as a control under the
+same protocol. Each finished dataset is written to ``OUTPUT/results/<label>.json``; a rerun
+reads it back instead of training, and ``--report-only`` only rebuilds the tables. An entry of
+``--datasets`` is a dataset, optionally with its trials and a named search space
+(``qm9_small:48``, ``qm9_small:16@experts``). ``--markdown FILE`` writes or replaces the
+generated section of FILE, leaving the rest of it as it is.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/auto.py --datasets planted,yeast,qm9_small \\
-        --output runs/auto-bench --markdown docs/auto.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/auto.py \\
+        --datasets planted,yeast,qm9_small,qm9_small:48,qm9_small:16@experts \\
+        --timeout qm9_small:48=1800 --output runs/auto-bench --markdown docs/auto.md
 """
 
 from __future__ import annotations

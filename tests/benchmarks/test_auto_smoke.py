@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/auto.py: a tiny planted config (4 tasks, 600 rows), 2 trials of 1
-epoch, seed 0. Asserts that the record holds what the runs measured, that hard / equal reused the
-final stage's baselines, that the tables show those numbers, and that a rerun trains nothing."""
+epoch, seed 0. Asserts that the record holds what the runs measured, that hard / equal and a zoo
+configuration reused the final stage's baselines, that the tables show those numbers, and that a
+rerun trains nothing."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def tiny_planted():
     )
 
 
-def test_planted_record_and_tables_hold_what_was_measured(bench, tmp_path):
+def test_planted_record_and_tables_hold_what_was_measured(bench, tmp_path, monkeypatch):
     budget = bench.Budget(
         epochs=1, trials=2, auto={"arch": ["hard", "mmoe"], "balancer": ["equal"], "top": 2}
     )
@@ -78,7 +79,23 @@ def test_planted_record_and_tables_hold_what_was_measured(bench, tmp_path):
     assert sum(record["winner"]["verdict_counts"].values()) == 4
     assert all(math.isfinite(v) for v in record["winner"]["delta_m_validation"])
 
+    # a zoo configuration is trained against the final stage's baselines (the config's, not
+    # single-task networks of its own architecture), then added to the cached record
+    zoo = bench.ZooRow("mmoe / dwa", (1.0, 0.5), (-1.0, 0.5), 1, "mmoe", {"experts": 2}, "dwa")
+    monkeypatch.setitem(bench.ZOO, "planted", zoo)
+    record = bench.run_dataset("planted", config, budget, tmp_path, log=lambda _: None)
+    block = record["zoo_config"]
+    assert block["baselines"] == {"reused": 4, "trained": 0, "expected": 4, "same_scores": True}
+    (zoo_dir,) = block["runs"]
+    zoo_run = load_run_result(Path(zoo_dir) / "metrics.json")
+    assert block["delta_m_test"] == [zoo_run.delta_m_test]
+    zoo_config = json.loads((Path(zoo_dir) / "config.json").read_text())
+    assert zoo_config["model"]["arch"] == "mmoe" and zoo_config["balancer"]["name"] == "dwa"
+    assert json.loads(cached.read_text())["zoo_config"] == json.loads(json.dumps(block))
+
     text = bench.markdown([record], "python benchmarks/auto.py --datasets planted")
+    assert "| planted | zoo's best config, mmoe / dwa, here | " in text
+    assert f"{zoo_run.delta_m_test:+.2f} ± 0.00" in text
     auto_val = record["winner"]["delta_m_validation"][0]
     hard_test = hard.delta_m_test
     assert f"| planted | auto (winner) | {auto_val:+.2f} ± 0.00 |" in text
