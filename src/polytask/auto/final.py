@@ -134,7 +134,10 @@ def _run(config: Config, baseline: Config, folder: Path, report: Reporter) -> Ru
             report(f"{name}: {run.metrics} is unreadable, training it again")
     report(f"{name}: training (with its single-task baselines on the same seed)")
     return run_experiment(
-        config, baseline_config=baseline, resume=run.path.is_dir() and not run.finished
+        config,
+        baseline_config=baseline,
+        resume=run.path.is_dir() and not run.finished,
+        report=report,
     )
 
 

@@ -27,8 +27,9 @@ Reporter = Callable[[str], None]
 
 STARTUP_TRIALS = 5
 """Trials sampled at random (TPE) and never pruned before the median rule starts."""
-WARMUP_EPOCHS = 1
-"""Epochs a trial trains before it can be pruned."""
+WARMUP_FRACTION = 1 / 3
+"""A trial trains this share of its epochs (at least one) before it can be pruned: slow starters
+(a small learning rate, many experts) are not judged on their first epochs."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def search(
             seed=settings.seed + 7919 * worker + done, multivariate=True, group=True
         ),
         pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS
+            n_startup_trials=STARTUP_TRIALS,
+            n_warmup_steps=max(1, round(settings.base.training.epochs * WARMUP_FRACTION)),
         ),
     )
     for number in recover_interrupted(study):
