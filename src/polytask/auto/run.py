@@ -94,6 +94,7 @@ def run_auto(
     config: Config, options: AutoOptions, *, report: Reporter = lambda message: None
 ) -> AutoResult:
     """Search, report and (unless ``options.final`` is false) retrain the best candidates."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     auto = config.auto or AutoConfig()
     names = [t.name for t in config.tasks if not t.auxiliary]
     if len(names) < 2:
