@@ -43,6 +43,7 @@ LAYERS = (  # lowest first
     "experiment",
     "compare",
     "auto",
+    "sklearn",
     "cli",
     "testing",
 )

@@ -398,7 +398,7 @@ class MultiTaskEstimator(BaseEstimator):
 def _check_cells(frame: pd.DataFrame) -> None:
     """A TypeError naming the first cell of an object column that is neither a string, a
     number, a boolean nor missing (a dict, a list…): it has no meaning as a feature."""
-    for column in frame.select_dtypes(include="object").columns:
+    for column in [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]:
         for row, value in enumerate(frame[column].to_numpy()):
             if value is None or value is pd.NA or isinstance(value, str | numbers.Number):
                 continue
