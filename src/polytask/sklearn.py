@@ -188,6 +188,9 @@ class MultiTaskEstimator(BaseEstimator):
             )  # fmt: skip
             self.history_ = trainer.fit(train, validation)
         self.best_epoch_ = trainer.best_epoch or len(self.history_)
+        self.n_features_in_ = features.shape[1]
+        if _has_names(X):
+            self.feature_names_in_ = np.asarray(features.columns, dtype=object)
         self.model_ = trainer.model
         self.tasks_ = tasks
         self.preprocessor_ = encoder
@@ -268,7 +271,7 @@ class MultiTaskEstimator(BaseEstimator):
     def predict(self, X: Any) -> pd.DataFrame:
         """A column per task, in ``Y``'s order: the predicted class (one of ``classes_``) or
         value, with ``X``'s index when ``X`` is a DataFrame."""
-        check_is_fitted(self)
+        check_is_fitted(self, "model_")
         scores, index = self._scores(X)
         columns: dict[str, Any] = {}
         for task in self.tasks_:
@@ -284,7 +287,7 @@ class MultiTaskEstimator(BaseEstimator):
     def predict_proba(self, X: Any) -> dict[str, np.ndarray]:
         """``{task: (n_rows, n_classes)}`` for every classification task, columns in the order
         of ``classes_[task]`` (rows sum to 1); regression tasks have none."""
-        check_is_fitted(self)
+        check_is_fitted(self, "model_")
         scores, _ = self._scores(X)
         probabilities = {}
         for task in self.tasks_:
@@ -298,7 +301,7 @@ class MultiTaskEstimator(BaseEstimator):
     def score(self, X: Any, y: Any) -> float:
         """Mean over tasks of accuracy (classification) or R² (regression) on each task's
         labelled rows of ``Y``, whose columns must be the fitted tasks (any order)."""
-        check_is_fitted(self)
+        check_is_fitted(self, "model_")
         labels = _targets(y, self.task_names_)
         _require_same_columns(
             self.task_names_, list(labels.columns), "the estimator was fitted on tasks", "Y"
@@ -347,7 +350,7 @@ class MultiTaskEstimator(BaseEstimator):
         columns against fit's."""
         if X is None:
             raise EstimatorDataError(f"{type(self).__name__} needs X; got None")
-        named = isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns)
+        named = _has_names(X)
         if named:
             frame = X.reset_index(drop=True)
         else:
@@ -376,10 +379,7 @@ class MultiTaskEstimator(BaseEstimator):
                 raise EstimatorDataError(
                     f"0 sample(s) (shape={frame.shape}) while a minimum of 1 is required."
                 )
-            self.n_features_in_ = frame.shape[1]
-            if named:
-                self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
-            else:
+            if not named:
                 frame.columns = [f"x{j}" for j in range(frame.shape[1])]
             return frame
         names = [str(c) for c in getattr(self, "feature_names_in_", [])]
@@ -393,6 +393,11 @@ class MultiTaskEstimator(BaseEstimator):
             )
         frame.columns = names or [f"x{j}" for j in range(frame.shape[1])]  # by position
         return frame
+
+
+def _has_names(X: Any) -> bool:
+    """Whether ``X`` is a DataFrame whose columns are all strings (its names are kept)."""
+    return isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns)
 
 
 def _check_cells(frame: pd.DataFrame) -> None:
