@@ -292,9 +292,9 @@ def test_x_with_other_columns_than_in_fit_is_named():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"epochs": 0}, "training.epochs"),
-        ({"balancer": "famoo"}, "famoo"),
-        ({"arch": "hardd"}, "hardd"),
+        ({"epochs": 0}, r"MultiTaskEstimator: epochs \(training.epochs\): .* 1"),
+        ({"balancer": "famoo"}, r"balancer \(balancer.name\): unknown balancer .famoo."),
+        ({"arch": "hardd"}, r"arch \(model.arch\): unknown architecture .hardd."),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"tasks": {"sign": "multilabel"}}, "'sign' has type 'multilabel'"),
     ],

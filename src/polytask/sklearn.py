@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -167,7 +168,6 @@ class MultiTaskEstimator(BaseEstimator):
         seed = self._seed()
         config = self._config(types, seed)
         with _as_value_errors():
-            check_config(config)
             numeric, categorical = infer_features(features, [])
             encoder = FeaturePreprocessor(numeric, categorical, missing="impute")
             encoder.fit(features, "X")
@@ -264,8 +264,14 @@ class MultiTaskEstimator(BaseEstimator):
             },
             "balancer": {"name": self.balancer},
         }
-        with _as_value_errors():
-            return parse_config(raw, source=type(self).__name__)
+        try:
+            return check_config(parse_config(raw, source=type(self).__name__))
+        except ConfigError as exc:
+            message = str(exc)
+            for key, parameter in _PARAMETERS.items():  # the estimator's names first
+                message = re.sub(rf"(?<![\w.]){re.escape(key)}\b", f"{parameter} ({key})", message)
+            prefix = f"{type(self).__name__}: "
+            raise EstimatorParameterError(prefix + message.removeprefix(prefix)) from exc
 
     # -- using the fitted model ------------------------------------------------------------
     def predict(self, X: Any) -> pd.DataFrame:
@@ -393,6 +399,21 @@ class MultiTaskEstimator(BaseEstimator):
             )
         frame.columns = names or [f"x{j}" for j in range(frame.shape[1])]  # by position
         return frame
+
+
+_PARAMETERS = {
+    "model.arch": "arch",
+    "model.trunk": "trunk",
+    "model.head": "head",
+    "model.dropout": "dropout",
+    "training.epochs": "epochs",
+    "training.batch_size": "batch_size",
+    "training.lr": "lr",
+    "training.weight_decay": "weight_decay",
+    "training.device": "device",
+    "balancer.name": "balancer",
+}
+"""The config key of each constructor parameter, for error messages."""
 
 
 def _has_names(X: Any) -> bool:
