@@ -181,7 +181,8 @@ class MultiTaskEstimator(BaseEstimator):
                 if split["validation"].size and split["train"].size:
                     train = data.subset(torch.as_tensor(split["train"]))
                     validation = data.subset(torch.as_tensor(split["validation"]))
-            prepared = PreparedData(tasks, encoder, {SHARED: train}, validation or train, None)
+            selection = validation if validation is not None else train
+            prepared = PreparedData(tasks, encoder, {SHARED: train}, selection, None)
             trainer = make_trainer(
                 config, prepared, tasks, reference=None, progress=False, label="estimator",
                 checkpoint_dir=None,
