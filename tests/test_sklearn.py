@@ -89,7 +89,7 @@ def test_fit_predict_score_on_data_frames():
 
 def test_predict_keeps_the_index_and_probabilities_match_the_classes():
     X, Y = table()
-    X.index = X.index + 1000
+    X.index = Y.index = X.index + 1000
     model = MultiTaskEstimator(epochs=3, **SMALL).fit(X, Y)
     predicted = model.predict(X)
     assert predicted.index.equals(X.index)
@@ -316,3 +316,13 @@ def test_rows_of_x_and_y_must_match():
     X, Y = table(40)
     with pytest.raises(ValueError, match="X has 40 rows but Y has 39"):
         MultiTaskEstimator(epochs=1, **SMALL).fit(X, Y.iloc[1:])
+
+
+def test_x_and_y_with_different_indexes_are_not_paired_silently():
+    X, Y = table(40)
+    with pytest.raises(ValueError, match=r"different row indexes \(position 0: 0 in X, 39 in Y\)"):
+        MultiTaskEstimator(epochs=1, **SMALL).fit(X, Y.iloc[::-1])
+    model = MultiTaskEstimator(epochs=1, **SMALL).fit(X, Y.loc[X.index])
+    with pytest.raises(ValueError, match="different row indexes"):
+        model.score(X, Y.iloc[::-1])
+    model.fit(X.to_numpy(), Y.iloc[::-1])  # an array has no index: paired by position

@@ -155,10 +155,7 @@ class MultiTaskEstimator(BaseEstimator):
             delattr(self, name)  # a failed refit leaves no model of an earlier fit behind
         features = self._features(X, fitting=True)
         labels = _targets(y, None)
-        if len(labels) != len(features):
-            raise EstimatorDataError(
-                f"X has {len(features)} rows but Y has {len(labels)}; they must match"
-            )
+        _check_rows(X, y, len(features), len(labels))
         clash = [c for c in labels.columns if c in features.columns]
         if clash:
             raise EstimatorDataError(
@@ -314,10 +311,7 @@ class MultiTaskEstimator(BaseEstimator):
             self.task_names_, list(labels.columns), "the estimator was fitted on tasks", "Y"
         )
         predicted = self.predict(X)
-        if len(labels) != len(predicted):
-            raise EstimatorDataError(
-                f"X has {len(predicted)} rows but Y has {len(labels)}; they must match"
-            )
+        _check_rows(X, y, len(predicted), len(labels))
         values, unlabelled = [], []
         for task in self.tasks_:
             true, present = label_strings(labels[task.name])
@@ -415,6 +409,21 @@ _PARAMETERS = {
     "balancer.name": "balancer",
 }
 """The config key of each constructor parameter, for error messages."""
+
+
+def _check_rows(X: Any, Y: Any, n_features: int, n_labels: int) -> None:
+    """Rows are paired by position: the counts must match, and so must the indexes when both
+    tables have one (a Y sorted differently from X would pair the wrong rows)."""
+    if n_features != n_labels:
+        raise EstimatorDataError(f"X has {n_features} rows but Y has {n_labels}; they must match")
+    indexes = [getattr(t, "index", None) for t in (X, Y) if isinstance(t, pd.DataFrame | pd.Series)]
+    if len(indexes) == 2 and not indexes[0].equals(indexes[1]):
+        row = int(np.flatnonzero(indexes[0].to_numpy() != indexes[1].to_numpy())[0])
+        raise EstimatorDataError(
+            f"X and Y have different row indexes (position {row}: {indexes[0][row]!r} in X, "
+            f"{indexes[1][row]!r} in Y); rows are paired by position, so align them first "
+            "(Y.loc[X.index])"
+        )
 
 
 def _has_names(X: Any) -> bool:
