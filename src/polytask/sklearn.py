@@ -15,7 +15,8 @@ Conventions (scikit-learn's where it has one):
   numbers become numeric). Missing feature values are imputed with the training median and an
   indicator, as ``features.missing: impute``.
 - ``Y``: a DataFrame (a column per task, named by the task), a Series (its name, else ``y0``)
-  or an array (columns ``y0``, ``y1``…). Rows are aligned with ``X`` by position.
+  or an array (columns ``y0``, ``y1``…). Rows are paired with ``X``'s by position
+  (when both tables have an index, it must be the same).
 - ``tasks``: ``{column: type}`` with type ``binary``, ``multiclass`` or ``regression``; it must
   name exactly ``Y``'s columns. ``None`` infers each column's type from its labels
   (:func:`infer_task_type`).
