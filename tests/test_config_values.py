@@ -99,3 +99,11 @@ def test_an_infinite_or_nan_number_is_refused(path, value):
         parse_config(raw)
     message = str(caught.value)  # "finite", or a bound that NaN fails first; the key is named
     assert str(path[-1]) in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("key", "widths"), [("trunk", [0]), ("trunk", [16, -1]), ("head", [0])])
+def test_a_layer_width_below_one_is_refused(key, widths):
+    raw = config_dict("t.csv")
+    raw["model"] = {**raw["model"], key: widths}
+    with pytest.raises(ConfigError, match=rf"model\.{key}\[\d\]: .*greater than or equal to 1"):
+        parse_config(raw)

@@ -61,6 +61,10 @@ DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 """The forms of ``training.device`` (:func:`polytask.device.resolve_device`)."""
 
 
+Width = Annotated[StrictInt, Field(ge=1)]
+"""A layer's width: a whole number of units, at least one."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -349,8 +353,8 @@ class ModelConfig(_Registered):
     discriminator = "arch"
 
     arch: str = "hard"
-    trunk: list[StrictInt] = Field([256, 128], min_length=1)
-    head: list[StrictInt] = [64]
+    trunk: list[Width] = Field([256, 128], min_length=1)
+    head: list[Width] = [64]
     dropout: Number = Field(0.1, ge=0, lt=1)
     encoder: InputBlockConfig = Field(default_factory=InputBlockConfig)
 
