@@ -305,10 +305,12 @@ class FeaturePreprocessor:
             codes[:, j] = known[found]
             if warn:
                 rows = np.bincount(found, minlength=len(strings))
-                unseen = sum(int(n) for s, n in zip(strings, rows) if s and s not in index)
+                unseen = sum(
+                    int(n) for s, n in zip(strings, rows, strict=True) if s and s not in index
+                )
                 _warn(source, column, unseen, *_UNSEEN_CATEGORY, "(mapped to unknown)")
                 if self.missing == "impute" and "" not in index:
-                    absent = sum(int(n) for s, n in zip(strings, rows) if not s)
+                    absent = sum(int(n) for s, n in zip(strings, rows, strict=True) if not s)
                     _warn(source, column, absent, *_UNSEEN_MISSING, "(mapped to unknown)")
         inputs = {
             "numeric": torch.as_tensor(numeric.reshape(len(frame), -1), dtype=torch.float32),
@@ -436,7 +438,7 @@ def _category_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(np.asarray(strings, dtype=object))
         return codes, [str(u) for u in uniques]
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    strings = _category_strings(pd.Series(uniques, dtype=object)) + [""]  # code -1: missing
+    strings = [*_category_strings(pd.Series(uniques, dtype=object)), ""]  # code -1: missing
     return np.where(codes < 0, len(strings) - 1, codes), strings
 
 
