@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,28 +130,43 @@ def run_mode(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(rows: int, epochs: int, folder: Path) -> dict[str, Any]:
-    """Both modes on census_kdd replicated to ``rows`` rows."""
-    path = write_table(rows, folder)
+def measure(
+    configs: dict[str, dict[str, Any]],
+    table: Path,
+    runner: Callable[[dict[str, Any]], dict[str, Any]] = run_mode,
+) -> dict[str, Any]:
+    """Each mode's config (keys: :data:`MODES`) run by ``runner`` on the Parquet ``table``."""
+    import pyarrow.parquet as pq
+
     results = {}
     for mode in MODES:
-        config = census_config(
-            path, streaming=mode == "streaming", epochs=epochs, output=folder / "runs"
-        )
-        results[mode] = run_mode(config)
+        results[mode] = runner(configs[mode])
+        epochs = results[mode]["epochs"]
         for key in ("train", "total"):
             seconds = results[mode]["train_s"] + (
                 results[mode]["prepare_s"] if key == "total" else 0.0
             )
             results[mode][f"{key}_rate"] = results[mode]["train_rows"] * epochs / seconds
     return {
-        "rows": rows,
-        "epochs": epochs,
-        "file_mb": path.stat().st_size / 1e6,
+        "rows": pq.ParquetFile(table).metadata.num_rows,
+        "epochs": results["streaming"]["epochs"],
+        "file_mb": table.stat().st_size / 1e6,
         "modes": results,
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def census_kdd(rows: int, epochs: int, folder: Path) -> dict[str, Any]:
+    """Both modes on census_kdd replicated to ``rows`` rows."""
+    path = write_table(rows, folder)
+    configs = {
+        mode: census_config(
+            path, streaming=mode == "streaming", epochs=epochs, output=folder / "runs"
+        )
+        for mode in MODES
+    }
+    return measure(configs, path)
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
@@ -259,7 +275,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
     results = []
     for rows in sorted(args.rows):
-        results.append(measure(rows, args.epochs, args.folder))
+        results.append(census_kdd(rows, args.epochs, args.folder))
         print(summary(results[-1]), flush=True)
     if args.markdown is not None:
         SECTION.write(args.markdown, markdown(results, SECTION.command(argv)))
