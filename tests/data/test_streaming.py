@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -17,7 +20,7 @@ import yaml
 from polytask.config import parse_config
 from polytask.data import MultiTaskData, prepare_data
 from polytask.data.sampling import ShuffleBuffer
-from polytask.data.streaming import ParquetStream, hash_fractions
+from polytask.data.streaming import ParquetStream, hash_fractions, prefetched
 from polytask.errors import ConfigError, DataError
 
 from ..conftest import config_dict, synthetic_frame
@@ -81,6 +84,60 @@ def test_streamed_statistics_equal_those_in_memory(tmp_path):
         for key in ("numeric", "categorical"):
             a, b = ours_split.inputs[key], theirs_split.inputs[key]
             assert torch.allclose(a.double(), b.double(), atol=1e-5)  # both in file order
+
+
+@pytest.mark.parametrize("pandas_metadata", [True, False])
+def test_integer_categories_with_missing_values_read_as_in_memory(tmp_path, pandas_metadata):
+    """pandas reads an integer column with missing values as floats ('1.0') unless it wrote
+    it with a nullable dtype ('1'); each streamed batch must read it as the whole table."""
+    frame = _frame(400, seed=6)
+    frame.index = pd.Index(np.arange(400) + 10, name="rowid")  # an index: not a column
+    counts = pd.array(np.arange(400) % 5, dtype="Int64")
+    counts[[300, 333]] = pd.NA  # only in the last row groups
+    frame["count"] = counts
+    table = pa.Table.from_pandas(frame)
+    if not pandas_metadata:
+        table = table.drop_columns(["rowid"]).replace_schema_metadata(None)
+    path = tmp_path / "ints.parquet"
+    pq.write_table(table, path, row_group_size=64)
+    raw = _config(path, split={"column": "split"})
+    raw["features"] = {"numeric": ["x1"], "categorical": ["colour", "count"]}
+    streamed = prepare_data(parse_config(raw))
+    del raw["data"]["streaming"]
+    memory = prepare_data(parse_config(raw))
+    expected = ["", "0", "1"] if pandas_metadata else ["", "0.0", "1.0"]
+    assert memory.preprocessor.vocabularies["count"][:3] == expected
+    assert streamed.preprocessor.vocabularies == memory.preprocessor.vocabularies
+    assert streamed.test is not None and memory.test is not None
+    assert streamed.test.inputs["categorical"].equal(memory.test.inputs["categorical"])
+    codes = torch.cat(
+        [b.inputs["categorical"] for b in streamed.train_source(50, "", 1).epoch(0, 0)]
+    )
+    assert (codes[:, 1] > 0).all()  # every training value is in the vocabulary
+
+
+def test_files_of_a_folder_need_the_same_columns(tmp_path):
+    folder = _write(_frame(), tmp_path / "parts", parts=2)
+    _frame().drop(columns=["x2"]).to_parquet(folder / "part9.parquet")
+    with pytest.raises(DataError, match="part9.parquet: lacks column 'x2'.*the same columns"):
+        prepare_data(parse_config(_config(folder)))
+
+
+def test_prefetching_keeps_order_raises_errors_and_stops_when_closed():
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise DataError("broken row group")
+
+    found = prefetched(failing(), 2)
+    assert next(found) == 1
+    with pytest.raises(DataError, match="broken row group"):
+        next(found)
+    endless = prefetched(iter(range(10**9)), 2)
+    assert next(endless) == 0
+    endless.close()  # joins the producer thread: it stopped
+    assert not [t for t in threading.enumerate() if t.name == "polytask-stream"]
 
 
 def test_split_depends_on_the_key_not_on_row_order_or_files(tmp_path):

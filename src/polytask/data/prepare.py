@@ -217,8 +217,9 @@ def _prepare_streamed(config: Config) -> PreparedData:
     encoder = _feature_encoder(config, [Table(SHARED, source, empty, [], {})])
     numeric, categorical = list(encoder.numeric), list(encoder.categorical)
     labels = list(dict.fromkeys(c for spec in config.tasks for c in spec.columns))
-    integers = {f.name for f in stream.schema if pa.types.is_integer(f.type)}
+    integers = {f.name for f in stream.schema if pa.types.is_integer(f.type)} & set(stream.columns)
     float_ints: set[str] = set()  # integer columns with missing values: floats in pandas
+    integers -= set(stream.nullable)  # unless written with a nullable dtype
     summaries = {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
     codes: list[list[np.ndarray]] = [[] for _ in stream.groups]
     label_parts = []
@@ -227,7 +228,7 @@ def _prepare_streamed(config: Config) -> PreparedData:
         codes[number].append(found)
         float_ints |= {c for c in integers if chunk.table.column(c).null_count}
         label_parts.append(chunk.table.select(labels))
-        values = encoder.numeric_values(chunk.frame(numeric, set()), chunk.path)
+        values = encoder.numeric_values(chunk.frame(numeric, {}), chunk.path)
         for code, summary in summaries.items():
             rows = found == code
             if rows.any():
@@ -242,7 +243,8 @@ def _prepare_streamed(config: Config) -> PreparedData:
     per_group = [np.concatenate(c) if c else np.empty(0, np.int8) for c in codes]
     for found in (*per_group, every):
         found[found == CARVABLE] = carve
-    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(labels, float_ints)
+    dtypes = {**dict.fromkeys(float_ints, "float64"), **stream.nullable}
+    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(labels, dtypes)
     table = Table(SHARED, source, label_frame, [s.name for s in config.tasks], {})
     for spec in config.tasks:
         _check_labels_exist(table, spec)
@@ -255,7 +257,7 @@ def _prepare_streamed(config: Config) -> PreparedData:
         )
         raise DataError(f"{source}: {how}")
     training = f"{source} (training rows)"
-    encoder.fit_summary(summaries[TRAIN].summary(stream.schema, float_ints), training)
+    encoder.fit_summary(summaries[TRAIN].summary(stream.schema, dtypes), training)
     train_labels = label_frame.iloc[table.splits["train"]]
     tasks = [build_task(spec).fit(train_labels, training) for spec in config.tasks]
     _check_not_empty(table, split)
@@ -268,7 +270,7 @@ def _prepare_streamed(config: Config) -> PreparedData:
     streamed = StreamedTable(
         stream,
         columns=list(dict.fromkeys([*numeric, *categorical, *labels])),
-        float_ints=float_ints,
+        dtypes=dtypes,
         codes=per_group,
         encode=lambda frame, where: encode_frame(frame, tasks, encoder, where, warn=False),
         train_counts=train_counts,

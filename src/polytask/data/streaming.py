@@ -35,9 +35,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -58,9 +61,12 @@ READ_ROWS = 65_536
 """Rows per record batch read from Parquet."""
 DEFAULT_SHUFFLE_BUFFER = 100_000
 """Rows held by the training shuffle buffer when ``data.shuffle_buffer`` is not set."""
+PREFETCH = 2
+"""Encoded record batches prepared ahead of training by a background thread."""
 MEDIAN_SAMPLE_ROWS = 100_000
 """Training rows sampled for the medians that impute missing numeric values."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
+T = TypeVar("T")
 
 TRAIN, VALIDATION, TEST, CARVABLE = 0, 1, 2, 3
 """Split codes; ``CARVABLE``: a ``train`` row of a split column, moved to validation when the
@@ -75,15 +81,14 @@ class Chunk:
     start: int
     table: pa.Table
 
-    def frame(self, columns: list[str], float_ints: set[str]) -> pd.DataFrame:
-        """The ``columns`` as pandas, indexed by row of the file (so errors name file rows);
-        integer columns in ``float_ints`` as float, as pandas reads them when the whole table
-        has missing values there."""
-        table = self.table.select(columns)
-        for name in float_ints & set(columns):
-            i = table.schema.get_field_index(name)
-            table = table.set_column(i, name, pc.cast(table.column(name), pa.float64()))
-        frame = table.to_pandas()
+    def frame(self, columns: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
+        """The ``columns`` as pandas, indexed by row of the file (so errors name file rows),
+        the columns in ``dtypes`` cast to theirs: each batch then has the dtypes pandas gives
+        the whole table (an integer column with missing values anywhere is float)."""
+        frame = self.table.select(columns).to_pandas()
+        casts = {c: t for c, t in dtypes.items() if c in frame.columns and frame[c].dtype != t}
+        if casts:
+            frame = frame.astype(casts)
         frame.index = pd.RangeIndex(self.start, self.start + len(frame))
         return frame
 
@@ -108,8 +113,18 @@ class ParquetStream:
             reason = " ".join(str(exc).split())
             raise DataError(f"{source}: cannot be read as Parquet ({reason})") from exc
         self.schema = self.dataset.schema
-        names = [n for n in self.schema.names if not n.startswith("__index_level_")]
+        index = _pandas_index_columns(self.schema)  # pandas reads them as the index
+        names = [n for n in self.schema.names if n not in index]
         check_unique_columns(names, source)
+        for fragment in self.dataset.get_fragments():  # a scan fills absent columns with nulls
+            found = set(fragment.physical_schema.names) - index
+            if found != set(names):
+                absent = sorted(set(names) - found) or sorted(found - set(names))
+                which = "lacks" if set(names) - found else "has an extra"
+                raise DataError(
+                    f"{fragment.path}: {which} column '{absent[0]}' (against "
+                    f"{self.files[0]}); every file of {source} needs the same columns"
+                )
         for f in self.schema:
             if pa.types.is_nested(f.type):
                 raise DataError(
@@ -117,6 +132,12 @@ class ParquetStream:
                     "single number or string: flatten the column or drop it"
                 )
         self.columns = names
+        metadata = self.schema.pandas_metadata or {}
+        self.nullable = {  # integer columns that pandas wrote with a nullable dtype ("Int64")
+            c["name"]: c["numpy_type"]
+            for c in metadata.get("columns", [])
+            if str(c.get("numpy_type")).startswith(("Int", "UInt")) and c["name"] in names
+        }
 
     def empty_frame(self) -> pd.DataFrame:
         """No rows, every column with the dtype pandas gives it (for inference and checks)."""
@@ -142,6 +163,13 @@ class ParquetStream:
                 raise DataError(f"{group.path}: cannot be read as Parquet ({reason})") from exc
 
 
+def _pandas_index_columns(schema: pa.Schema) -> set[str]:
+    """The columns that hold a pandas index (as pandas writes one), not data."""
+    found = {n for n in schema.names if n.startswith("__index_level_")}
+    metadata = schema.pandas_metadata or {}
+    return found | {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+
+
 def parquet_files(source: str) -> list[str]:
     """The Parquet files of ``source`` (a file, or a folder searched recursively), sorted."""
     path = Path(source)
@@ -159,10 +187,11 @@ def parquet_files(source: str) -> list[str]:
         if not files:
             raise DataError(f"{source}: the folder holds no Parquet file (*.parquet, *.pq)")
         return files
-    if not path.name.lower().endswith(PARQUET_SUFFIXES):
+    parquet = path.name.lower().endswith(PARQUET_SUFFIXES)
+    if not path.exists() and (parquet or not path.suffix):
+        raise DataError(f"{source}: no such file or folder")
+    if not parquet:
         raise ConfigError(f"data.source: {source!r} is not Parquet; {hint}")
-    if not path.is_file():
-        raise DataError(f"{source}: no such file")
     return [str(path)]
 
 
@@ -279,16 +308,15 @@ class SummaryBuilder:
             sample, keys = sample[keep], keys[keep]
         self.sample, self.priority = sample, keys
 
-    def summary(self, schema: pa.Schema, float_ints: set[str]) -> FeatureSummary:
+    def summary(self, schema: pa.Schema, dtypes: Mapping[str, str]) -> FeatureSummary:
         """The summary, with each categorical column's distinct values as pandas gives them."""
         categories = {}
         for name, arrays in self.categories.items():
             kind = schema.field(name).type
             kind = kind.value_type if pa.types.is_dictionary(kind) else kind
             values = pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], kind)
-            if name in float_ints:
-                values = pc.cast(values, pa.float64())
-            categories[name] = values.to_pandas()
+            found = values.to_pandas()
+            categories[name] = found.astype(dtypes[name]) if name in dtypes else found
         return FeatureSummary(self.count, self.mean, self.m2, self.missing, self.sample, categories)
 
 
@@ -302,7 +330,7 @@ class StreamedTable:
 
     stream: ParquetStream
     columns: list[str]
-    float_ints: set[str]
+    dtypes: dict[str, str]
     codes: list[np.ndarray]
     encode: Callable[[pd.DataFrame, str], MultiTaskData]
     train_counts: dict[str, int]
@@ -329,7 +357,7 @@ class StreamedTable:
                 if rows.size == 0:
                     continue
                 part = Chunk(chunk.path, chunk.start, chunk.table.take(pa.array(rows)))
-                frame = part.frame(self.columns, self.float_ints)
+                frame = part.frame(self.columns, self.dtypes)
                 frame.index = pd.Index(chunk.start + rows)
                 yield code, self.encode(frame, f"{chunk.path} ({SPLITS[code]} rows)")
 
@@ -351,7 +379,7 @@ class StreamingBatches:
         generator = epoch_generator(seed, epoch)
         order = torch.randperm(len(self.table.codes), generator=generator).tolist()
         buffer = ShuffleBuffer(self.table.shuffle_buffer, self.batch_size, generator)
-        for _, rows in self.table.encoded((TRAIN,), order):
+        for _, rows in prefetched(self.table.encoded((TRAIN,), order), PREFETCH):
             yield from buffer.push(rows)
             self.peak = max(self.peak, buffer.peak)
         yield from buffer.drain()
@@ -362,6 +390,48 @@ class StreamingBatches:
             f"rows once, streamed from {self.table.stream.source}; shuffle buffer "
             f"{self.table.shuffle_buffer:,} rows)"
         )
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, made by a background thread up to ``depth`` ahead, in their order: reading
+    and encoding the next rows overlaps training on the current ones (Arrow, pandas and torch
+    release the GIL for most of their work). An error there is raised here; closing this
+    iterator stops the thread."""
+    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put((item, error), timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(end, exc)
+
+    thread = threading.Thread(target=produce, name="polytask-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_streamable(config: Config) -> None:
