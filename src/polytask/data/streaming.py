@@ -21,7 +21,7 @@ recursively, read in sorted path order as one table). It is read in record batch
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
-  encoded batch by batch and shuffled through a :class:`ShuffleBuffer` of
+  encoded batch by batch (by a background thread, :data:`PREFETCH` batches ahead) and shuffled through a :class:`ShuffleBuffer` of
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``.
