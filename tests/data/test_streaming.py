@@ -42,11 +42,11 @@ def _frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
 
 def _write(frame: pd.DataFrame, folder: Path, parts: int = 1, row_group: int = 128) -> Path:
     """``frame`` as one Parquet file, or shuffled and cut into ``parts`` files in a folder."""
+    folder.mkdir(exist_ok=True)
     if parts == 1:
         path = folder / "table.parquet"
         frame.to_parquet(path, row_group_size=row_group, index=False)
         return path
-    folder.mkdir()
     shuffled = frame.sample(frac=1.0, random_state=5)
     for i, part in enumerate(np.array_split(np.arange(len(frame)), parts)):
         shuffled.iloc[part].to_parquet(folder / f"part{i}.parquet", row_group_size=97, index=False)
@@ -165,6 +165,10 @@ def test_split_depends_on_the_key_not_on_row_order_or_files(tmp_path):
     assert streamed.label_counts() == again.label_counts()
     other_seed = prepare_data(parse_config(_config(one, split={"key": "id", "seed": 5})))
     assert other_seed.label_counts() != again.label_counts()
+    raw = _config(one, split={"key": "id"})
+    del raw["features"]
+    inferred = prepare_data(parse_config(raw)).preprocessor
+    assert "id" not in inferred.numeric and "x1" in inferred.numeric  # the key is no feature
 
 
 def test_shuffle_buffer_is_bounded_and_lets_every_row_out_once():
@@ -288,6 +292,12 @@ def test_a_missing_column_reads_as_in_memory(tmp_path):
         prepare_data(parse_config(raw))
     with pytest.raises(DataError, match="split key column 'ids' is missing.*did you mean 'id'"):
         prepare_data(parse_config(_config(path, split={"key": "ids"})))
+    frame = _frame()
+    frame["split"] = frame["split"].replace("test", "train")
+    with pytest.raises(DataError, match="split column 'split' marks no row 'test'"):
+        prepare_data(
+            parse_config(_config(_write(frame, tmp_path / "s"), split={"column": "split"}))
+        )
 
 
 def test_bad_values_name_their_file_and_row(tmp_path):

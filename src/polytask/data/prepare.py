@@ -35,6 +35,7 @@ from polytask.data.streaming import (
     StreamedTable,
     SummaryBuilder,
     check_streamable,
+    release_memory,
     split_codes,
 )
 from polytask.data.tables import check_not_empty, read_table
@@ -222,18 +223,20 @@ def _prepare_streamed(config: Config) -> PreparedData:
     integers -= set(stream.nullable)  # unless written with a nullable dtype
     summaries = {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
     codes: list[list[np.ndarray]] = [[] for _ in stream.groups]
-    label_parts = []
+    label_parts = []  # and the split column, which error messages look for
+    kept_split = [split.column] if split.column is not None and split.column not in labels else []
     for number, chunk in stream.chunks(stream.columns):
         found, fractions = split_codes(chunk, split, stream.columns)
         codes[number].append(found)
         float_ints |= {c for c in integers if chunk.table.column(c).null_count}
-        label_parts.append(chunk.table.select(labels))
+        label_parts.append(chunk.table.select([*labels, *kept_split]))
         values = encoder.numeric_values(chunk.frame(numeric, {}), chunk.path)
         for code, summary in summaries.items():
             rows = found == code
             if rows.any():
                 kept = chunk.table.select(categorical).filter(pa.array(rows))
                 summary.add(values[rows], fractions[rows], kept)
+    release_memory()
     every = np.concatenate([np.concatenate(c) for c in codes if c] or [np.empty(0, np.int8)])
     if every.size == 0:
         raise DataError(f"{source}: the table is empty (no data rows)")
@@ -244,7 +247,9 @@ def _prepare_streamed(config: Config) -> PreparedData:
     for found in (*per_group, every):
         found[found == CARVABLE] = carve
     dtypes = {**dict.fromkeys(float_ints, "float64"), **stream.nullable}
-    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(labels, dtypes)
+    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(
+        [*labels, *kept_split], dtypes
+    )
     table = Table(SHARED, source, label_frame, [s.name for s in config.tasks], {})
     for spec in config.tasks:
         _check_labels_exist(table, spec)
@@ -376,8 +381,9 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeaturePreprocessor
     else:
         targets = [c for spec in config.tasks for c in spec.columns]
         exclude = [*targets, *declared.drop, *declared.text]
-        if config.data.split.column:
-            exclude.append(config.data.split.column)
+        for column in (config.data.split.column, config.data.split.key):
+            if column:  # row metadata, not features
+                exclude.append(column)
         numeric, categorical = infer_features(first.frame, exclude)
     text = list(declared.text)
     overlap = [c for c in text if c in numeric or c in categorical]

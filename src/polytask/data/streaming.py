@@ -21,8 +21,9 @@ recursively, read in sorted path order as one table). It is read in record batch
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
-  encoded batch by batch (by a background thread, :data:`PREFETCH` batches ahead) and shuffled through a :class:`ShuffleBuffer` of
-  ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
+  encoded batch by batch (by a background thread, :data:`PREFETCH` batches ahead) and
+  shuffled through a :class:`ShuffleBuffer` of ``data.shuffle_buffer`` rows (default
+  :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``.
 
@@ -360,6 +361,13 @@ class StreamedTable:
                 frame = part.frame(self.columns, self.dtypes)
                 frame.index = pd.Index(chunk.start + rows)
                 yield code, self.encode(frame, f"{chunk.path} ({SPLITS[code]} rows)")
+            release_memory()
+
+
+def release_memory() -> None:
+    """Hand the memory Arrow's allocator keeps for reuse back to the system: a streamed
+    table's batches come and go, and the cached pages would count as the process's own."""
+    pa.default_memory_pool().release_unused()
 
 
 class StreamingBatches:
