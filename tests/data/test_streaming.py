@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,9 @@ import torch
 import yaml
 
 from polytask.config import parse_config
-from polytask.data import MultiTaskData, prepare_data
+from polytask.data import MultiTaskData, prepare_data, streaming
 from polytask.data.sampling import ShuffleBuffer
-from polytask.data.streaming import ParquetStream, hash_fractions, prefetched
+from polytask.data.streaming import ParquetStream, hash_fractions
 from polytask.errors import ConfigError, DataError
 
 from ..conftest import config_dict, synthetic_frame
@@ -86,6 +85,20 @@ def test_streamed_statistics_equal_those_in_memory(tmp_path):
             assert torch.allclose(a.double(), b.double(), atol=1e-5)  # both in file order
 
 
+def test_medians_come_from_a_bounded_sample_of_each_columns_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "MEDIAN_SAMPLE_ROWS", 40)
+    frame = _frame()
+    frame.loc[frame.index[12:], "x2"] = np.nan  # 12 values: fewer than the sample holds
+    path = _write(frame, tmp_path)
+    data = prepare_data(parse_config(_config(path, split={"column": "split"})))
+    train = frame[frame["split"] == "train"]
+    numeric = data.preprocessor.numeric
+    median = dict(zip(numeric, data.preprocessor.median, strict=True))
+    assert median["x2"] == np.median(train["x2"].dropna())  # exact: every value sampled
+    spread = np.quantile(train["x1"], [0.25, 0.75])  # 40 of 540 values: near the median
+    assert spread[0] < median["x1"] < spread[1] and median["x1"] != np.median(train["x1"])
+
+
 @pytest.mark.parametrize("pandas_metadata", [True, False])
 def test_integer_categories_with_missing_values_read_as_in_memory(tmp_path, pandas_metadata):
     """pandas reads an integer column with missing values as floats ('1.0') unless it wrote
@@ -121,23 +134,6 @@ def test_files_of_a_folder_need_the_same_columns(tmp_path):
     _frame().drop(columns=["x2"]).to_parquet(folder / "part9.parquet")
     with pytest.raises(DataError, match="part9.parquet: lacks column 'x2'.*the same columns"):
         prepare_data(parse_config(_config(folder)))
-
-
-def test_prefetching_keeps_order_raises_errors_and_stops_when_closed():
-    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
-
-    def failing():
-        yield 1
-        raise DataError("broken row group")
-
-    found = prefetched(failing(), 2)
-    assert next(found) == 1
-    with pytest.raises(DataError, match="broken row group"):
-        next(found)
-    endless = prefetched(iter(range(10**9)), 2)
-    assert next(endless) == 0
-    endless.close()  # joins the producer thread: it stopped
-    assert not [t for t in threading.enumerate() if t.name == "polytask-stream"]
 
 
 def test_split_depends_on_the_key_not_on_row_order_or_files(tmp_path):

@@ -231,8 +231,7 @@ class FeaturePreprocessor:
                     "(the column's variance overflows); rescale the column (e.g. log) or drop "
                     "those rows"
                 )
-            sample = summary.sample[:, j]
-            median.append(float(np.median(sample[~np.isnan(sample)])))
+            median.append(float(np.median(summary.samples[j])))
         return self._set_fitted(
             mean, std, median, summary.missing.tolist(), summary.categories, source
         )
@@ -464,14 +463,14 @@ def _raise_no_value(column: str, source: str) -> None:
 class FeatureSummary:
     """What :meth:`FeaturePreprocessor.fit_summary` needs of the training rows, per numeric
     column: the count of present values, their mean and sum of squared deviations ``m2``
-    (float64), whether any value is missing, and a sample of rows ``(k, p)`` (NaN = missing)
-    for the medians; per categorical column, its distinct training values."""
+    (float64), whether any value is missing, and a sample of its present values for the
+    median; per categorical column, its distinct training values."""
 
     count: np.ndarray
     mean: np.ndarray
     m2: np.ndarray
     missing: np.ndarray
-    sample: np.ndarray
+    samples: list[np.ndarray]
     categories: dict[str, pd.Series]
 
 

@@ -15,15 +15,15 @@ recursively, read in sorted path order as one table). It is read in record batch
   :meth:`FeaturePreprocessor.fit_summary` fits: per numeric column count, mean and sum of
   squared deviations (merged batch by batch in float64), whether values are missing, the
   distinct categories; the medians that impute missing values come from a sample of at most
-  :data:`MEDIAN_SAMPLE_ROWS` training rows (those of smallest hash: a uniform sample; exact
-  below that size). The label columns of every row are kept (Arrow arrays: a few bytes per
-  row) so that tasks are fitted exactly as in memory, and so is one split code (a byte) per row.
+  :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows of smallest hash: a
+  uniform sample; exact below that size). The label columns of every row are kept (Arrow
+  arrays: a few bytes per row) so that tasks are fitted exactly as in memory, and so is one
+  split code (a byte) per row.
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
-  encoded batch by batch (by a background thread, :data:`PREFETCH` batches ahead) and
-  shuffled through a :class:`ShuffleBuffer` of ``data.shuffle_buffer`` rows (default
-  :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
+  encoded batch by batch and shuffled through a :class:`ShuffleBuffer` of
+  ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``.
 
@@ -36,12 +36,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Full, Queue
-from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -62,12 +59,9 @@ READ_ROWS = 65_536
 """Rows per record batch read from Parquet."""
 DEFAULT_SHUFFLE_BUFFER = 100_000
 """Rows held by the training shuffle buffer when ``data.shuffle_buffer`` is not set."""
-PREFETCH = 2
-"""Encoded record batches prepared ahead of training by a background thread."""
 MEDIAN_SAMPLE_ROWS = 100_000
 """Training rows sampled for the medians that impute missing numeric values."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
-T = TypeVar("T")
 
 TRAIN, VALIDATION, TEST, CARVABLE = 0, 1, 2, 3
 """Split codes; ``CARVABLE``: a ``train`` row of a split column, moved to validation when the
@@ -263,8 +257,8 @@ class SummaryBuilder:
         self.mean = np.zeros(p)
         self.m2 = np.zeros(p)
         self.missing = np.zeros(p, dtype=bool)
-        self.sample = np.empty((0, p))
-        self.priority = np.empty(0)
+        self.samples = [np.empty(0) for _ in range(p)]  # present values, for the medians
+        self.priorities = [np.empty(0) for _ in range(p)]
         self.categories: dict[str, list[pa.Array]] = {c: [] for c in categorical}
 
     def add(self, values: np.ndarray, priority: np.ndarray, categories: pa.Table) -> None:
@@ -277,7 +271,8 @@ class SummaryBuilder:
             m2 = (np.where(present, values - mean, 0.0) ** 2).sum(0)
         self._merge(count, mean, m2)
         self.missing |= (~present).any(0)
-        self._sample(values, priority)
+        for j in range(values.shape[1]):
+            self._sample(j, values[present[:, j], j], priority[present[:, j]])
         for name, arrays in self.categories.items():
             arrays.append(pc.unique(_decoded(categories.column(name))))
             if len(arrays) > 64:  # keep the distinct values only
@@ -287,7 +282,8 @@ class SummaryBuilder:
         """Add the rows ``other`` gathered."""
         self._merge(other.count, other.mean, other.m2)
         self.missing |= other.missing
-        self._sample(other.sample, other.priority)
+        for j, (values, priority) in enumerate(zip(other.samples, other.priorities, strict=True)):
+            self._sample(j, values, priority)
         for name, arrays in other.categories.items():
             self.categories[name] += arrays
 
@@ -301,13 +297,14 @@ class SummaryBuilder:
             self.m2 = self.m2 + m2 + delta**2 * self.count * share
         self.count = total
 
-    def _sample(self, values: np.ndarray, priority: np.ndarray) -> None:
-        sample = np.concatenate([self.sample, values])
-        keys = np.concatenate([self.priority, priority])
+    def _sample(self, j: int, values: np.ndarray, priority: np.ndarray) -> None:
+        """Keep the present values of column ``j`` with the smallest priorities."""
+        sample = np.concatenate([self.samples[j], values])
+        keys = np.concatenate([self.priorities[j], priority])
         if len(keys) > MEDIAN_SAMPLE_ROWS:
             keep = np.argpartition(keys, MEDIAN_SAMPLE_ROWS - 1)[:MEDIAN_SAMPLE_ROWS]
             sample, keys = sample[keep], keys[keep]
-        self.sample, self.priority = sample, keys
+        self.samples[j], self.priorities[j] = sample, keys
 
     def summary(self, schema: pa.Schema, dtypes: Mapping[str, str]) -> FeatureSummary:
         """The summary, with each categorical column's distinct values as pandas gives them."""
@@ -318,7 +315,9 @@ class SummaryBuilder:
             values = pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], kind)
             found = values.to_pandas()
             categories[name] = found.astype(dtypes[name]) if name in dtypes else found
-        return FeatureSummary(self.count, self.mean, self.m2, self.missing, self.sample, categories)
+        return FeatureSummary(
+            self.count, self.mean, self.m2, self.missing, self.samples, categories
+        )
 
 
 @dataclass
@@ -387,7 +386,7 @@ class StreamingBatches:
         generator = epoch_generator(seed, epoch)
         order = torch.randperm(len(self.table.codes), generator=generator).tolist()
         buffer = ShuffleBuffer(self.table.shuffle_buffer, self.batch_size, generator)
-        for _, rows in prefetched(self.table.encoded((TRAIN,), order), PREFETCH):
+        for _, rows in self.table.encoded((TRAIN,), order):
             yield from buffer.push(rows)
             self.peak = max(self.peak, buffer.peak)
         yield from buffer.drain()
@@ -398,48 +397,6 @@ class StreamingBatches:
             f"rows once, streamed from {self.table.stream.source}; shuffle buffer "
             f"{self.table.shuffle_buffer:,} rows)"
         )
-
-
-def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
-    """``items``, made by a background thread up to ``depth`` ahead, in their order: reading
-    and encoding the next rows overlaps training on the current ones (Arrow, pandas and torch
-    release the GIL for most of their work). An error there is raised here; closing this
-    iterator stops the thread."""
-    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item: Any, error: BaseException | None = None) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put((item, error), timeout=0.05)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(end)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(end, exc)
-
-    thread = threading.Thread(target=produce, name="polytask-stream", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = queue.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def check_streamable(config: Config) -> None:
