@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from polytask.config import (
     DEFAULT_MAX_LENGTH,
@@ -266,18 +267,23 @@ def _prepare_streamed(config: Config) -> PreparedData:
     train_labels = label_frame.iloc[table.splits["train"]]
     tasks = [build_task(spec).fit(train_labels, training) for spec in config.tasks]
     _check_not_empty(table, split)
+    targets, masks = {}, {}  # every row's labels, encoded once (errors name their rows)
+    for task in tasks:
+        targets[task.name], masks[task.name] = task.encode(label_frame, source)
+    del table, label_frame, train_labels, label_parts
+    train = torch.from_numpy(np.flatnonzero(every == TRAIN))
     train_counts = {
-        task.name: int(
-            task.encode(train_labels, training)[1].reshape(len(train_labels), -1).any(dim=1).sum()
-        )
-        for task in tasks
+        name: int(mask[train].reshape(len(train), -1).any(dim=1).sum())
+        for name, mask in masks.items()
     }
     streamed = StreamedTable(
         stream,
-        columns=list(dict.fromkeys([*numeric, *categorical, *labels])),
+        columns=list(dict.fromkeys([*numeric, *categorical])),
         dtypes=dtypes,
         codes=per_group,
-        encode=lambda frame, where: encode_frame(frame, tasks, encoder, where, warn=False),
+        transform=lambda frame, where: encoder.transform(frame, where, warn=False),
+        targets=targets,
+        masks=masks,
         train_counts=train_counts,
         shuffle_buffer=config.data.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
     )

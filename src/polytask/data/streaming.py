@@ -17,8 +17,9 @@ recursively, read in sorted path order as one table). It is read in record batch
   distinct categories; the medians that impute missing values come from a sample of at most
   :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows of smallest hash: a
   uniform sample; exact below that size). The label columns of every row are kept (Arrow
-  arrays: a few bytes per row) so that tasks are fitted exactly as in memory, and so is one
-  split code (a byte) per row.
+  arrays) so that tasks are fitted exactly as in memory, then encoded once: each row's
+  targets and masks stay in memory (a few bytes per row and task), as does its split code (a
+  byte); epochs read and encode the feature columns only.
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
@@ -39,6 +40,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
+from torch import Tensor
 
 from polytask.config import Config, SplitConfig
 from polytask.data.dataset import Batch, MultiTaskData
@@ -324,17 +327,24 @@ class SummaryBuilder:
 class StreamedTable:
     """A Parquet table split and summarised by one pass; its training rows are streamed.
 
-    ``codes``: the split code of every row, per row group; ``columns``: those read to encode;
-    ``encode``: a frame and a source name for messages → encoded rows; ``train_counts``:
-    labelled training rows per task."""
+    ``codes``: the split code of every row, per row group; ``columns``: the feature columns;
+    ``transform``: a frame of them and a source name for messages → model inputs;
+    ``targets`` and ``masks``: every row's encoded labels per task, in file order (encoded
+    once: a few bytes per row and task); ``train_counts``: labelled training rows per task."""
 
     stream: ParquetStream
     columns: list[str]
     dtypes: dict[str, str]
     codes: list[np.ndarray]
-    encode: Callable[[pd.DataFrame, str], MultiTaskData]
+    transform: Callable[[pd.DataFrame, str], Any]
+    targets: dict[str, Tensor]
+    masks: dict[str, Tensor]
     train_counts: dict[str, int]
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+
+    def __post_init__(self) -> None:
+        sizes = [len(c) for c in self.codes]
+        self._first_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
     @property
     def train_rows(self) -> int:
@@ -359,7 +369,16 @@ class StreamedTable:
                 part = Chunk(chunk.path, chunk.start, chunk.table.take(pa.array(rows)))
                 frame = part.frame(self.columns, self.dtypes)
                 frame.index = pd.Index(chunk.start + rows)
-                yield code, self.encode(frame, f"{chunk.path} ({SPLITS[code]} rows)")
+                inputs = self.transform(frame, f"{chunk.path} ({SPLITS[code]} rows)")
+                index = torch.from_numpy(self._first_rows[number] + offset + rows)
+                yield (
+                    code,
+                    MultiTaskData(
+                        inputs,
+                        {name: t[index] for name, t in self.targets.items()},
+                        {name: m[index] for name, m in self.masks.items()},
+                    ),
+                )
             release_memory()
 
 
