@@ -431,6 +431,17 @@ def _category_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
     :func:`_category_strings` makes it): each distinct value is turned into a string once.
     Values of mixed kinds, or floats, are turned one by one (``1 == 1.0 == True`` and
     ``0.0 == -0.0`` in Python, though their strings differ)."""
+    if isinstance(series.dtype, pd.StringDtype):  # factorised by Arrow: no object per row
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrow = pa.array(series.array)
+        if isinstance(arrow, pa.ChunkedArray):
+            arrow = arrow.combine_chunks()
+        encoded = pc.dictionary_encode(arrow)
+        strings = [*_category_strings(encoded.dictionary.to_pandas()), ""]
+        codes = pc.fill_null(encoded.indices, len(strings) - 1).to_numpy(zero_copy_only=False)
+        return codes.astype(np.int64), strings
     values = series.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(values, skipna=True) not in _DISTINCT_AS_STRINGS:
         strings = _category_strings(series)
