@@ -76,6 +76,14 @@ class SplitConfig(_Section):
     test: Number = Field(0.15, ge=0, lt=1)
     seed: StrictInt = 0
     column: str | None = None
+    key: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_key(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)  # configs without it keep their saved form and baseline keys
+        if data.get("key", "") is None:
+            data.pop("key")
+        return data
 
 
 PLANTED = "planted"
@@ -122,13 +130,19 @@ class PlantedConfig(_Section):
 
 class DataConfig(_Section):
     """The shared input table (a built-in name or a CSV/Parquet path) and the task sampler;
-    ``planted`` holds the generator's options when ``source`` is ``planted``."""
+    ``planted`` holds the generator's options when ``source`` is ``planted``.
+
+    ``streaming: true`` reads a Parquet file or folder in record batches instead of loading it
+    (:mod:`polytask.data.streaming`): splits by a hash of ``split.key`` (or of each row's
+    content), training rows shuffled in a buffer of ``shuffle_buffer`` rows."""
 
     source: str | None = None
     split: SplitConfig = SplitConfig()
     sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
     temperature: Number = Field(2.0, gt=0)
     planted: PlantedConfig | None = None
+    streaming: bool = False
+    shuffle_buffer: StrictInt | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _planted_needs_its_source(self) -> DataConfig:
@@ -140,11 +154,36 @@ class DataConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _streaming_options_need_streaming(self) -> DataConfig:
+        if self.streaming:
+            if self.split.key is not None and self.split.column is not None:
+                raise_at(
+                    "split",
+                    f"key '{self.split.key}' and column '{self.split.column}' both assign "
+                    "splits; keep one",
+                )
+            return self
+        if self.shuffle_buffer is not None:
+            raise_at("shuffle_buffer", "applies to streamed data only; set data.streaming: true")
+        if self.split.key is not None:
+            raise_at(
+                "split",
+                f"key '{self.split.key}' assigns splits by a hash of that column in streamed "
+                "data only; set data.streaming: true (in memory, rows are split at random with "
+                "data.split.seed)",
+            )
+        return self
+
     @model_serializer(mode="wrap")
     def _omit_absent_planted(self, handler: Any) -> dict[str, Any]:
         data = handler(self)  # configs without it keep their saved form and baseline keys
         if data.get("planted") is None:
             data.pop("planted", None)
+        if data.get("streaming") is False:  # and the streaming options, absent unless streaming
+            data.pop("streaming")
+        if data.get("shuffle_buffer", "") is None:
+            data.pop("shuffle_buffer")
         return data
 
 

@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from polytask.data.features import DataWarning, FeaturePreprocessor, infer_features
+from polytask.data.features import (
+    DataWarning,
+    FeaturePreprocessor,
+    _category_codes,
+    _category_strings,
+    infer_features,
+)
 from polytask.errors import DataError
 
 
@@ -66,3 +72,22 @@ def test_large_but_representable_values_still_standardise():
     encoded = FeaturePreprocessor(["a"], []).fit(frame).transform(frame)["numeric"]
     assert torch.isfinite(encoded).all()
     assert encoded[:, 0].tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        pd.concat(  # Arrow-backed strings in two chunks
+            [pd.Series(["a", None, " b"], dtype="str"), pd.Series(["b", "a ", ""], dtype="str")],
+            ignore_index=True,
+        ),
+        pd.Series(["x", None, "y", "x"], dtype="string"),
+        pd.Series([1, 2, 1, None], dtype="Int64"),
+        pd.Series([1, 1.0, True, "1", None], dtype=object),  # equal in Python, not as strings
+        pd.Series([0.0, -0.0, 2.5, np.nan]),
+        pd.Series([], dtype="str"),
+    ],
+)
+def test_categories_are_turned_into_strings_per_distinct_value_as_per_row(series):
+    codes, strings = _category_codes(series)
+    assert [strings[c] for c in codes] == _category_strings(series)

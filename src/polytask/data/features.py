@@ -184,6 +184,12 @@ class FeaturePreprocessor:
             for column in self.text:
                 text_values(frame, column, source)
 
+    def numeric_values(self, frame: pd.DataFrame, source: str) -> np.ndarray:
+        """The numeric feature columns of ``frame`` as float64 ``(N, p)``, NaN where missing;
+        a non-numeric or infinite entry (or a missing one, unless imputed) raises naming its
+        row."""
+        return self._numeric_values(frame, source)
+
     def fit(self, frame: pd.DataFrame, source: str = "data") -> FeaturePreprocessor:
         """Learn standardisation statistics, medians and vocabularies from training rows."""
         derived = self.indicator_columns()
@@ -197,17 +203,53 @@ class FeaturePreprocessor:
             if len(values) == 0:  # no training rows: the identity
                 present = np.zeros(1)
             if present.size == 0:
-                raise DataError(
-                    f"{source}: numeric feature '{column}' has no value in the training rows; "
-                    "drop it (features.drop)"
-                )
+                _raise_no_value(column, source)
             m, s = mean_std(present)
             if not (np.isfinite(m) and np.isfinite(s)):
                 self._raise_overflow(frame, values[:, j], column, source)
             mean.append(m)
-            std.append(s if s > 0 else 1.0)
+            std.append(s)
             median.append(float(np.median(present)))
-        self.indicators = [c for j, c in enumerate(self.numeric) if np.isnan(values[:, j]).any()]
+        missing = [bool(np.isnan(values[:, j]).any()) for j in range(len(self.numeric))]
+        categories = {c: frame[c] for c in self.categorical}
+        return self._set_fitted(mean, std, median, missing, categories, source)
+
+    def fit_summary(self, summary: FeatureSummary, source: str = "data") -> FeaturePreprocessor:
+        """Learn what :meth:`fit` learns from a :class:`FeatureSummary` of the training rows,
+        gathered chunk by chunk (streamed data); medians come from the summary's sample."""
+        derived = self.indicator_columns()
+        self.numeric = [c for c in self.numeric if c not in derived]  # from an earlier fit
+        self.indicators = []
+        mean, std = summary.mean.tolist(), np.sqrt(summary.m2 / summary.count).tolist()
+        median = []
+        for j, column in enumerate(self.numeric):
+            if summary.count[j] == 0:
+                _raise_no_value(column, source)
+            if not (np.isfinite(mean[j]) and np.isfinite(std[j])):
+                raise DataError(
+                    f"{source}: numeric feature '{column}' holds values too large to standardise "
+                    "(the column's variance overflows); rescale the column (e.g. log) or drop "
+                    "those rows"
+                )
+            median.append(float(np.median(summary.samples[j])))
+        return self._set_fitted(
+            mean, std, median, summary.missing.tolist(), summary.categories, source
+        )
+
+    def _set_fitted(
+        self,
+        mean: list[float],
+        std: list[float],
+        median: list[float],
+        missing: list[bool],
+        categories: Mapping[str, pd.Series],
+        source: str,
+    ) -> FeaturePreprocessor:
+        """Record the statistics of the numeric columns (a zero ``std`` becomes 1), an
+        indicator for each column with ``missing`` values, and the vocabulary of the values in
+        ``categories`` (each categorical column's training values, or their distinct ones)."""
+        std = [s if s > 0 else 1.0 for s in std]
+        self.indicators = [c for c, absent in zip(self.numeric, missing, strict=True) if absent]
         names = list(self.indicator_columns())
         clash = [n for n in names if n in {*self.numeric, *self.categorical, *self.text}]
         if clash:
@@ -220,7 +262,7 @@ class FeaturePreprocessor:
         self.median = [*median, *[0.0] * len(names)]
         impute = self.missing == "impute"  # a missing category ("") of its own when seen
         self.vocabularies = {
-            c: sorted(set(_category_strings(frame[c])) - (set() if impute else {""}))
+            c: sorted(_distinct_strings(categories[c]) - (set() if impute else {""}))
             for c in self.categorical
         }
         return self
@@ -257,13 +299,17 @@ class FeaturePreprocessor:
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, column in enumerate(self.categorical):
             index = {v: i + 1 for i, v in enumerate(self.vocabularies[column])}
-            strings = _category_strings(frame[column])
-            codes[:, j] = [index.get(s, 0) for s in strings]
+            found, strings = _category_codes(frame[column])
+            known = np.asarray([index.get(s, 0) for s in strings], dtype=np.int64)
+            codes[:, j] = known[found]
             if warn:
-                unseen = sum(1 for s in strings if s and s not in index)
+                rows = np.bincount(found, minlength=len(strings))
+                unseen = sum(
+                    int(n) for s, n in zip(strings, rows, strict=True) if s and s not in index
+                )
                 _warn(source, column, unseen, *_UNSEEN_CATEGORY, "(mapped to unknown)")
                 if self.missing == "impute" and "" not in index:
-                    absent = sum(1 for s in strings if not s)
+                    absent = sum(int(n) for s, n in zip(strings, rows, strict=True) if not s)
                     _warn(source, column, absent, *_UNSEEN_MISSING, "(mapped to unknown)")
         inputs = {
             "numeric": torch.as_tensor(numeric.reshape(len(frame), -1), dtype=torch.float32),
@@ -378,6 +424,65 @@ def _warn(source: str, column: str, count: int, one: str, many: str, what: str, 
 def _category_strings(series: pd.Series) -> list[str]:
     """Category values as stripped strings, with missing values as ''."""
     return ["" if pd.isna(v) else str(v).strip() for v in series.to_numpy(dtype=object)]
+
+
+def _category_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """``(codes, strings)`` with ``strings[codes[i]]`` the category string of row ``i`` (as
+    :func:`_category_strings` makes it): each distinct value is turned into a string once.
+    Values of mixed kinds, or floats, are turned one by one (``1 == 1.0 == True`` and
+    ``0.0 == -0.0`` in Python, though their strings differ)."""
+    if isinstance(series.dtype, pd.StringDtype):  # factorised by Arrow: no object per row
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrow = pa.array(series.array)
+        if isinstance(arrow, pa.ChunkedArray):
+            arrow = arrow.combine_chunks()
+        encoded = pc.dictionary_encode(arrow)
+        strings = [*_category_strings(encoded.dictionary.to_pandas()), ""]
+        codes = pc.fill_null(encoded.indices, len(strings) - 1).to_numpy(zero_copy_only=False)
+        return codes.astype(np.int64), strings
+    values = series.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) not in _DISTINCT_AS_STRINGS:
+        strings = _category_strings(series)
+        codes, uniques = pd.factorize(np.asarray(strings, dtype=object))
+        return codes, [str(u) for u in uniques]
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    strings = [*_category_strings(pd.Series(uniques, dtype=object)), ""]  # code -1: missing
+    return np.where(codes < 0, len(strings) - 1, codes), strings
+
+
+def _distinct_strings(series: pd.Series) -> set[str]:
+    """The category strings that occur in ``series``."""
+    codes, strings = _category_codes(series)
+    return {strings[i] for i in np.unique(codes)}
+
+
+_DISTINCT_AS_STRINGS = ("string", "integer", "boolean", "empty")
+"""Kinds of values (``pandas.api.types.infer_dtype``) that are equal exactly when their strings
+are: their distinct values can be turned into strings after factorising."""
+
+
+def _raise_no_value(column: str, source: str) -> None:
+    raise DataError(
+        f"{source}: numeric feature '{column}' has no value in the training rows; "
+        "drop it (features.drop)"
+    )
+
+
+@dataclass
+class FeatureSummary:
+    """What :meth:`FeaturePreprocessor.fit_summary` needs of the training rows, per numeric
+    column: the count of present values, their mean and sum of squared deviations ``m2``
+    (float64), whether any value is missing, and a sample of its present values for the
+    median; per categorical column, its distinct training values."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    missing: np.ndarray
+    samples: list[np.ndarray]
+    categories: dict[str, pd.Series]
 
 
 def select_columns(frame: pd.DataFrame, names: Sequence[str], source: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import torch
 
 from polytask.config import (
     DEFAULT_MAX_LENGTH,
@@ -23,8 +25,22 @@ from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor, infer_features, select_columns
 from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.data.splits import SPLITS, column_split, random_split
+from polytask.data.streaming import (
+    CARVABLE,
+    DEFAULT_SHUFFLE_BUFFER,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    Chunk,
+    ParquetStream,
+    StreamedTable,
+    SummaryBuilder,
+    check_streamable,
+    release_memory,
+    split_codes,
+)
 from polytask.data.tables import check_not_empty, read_table
-from polytask.errors import ConfigError, DataError
+from polytask.errors import ConfigError, DataError, did_you_mean
 from polytask.tasks import Task, task_from_dict
 from polytask.tasks.base import label_strings, require_columns
 
@@ -53,13 +69,17 @@ class PreparedData:
     train: dict[str, MultiTaskData]
     validation: MultiTaskData
     test: MultiTaskData | None
+    streamed: StreamedTable | None = None
 
     def without_test(self) -> PreparedData:
         """This data with the test split left out."""
         return replace(self, test=None)
 
     def train_source(self, batch_size: int, policy: str, temperature: float) -> BatchSource:
-        """One shared table: shuffled batches; several tables: a task mixture."""
+        """One shared table: shuffled batches; several tables: a task mixture; streamed data:
+        batches shuffled through a bounded buffer."""
+        if self.streamed is not None:
+            return self.streamed.batches(batch_size)
         if len(self.train) == 1:
             return ShuffledBatches(next(iter(self.train.values())), batch_size)
         return TaskMixture(self.train, batch_size, policy, temperature)  # type: ignore[arg-type]
@@ -67,6 +87,8 @@ class PreparedData:
     def label_counts(self) -> dict[str, dict[str, int]]:
         """Labelled rows per task in each split."""
         train = {t.name: 0 for t in self.tasks}
+        if self.streamed is not None:
+            train.update(self.streamed.train_counts)
         for data in self.train.values():
             for name, count in data.label_counts().items():
                 train[name] += count
@@ -106,7 +128,10 @@ def load_source(source: str, planted: PlantedConfig | None = None) -> tuple[pd.D
 
 
 def prepare_data(config: Config) -> PreparedData:
-    """Read, split, infer features, fit tasks and encoders, encode every split."""
+    """Read, split, infer features, fit tasks and encoders, encode every split (streamed
+    data: see :mod:`polytask.data.streaming`)."""
+    if config.data.streaming:
+        return _prepare_streamed(config)
     split = config.data.split
     tables = _read_tables(config)
     for table in tables:
@@ -121,12 +146,7 @@ def prepare_data(config: Config) -> PreparedData:
         elif split.column is not None and table.name == SHARED:
             raise DataError(f"{table.source}: split column '{split.column}' is missing")
         else:
-            if split.validation + split.test >= 1:
-                raise ConfigError(
-                    f"data.split: validation + test = {split.validation:g} + {split.test:g} = "
-                    f"{split.validation + split.test:g} leaves no rows for training; "
-                    "their sum must be below 1"
-                )
+            _check_fractions(split)
             table.splits = random_split(
                 len(table.frame), validation=split.validation, test=split.test, seed=split.seed
             )
@@ -168,6 +188,116 @@ def prepare_data(config: Config) -> PreparedData:
         test=MultiTaskData.concat(encoded["test"]),
     )
     return prepared
+
+
+def _check_fractions(split: SplitConfig) -> None:
+    if split.validation + split.test >= 1:
+        raise ConfigError(
+            f"data.split: validation + test = {split.validation:g} + {split.test:g} = "
+            f"{split.validation + split.test:g} leaves no rows for training; "
+            "their sum must be below 1"
+        )
+
+
+def _prepare_streamed(config: Config) -> PreparedData:
+    """:func:`prepare_data` for ``data.streaming``: one pass to split, check and summarise,
+    one to encode the validation and test rows; the training rows stay on disk."""
+    check_streamable(config)
+    split = config.data.split
+    if split.column is None:
+        _check_fractions(split)
+    stream = ParquetStream(config.data.source or "")
+    source, empty = stream.source, stream.empty_frame()
+    for what, column in (("split column", split.column), ("split key column", split.key)):
+        if column is not None and column not in empty.columns:
+            raise DataError(
+                f"{source}: {what} '{column}' is missing"
+                f"{did_you_mean(column, map(str, empty.columns))}"
+            )
+    for spec in config.tasks:
+        require_columns(empty, spec.columns, spec.name, source)
+    encoder = _feature_encoder(config, [Table(SHARED, source, empty, [], {})])
+    numeric, categorical = list(encoder.numeric), list(encoder.categorical)
+    labels = list(dict.fromkeys(c for spec in config.tasks for c in spec.columns))
+    integers = {f.name for f in stream.schema if pa.types.is_integer(f.type)} & set(stream.columns)
+    float_ints: set[str] = set()  # integer columns with missing values: floats in pandas
+    integers -= set(stream.nullable)  # unless written with a nullable dtype
+    summaries = {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
+    codes: list[list[np.ndarray]] = [[] for _ in stream.groups]
+    label_parts = []  # and the split column, which error messages look for
+    kept_split = [split.column] if split.column is not None and split.column not in labels else []
+    for number, chunk in stream.chunks(stream.columns):
+        found, fractions = split_codes(chunk, split, stream.columns)
+        codes[number].append(found)
+        float_ints |= {c for c in integers if chunk.table.column(c).null_count}
+        label_parts.append(chunk.table.select([*labels, *kept_split]))
+        values = encoder.numeric_values(chunk.frame(numeric, {}), chunk.path)
+        for code, summary in summaries.items():
+            rows = found == code
+            if rows.any():
+                kept = chunk.table.select(categorical).filter(pa.array(rows))
+                summary.add(values[rows], fractions[rows], kept)
+    release_memory()
+    every = np.concatenate([np.concatenate(c) for c in codes if c] or [np.empty(0, np.int8)])
+    if every.size == 0:
+        raise DataError(f"{source}: the table is empty (no data rows)")
+    carve = VALIDATION if split.column is not None and not (every == VALIDATION).any() else TRAIN
+    if carve == TRAIN:
+        summaries[TRAIN].merge(summaries[CARVABLE])
+    per_group = [np.concatenate(c) if c else np.empty(0, np.int8) for c in codes]
+    for found in (*per_group, every):
+        found[found == CARVABLE] = carve
+    dtypes = {**dict.fromkeys(float_ints, "float64"), **stream.nullable}
+    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(
+        [*labels, *kept_split], dtypes
+    )
+    table = Table(SHARED, source, label_frame, [s.name for s in config.tasks], {})
+    for spec in config.tasks:
+        _check_labels_exist(table, spec)
+    table.splits = {name: np.flatnonzero(every == code) for code, name in enumerate(SPLITS)}
+    if table.splits["train"].size == 0:
+        how = (
+            f"split column '{split.column}' marks no row 'train'"
+            if split.column is not None
+            else f"{every.size} rows leave no training row; lower data.split fractions"
+        )
+        raise DataError(f"{source}: {how}")
+    training = f"{source} (training rows)"
+    encoder.fit_summary(summaries[TRAIN].summary(stream.schema, dtypes), training)
+    train_labels = label_frame.iloc[table.splits["train"]]
+    tasks = [build_task(spec).fit(train_labels, training) for spec in config.tasks]
+    _check_not_empty(table, split)
+    targets, masks = {}, {}  # every row's labels, encoded once (errors name their rows)
+    for task in tasks:
+        targets[task.name], masks[task.name] = task.encode(label_frame, source)
+    del table, label_frame, train_labels, label_parts
+    train = torch.from_numpy(np.flatnonzero(every == TRAIN))
+    train_counts = {
+        name: int(mask[train].reshape(len(train), -1).any(dim=1).sum())
+        for name, mask in masks.items()
+    }
+    streamed = StreamedTable(
+        stream,
+        columns=list(dict.fromkeys([*numeric, *categorical])),
+        dtypes=dtypes,
+        codes=per_group,
+        transform=lambda frame, where: encoder.transform(frame, where, warn=False),
+        targets=targets,
+        masks=masks,
+        train_counts=train_counts,
+        shuffle_buffer=config.data.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
+    )
+    parts: dict[int, list[MultiTaskData]] = {VALIDATION: [], TEST: []}
+    for code, rows in streamed.encoded((VALIDATION, TEST)):
+        parts[code].append(rows)
+    return PreparedData(
+        tasks=tasks,
+        preprocessor=encoder,
+        train={},
+        validation=MultiTaskData.concat(parts[VALIDATION]),
+        test=MultiTaskData.concat(parts[TEST]),
+        streamed=streamed,
+    )
 
 
 def _check_not_empty(table: Table, split: SplitConfig) -> None:
@@ -257,8 +387,9 @@ def _feature_encoder(config: Config, tables: list[Table]) -> FeaturePreprocessor
     else:
         targets = [c for spec in config.tasks for c in spec.columns]
         exclude = [*targets, *declared.drop, *declared.text]
-        if config.data.split.column:
-            exclude.append(config.data.split.column)
+        for column in (config.data.split.column, config.data.split.key):
+            if column:  # row metadata, not features
+                exclude.append(column)
         numeric, categorical = infer_features(first.frame, exclude)
     text = list(declared.text)
     overlap = [c for c in text if c in numeric or c in categorical]

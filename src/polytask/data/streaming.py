@@ -1,0 +1,440 @@
+"""Streamed Parquet data (``data.streaming: true``): tables larger than memory.
+
+The source is a Parquet file or a folder of them (``*.parquet`` / ``*.pq``, searched
+recursively, read in sorted path order as one table). It is read in record batches of at most
+:data:`READ_ROWS` rows with ``pyarrow.dataset``, never whole:
+
+* **Splits** are assigned by a hash of each row: of its ``data.split.key`` column or, without a
+  key, of its whole content (every column, by name). A row with hash fraction ``u`` in [0, 1)
+  goes to test when ``u < test``, to validation when ``u < test + validation``, else to
+  training: reproducible, independent of file order and of how the table is cut into files,
+  and the fractions hold in expectation. Without a key, identical rows share a split (no
+  duplicate leaks from training into test). ``data.split.seed`` salts the hash;
+  ``data.split.column`` works as in memory (validation carved by the hash when it names none).
+* **One pass** checks every row's feature values and gathers, over the training rows, what
+  :meth:`FeaturePreprocessor.fit_summary` fits: per numeric column count, mean and sum of
+  squared deviations (merged batch by batch in float64), whether values are missing, the
+  distinct categories; the medians that impute missing values come from a sample of at most
+  :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows of smallest hash: a
+  uniform sample; exact below that size). The label columns of every row are kept (Arrow
+  arrays) so that tasks are fitted exactly as in memory, then encoded once: each row's
+  targets and masks stay in memory (a few bytes per row and task), as does its split code (a
+  byte); epochs read and encode the feature columns only.
+* **A second pass** encodes the validation and test rows, which are held in memory (they are
+  usually small; lower ``data.split`` fractions for a big table).
+* **Training** re-reads the table each epoch: row groups in a seeded order, training rows
+  encoded batch by batch and shuffled through a :class:`ShuffleBuffer` of
+  ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
+  ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
+  ``(seed, epoch)``.
+
+Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
+(each a clear error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import torch
+from torch import Tensor
+
+from polytask.config import Config, SplitConfig
+from polytask.data.dataset import Batch, MultiTaskData
+from polytask.data.features import FeatureSummary
+from polytask.data.sampling import ShuffleBuffer, epoch_generator
+from polytask.data.splits import SPLITS
+from polytask.data.tables import check_unique_columns
+from polytask.errors import ConfigError, DataError
+
+READ_ROWS = 65_536
+"""Rows per record batch read from Parquet."""
+DEFAULT_SHUFFLE_BUFFER = 100_000
+"""Rows held by the training shuffle buffer when ``data.shuffle_buffer`` is not set."""
+MEDIAN_SAMPLE_ROWS = 100_000
+"""Training rows sampled for the medians that impute missing numeric values."""
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+TRAIN, VALIDATION, TEST, CARVABLE = 0, 1, 2, 3
+"""Split codes; ``CARVABLE``: a ``train`` row of a split column, moved to validation when the
+column names no validation row and the row's hash says so."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A record batch of one file: its rows ``start …`` of that file."""
+
+    path: str
+    start: int
+    table: pa.Table
+
+    def frame(self, columns: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
+        """The ``columns`` as pandas, indexed by row of the file (so errors name file rows),
+        the columns in ``dtypes`` cast to theirs: each batch then has the dtypes pandas gives
+        the whole table (an integer column with missing values anywhere is float)."""
+        frame = self.table.select(columns).to_pandas()
+        casts = {c: t for c, t in dtypes.items() if c in frame.columns and frame[c].dtype != t}
+        if casts:
+            frame = frame.astype(casts)
+        frame.index = pd.RangeIndex(self.start, self.start + len(frame))
+        return frame
+
+
+class ParquetStream:
+    """A Parquet file or folder, read in :class:`Chunk` s, row group by row group."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.files = parquet_files(source)
+        try:
+            self.dataset = ds.dataset(self.files, format="parquet")
+            self.groups: list[ds.ParquetFileFragment] = []
+            self.starts: list[int] = []  # index of each row group's first row in its file
+            for fragment in self.dataset.get_fragments():
+                start = 0
+                for group in fragment.split_by_row_group():
+                    self.groups.append(group)
+                    self.starts.append(start)
+                    start += group.row_groups[0].num_rows
+        except (pa.ArrowException, OSError) as exc:
+            reason = " ".join(str(exc).split())
+            raise DataError(f"{source}: cannot be read as Parquet ({reason})") from exc
+        self.schema = self.dataset.schema
+        index = _pandas_index_columns(self.schema)  # pandas reads them as the index
+        names = [n for n in self.schema.names if n not in index]
+        check_unique_columns(names, source)
+        for fragment in self.dataset.get_fragments():  # a scan fills absent columns with nulls
+            found = set(fragment.physical_schema.names) - index
+            if found != set(names):
+                absent = sorted(set(names) - found) or sorted(found - set(names))
+                which = "lacks" if set(names) - found else "has an extra"
+                raise DataError(
+                    f"{fragment.path}: {which} column '{absent[0]}' (against "
+                    f"{self.files[0]}); every file of {source} needs the same columns"
+                )
+        for f in self.schema:
+            if pa.types.is_nested(f.type):
+                raise DataError(
+                    f"{source}: column '{f.name}' holds nested values; every cell must be a "
+                    "single number or string: flatten the column or drop it"
+                )
+        self.columns = names
+        metadata = self.schema.pandas_metadata or {}
+        self.nullable = {  # integer columns that pandas wrote with a nullable dtype ("Int64")
+            c["name"]: c["numpy_type"]
+            for c in metadata.get("columns", [])
+            if str(c.get("numpy_type")).startswith(("Int", "UInt")) and c["name"] in names
+        }
+
+    def empty_frame(self) -> pd.DataFrame:
+        """No rows, every column with the dtype pandas gives it (for inference and checks)."""
+        return self.schema.empty_table().select(self.columns).to_pandas()
+
+    def chunks(
+        self, columns: list[str], order: list[int] | None = None
+    ) -> Iterator[tuple[int, Chunk]]:
+        """``(row group number, chunk)`` over the row groups (in ``order``, else in file
+        order); a row group's chunks come in file order."""
+        for number in order if order is not None else range(len(self.groups)):
+            group, start = self.groups[number], self.starts[number]
+            try:
+                batches = group.to_batches(
+                    schema=self.schema, columns=columns, batch_size=READ_ROWS
+                )
+                for batch in batches:
+                    table = pa.Table.from_batches([batch], schema=batch.schema)
+                    yield number, Chunk(group.path, start, table)
+                    start += len(table)
+            except (pa.ArrowException, OSError) as exc:
+                reason = " ".join(str(exc).split())
+                raise DataError(f"{group.path}: cannot be read as Parquet ({reason})") from exc
+
+
+def _pandas_index_columns(schema: pa.Schema) -> set[str]:
+    """The columns that hold a pandas index (as pandas writes one), not data."""
+    found = {n for n in schema.names if n.startswith("__index_level_")}
+    metadata = schema.pandas_metadata or {}
+    return found | {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+
+
+def parquet_files(source: str) -> list[str]:
+    """The Parquet files of ``source`` (a file, or a folder searched recursively), sorted."""
+    path = Path(source)
+    hint = (
+        "data.streaming: true reads Parquet only (a .parquet/.pq file or a folder of them); "
+        "convert the table (pandas: read it, then DataFrame.to_parquet) or set "
+        "data.streaming: false"
+    )
+    if path.is_dir():
+        files = sorted(
+            str(p)
+            for p in path.rglob("*")
+            if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES)
+        )
+        if not files:
+            raise DataError(f"{source}: the folder holds no Parquet file (*.parquet, *.pq)")
+        return files
+    parquet = path.name.lower().endswith(PARQUET_SUFFIXES)
+    if not path.exists() and (parquet or not path.suffix):
+        raise DataError(f"{source}: no such file or folder")
+    if not parquet:
+        raise ConfigError(f"data.source: {source!r} is not Parquet; {hint}")
+    return [str(path)]
+
+
+def hash_fractions(chunk: Chunk, key: str | None, columns: list[str], seed: int) -> np.ndarray:
+    """Each row's hash as a fraction in [0, 1): of its ``key`` value, or of its ``columns``
+    (all of them, sorted by name) when there is no key. Values are hashed as Arrow writes
+    them as text, so the split does not depend on which file or batch a row is in."""
+    table = chunk.table
+    if key is not None:
+        column = _decoded(table.column(key))
+        if column.null_count:
+            row = chunk.start + int(np.flatnonzero(column.is_null().to_numpy(False))[0])
+            raise DataError(
+                f"{chunk.path}: split key column '{key}' row {row + 1} is missing; every row "
+                "needs a key (data.split.key)"
+            )
+        text = pc.cast(column, pa.string())
+    else:
+        parts = [pc.cast(_decoded(table.column(c)), pa.string()) for c in sorted(columns)]
+        text = pc.binary_join_element_wise(
+            *parts, "\x1f", null_handling="replace", null_replacement="\x00"
+        )
+    salt = hashlib.sha256(f"polytask split {seed}".encode()).hexdigest()[:16]
+    hashes = pd.util.hash_array(
+        text.to_numpy(zero_copy_only=False), hash_key=salt, categorize=False
+    )
+    return (hashes >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(column.type):
+        return pc.cast(column, column.type.value_type)
+    return column
+
+
+def split_codes(
+    chunk: Chunk, split: SplitConfig, columns: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, fractions)`` of a chunk's rows: split codes and hash fractions."""
+    u = hash_fractions(chunk, split.key, columns, split.seed)
+    if split.column is None:
+        codes = np.full(len(u), TRAIN, dtype=np.int8)
+        codes[u < split.test + split.validation] = VALIDATION
+        codes[u < split.test] = TEST
+        return codes, u
+    raw = chunk.table.column(split.column).to_pandas()
+    values = raw.astype(str).str.strip().str.lower().to_numpy()
+    unknown = sorted(set(values) - set(SPLITS))
+    if unknown:
+        row = chunk.start + int(np.flatnonzero(values == unknown[0])[0])
+        raise DataError(
+            f"{chunk.path}: split column '{split.column}' row {row + 1} holds {unknown[0]!r}; "
+            f"expected one of {list(SPLITS)}"
+        )
+    codes = np.full(len(values), TRAIN, dtype=np.int8)
+    codes[values == "validation"] = VALIDATION
+    codes[values == "test"] = TEST
+    codes[(values == "train") & (u < split.validation)] = CARVABLE
+    return codes, u
+
+
+class SummaryBuilder:
+    """Gathers a :class:`FeatureSummary` batch by batch; two builders merge into one."""
+
+    def __init__(self, numeric: list[str], categorical: list[str]) -> None:
+        p = len(numeric)
+        self.count = np.zeros(p)
+        self.mean = np.zeros(p)
+        self.m2 = np.zeros(p)
+        self.missing = np.zeros(p, dtype=bool)
+        self.samples = [np.empty(0) for _ in range(p)]  # present values, for the medians
+        self.priorities = [np.empty(0) for _ in range(p)]
+        self.categories: dict[str, list[pa.Array]] = {c: [] for c in categorical}
+
+    def add(self, values: np.ndarray, priority: np.ndarray, categories: pa.Table) -> None:
+        """Rows of numeric ``values`` (NaN = missing), their sample ``priority`` (smallest
+        first) and their categorical columns."""
+        present = ~np.isnan(values)
+        count = present.sum(0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            mean = np.where(present, values, 0.0).sum(0) / np.maximum(count, 1)
+            m2 = (np.where(present, values - mean, 0.0) ** 2).sum(0)
+        self._merge(count, mean, m2)
+        self.missing |= (~present).any(0)
+        for j in range(values.shape[1]):
+            self._sample(j, values[present[:, j], j], priority[present[:, j]])
+        for name, arrays in self.categories.items():
+            arrays.append(pc.unique(_decoded(categories.column(name))))
+            if len(arrays) > 64:  # keep the distinct values only
+                self.categories[name] = [pc.unique(pa.concat_arrays(arrays))]
+
+    def merge(self, other: SummaryBuilder) -> None:
+        """Add the rows ``other`` gathered."""
+        self._merge(other.count, other.mean, other.m2)
+        self.missing |= other.missing
+        for j, (values, priority) in enumerate(zip(other.samples, other.priorities, strict=True)):
+            self._sample(j, values, priority)
+        for name, arrays in other.categories.items():
+            self.categories[name] += arrays
+
+    def _merge(self, count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Chan et al.'s pairwise update of count, mean and squared deviations."""
+        total = self.count + count
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            delta = mean - self.mean
+            share = np.where(total > 0, count / np.maximum(total, 1), 0.0)
+            self.mean = self.mean + delta * share
+            self.m2 = self.m2 + m2 + delta**2 * self.count * share
+        self.count = total
+
+    def _sample(self, j: int, values: np.ndarray, priority: np.ndarray) -> None:
+        """Keep the present values of column ``j`` with the smallest priorities."""
+        sample = np.concatenate([self.samples[j], values])
+        keys = np.concatenate([self.priorities[j], priority])
+        if len(keys) > MEDIAN_SAMPLE_ROWS:
+            keep = np.argpartition(keys, MEDIAN_SAMPLE_ROWS - 1)[:MEDIAN_SAMPLE_ROWS]
+            sample, keys = sample[keep], keys[keep]
+        self.samples[j], self.priorities[j] = sample, keys
+
+    def summary(self, schema: pa.Schema, dtypes: Mapping[str, str]) -> FeatureSummary:
+        """The summary, with each categorical column's distinct values as pandas gives them."""
+        categories = {}
+        for name, arrays in self.categories.items():
+            kind = schema.field(name).type
+            kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+            values = pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], kind)
+            found = values.to_pandas()
+            categories[name] = found.astype(dtypes[name]) if name in dtypes else found
+        return FeatureSummary(
+            self.count, self.mean, self.m2, self.missing, self.samples, categories
+        )
+
+
+@dataclass
+class StreamedTable:
+    """A Parquet table split and summarised by one pass; its training rows are streamed.
+
+    ``codes``: the split code of every row, per row group; ``columns``: the feature columns;
+    ``transform``: a frame of them and a source name for messages → model inputs;
+    ``targets`` and ``masks``: every row's encoded labels per task, in file order (encoded
+    once: a few bytes per row and task); ``train_counts``: labelled training rows per task."""
+
+    stream: ParquetStream
+    columns: list[str]
+    dtypes: dict[str, str]
+    codes: list[np.ndarray]
+    transform: Callable[[pd.DataFrame, str], Any]
+    targets: dict[str, Tensor]
+    masks: dict[str, Tensor]
+    train_counts: dict[str, int]
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+
+    def __post_init__(self) -> None:
+        sizes = [len(c) for c in self.codes]
+        self._first_rows = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+    @property
+    def train_rows(self) -> int:
+        return int(sum((c == TRAIN).sum() for c in self.codes))
+
+    def batches(self, batch_size: int) -> StreamingBatches:
+        """Shuffled training batches of ``batch_size`` rows."""
+        return StreamingBatches(self, batch_size)
+
+    def encoded(
+        self, codes: tuple[int, ...], order: list[int] | None = None
+    ) -> Iterator[tuple[int, MultiTaskData]]:
+        """``(code, rows)``: the rows of the splits ``codes``, encoded chunk by chunk (row
+        groups in ``order``)."""
+        for number, chunk in self.stream.chunks(self.columns, order):
+            offset = chunk.start - self.stream.starts[number]
+            found = self.codes[number][offset : offset + len(chunk.table)]
+            for code in codes:
+                rows = np.flatnonzero(found == code)
+                if rows.size == 0:
+                    continue
+                part = Chunk(chunk.path, chunk.start, chunk.table.take(pa.array(rows)))
+                frame = part.frame(self.columns, self.dtypes)
+                frame.index = pd.Index(chunk.start + rows)
+                inputs = self.transform(frame, f"{chunk.path} ({SPLITS[code]} rows)")
+                index = torch.from_numpy(self._first_rows[number] + offset + rows)
+                yield (
+                    code,
+                    MultiTaskData(
+                        inputs,
+                        {name: t[index] for name, t in self.targets.items()},
+                        {name: m[index] for name, m in self.masks.items()},
+                    ),
+                )
+            release_memory()
+
+
+def release_memory() -> None:
+    """Hand the memory Arrow's allocator keeps for reuse back to the system: a streamed
+    table's batches come and go, and the cached pages would count as the process's own."""
+    pa.default_memory_pool().release_unused()
+
+
+class StreamingBatches:
+    """The training rows of a :class:`StreamedTable`: every row once per epoch, row groups in a
+    seeded order, rows mixed by a :class:`ShuffleBuffer`. ``peak`` is the most rows the
+    buffer held in the last epoch."""
+
+    def __init__(self, table: StreamedTable, batch_size: int) -> None:
+        self.table = table
+        self.batch_size = batch_size
+        self.peak = 0
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.table.train_rows / self.batch_size)
+
+    def epoch(self, seed: int, epoch: int) -> Iterator[Batch]:
+        generator = epoch_generator(seed, epoch)
+        order = torch.randperm(len(self.table.codes), generator=generator).tolist()
+        buffer = ShuffleBuffer(self.table.shuffle_buffer, self.batch_size, generator)
+        for _, rows in self.table.encoded((TRAIN,), order):
+            yield from buffer.push(rows)
+            self.peak = max(self.peak, buffer.peak)
+        yield from buffer.drain()
+
+    def describe(self) -> str:
+        return (
+            f"1 epoch = {self.steps_per_epoch()} steps of {self.batch_size} rows (all training "
+            f"rows once, streamed from {self.table.stream.source}; shuffle buffer "
+            f"{self.table.shuffle_buffer:,} rows)"
+        )
+
+
+def check_streamable(config: Config) -> None:
+    """Raise a ConfigError for what streaming does not read."""
+    data = config.data
+    if data.source is None:
+        raise ConfigError("data.streaming: streams data.source, but none is set")
+    for i, spec in enumerate(config.tasks):
+        if spec.data is not None:
+            raise ConfigError(
+                f"tasks[{i}] ({spec.name}).data: streaming reads data.source only; put every "
+                "task's labels in that table or set data.streaming: false"
+            )
+    if config.features.text:
+        raise ConfigError("features.text: text columns are not streamed; set data.streaming: false")
+    from polytask.data.builtin import BUILTIN_DATASETS
+
+    if data.source in BUILTIN_DATASETS and not os.path.exists(data.source):
+        raise ConfigError(
+            f"data.source: {data.source!r} is a built-in dataset, not Parquet; data.streaming: "
+            "true reads a Parquet file (.parquet/.pq) or a folder of them"
+        )

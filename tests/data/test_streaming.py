@@ -1,0 +1,326 @@
+"""``data.streaming``: Parquet read in record batches gives the statistics of the in-memory
+path, splits that depend on row keys only, a bounded shuffle buffer that lets every training
+row out once per epoch, a run that trains end to end, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from polytask.config import parse_config
+from polytask.data import MultiTaskData, prepare_data, streaming
+from polytask.data.sampling import ShuffleBuffer
+from polytask.data.streaming import ParquetStream, hash_fractions
+from polytask.errors import ConfigError, DataError
+
+from ..conftest import config_dict, synthetic_frame
+from ..test_cli import assert_clean_error, run_cli
+
+
+def _frame(n: int = 900, seed: int = 0) -> pd.DataFrame:
+    """The synthetic table with a unique row id, an integer feature with missing values, a
+    split column and missing numeric values (imputed)."""
+    frame = synthetic_frame(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    frame.insert(0, "id", np.arange(n) * 7 + 3)
+    frame["count"] = pd.array(rng.integers(0, 5, size=n), dtype="Int64")
+    frame.loc[rng.choice(n, n // 9, replace=False), "count"] = pd.NA
+    frame.loc[rng.choice(n, n // 11, replace=False), "x2"] = np.nan
+    frame["split"] = rng.choice(["train", "validation", "test"], size=n, p=[0.6, 0.2, 0.2])
+    return frame
+
+
+def _write(frame: pd.DataFrame, folder: Path, parts: int = 1, row_group: int = 128) -> Path:
+    """``frame`` as one Parquet file, or shuffled and cut into ``parts`` files in a folder."""
+    folder.mkdir(exist_ok=True)
+    if parts == 1:
+        path = folder / "table.parquet"
+        frame.to_parquet(path, row_group_size=row_group, index=False)
+        return path
+    shuffled = frame.sample(frac=1.0, random_state=5)
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        shuffled.iloc[part].to_parquet(folder / f"part{i}.parquet", row_group_size=97, index=False)
+    return folder
+
+
+def _config(source: Path, **data) -> dict:
+    raw = config_dict(str(source))
+    raw["data"] = {"source": str(source), "streaming": True, **data}
+    raw["features"] = {"drop": ["id"]}
+    return raw
+
+
+def test_streamed_statistics_equal_those_in_memory(tmp_path):
+    path = _write(_frame(), tmp_path)
+    split = {"column": "split"}  # the same training rows in both paths
+    streamed = prepare_data(parse_config(_config(path, split=split)))
+    raw = _config(path, split=split)
+    del raw["data"]["streaming"]
+    memory = prepare_data(parse_config(raw))
+    ours, theirs = streamed.preprocessor, memory.preprocessor
+    assert ours.numeric == theirs.numeric and "missing:x2" in ours.numeric
+    assert ours.indicators == theirs.indicators == ["x2", "count"]
+    np.testing.assert_allclose(ours.mean, theirs.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours.std, theirs.std, rtol=1e-12)
+    assert ours.median == theirs.median  # fewer training rows than the median sample: exact
+    assert ours.vocabularies == theirs.vocabularies
+    assert [t.to_dict() for t in streamed.tasks] == [t.to_dict() for t in memory.tasks]
+    assert streamed.label_counts() == memory.label_counts()
+    for ours_split, theirs_split in (
+        (streamed.test, memory.test),
+        (streamed.validation, memory.validation),
+    ):
+        assert ours_split is not None and theirs_split is not None
+        for key in ("numeric", "categorical"):
+            a, b = ours_split.inputs[key], theirs_split.inputs[key]
+            assert torch.allclose(a.double(), b.double(), atol=1e-5)  # both in file order
+
+
+def test_medians_come_from_a_bounded_sample_of_each_columns_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "MEDIAN_SAMPLE_ROWS", 40)
+    frame = _frame()
+    frame.loc[frame.index[12:], "x2"] = np.nan  # 12 values: fewer than the sample holds
+    path = _write(frame, tmp_path)
+    data = prepare_data(parse_config(_config(path, split={"column": "split"})))
+    train = frame[frame["split"] == "train"]
+    numeric = data.preprocessor.numeric
+    median = dict(zip(numeric, data.preprocessor.median, strict=True))
+    assert median["x2"] == np.median(train["x2"].dropna())  # exact: every value sampled
+    spread = np.quantile(train["x1"], [0.25, 0.75])  # 40 of 540 values: near the median
+    assert spread[0] < median["x1"] < spread[1] and median["x1"] != np.median(train["x1"])
+
+
+@pytest.mark.parametrize("pandas_metadata", [True, False])
+def test_integer_categories_with_missing_values_read_as_in_memory(tmp_path, pandas_metadata):
+    """pandas reads an integer column with missing values as floats ('1.0') unless it wrote
+    it with a nullable dtype ('1'); each streamed batch must read it as the whole table."""
+    frame = _frame(400, seed=6)
+    frame.index = pd.Index(np.arange(400) + 10, name="rowid")  # an index: not a column
+    counts = pd.array(np.arange(400) % 5, dtype="Int64")
+    counts[[300, 333]] = pd.NA  # only in the last row groups
+    frame["count"] = counts
+    table = pa.Table.from_pandas(frame)
+    if not pandas_metadata:
+        table = table.drop_columns(["rowid"]).replace_schema_metadata(None)
+    path = tmp_path / "ints.parquet"
+    pq.write_table(table, path, row_group_size=64)
+    raw = _config(path, split={"column": "split"})
+    raw["features"] = {"numeric": ["x1"], "categorical": ["colour", "count"]}
+    streamed = prepare_data(parse_config(raw))
+    del raw["data"]["streaming"]
+    memory = prepare_data(parse_config(raw))
+    expected = ["", "0", "1"] if pandas_metadata else ["", "0.0", "1.0"]
+    assert memory.preprocessor.vocabularies["count"][:3] == expected
+    assert streamed.preprocessor.vocabularies == memory.preprocessor.vocabularies
+    assert streamed.test is not None and memory.test is not None
+    assert streamed.test.inputs["categorical"].equal(memory.test.inputs["categorical"])
+    codes = torch.cat(
+        [b.inputs["categorical"] for b in streamed.train_source(50, "", 1).epoch(0, 0)]
+    )
+    assert (codes[:, 1] > 0).all()  # every training value is in the vocabulary
+
+
+def test_files_of_a_folder_need_the_same_columns(tmp_path):
+    folder = _write(_frame(), tmp_path / "parts", parts=2)
+    _frame().drop(columns=["x2"]).to_parquet(folder / "part9.parquet")
+    with pytest.raises(DataError, match="part9.parquet: lacks column 'x2'.*the same columns"):
+        prepare_data(parse_config(_config(folder)))
+
+
+def test_split_depends_on_the_key_not_on_row_order_or_files(tmp_path):
+    frame = _frame(seed=2)
+    one = _write(frame, tmp_path)
+    three = _write(frame, tmp_path / "parts", parts=3)
+
+    def assignment(source: Path, key: str | None) -> dict[int, int]:
+        stream = ParquetStream(str(source))
+        found = {}
+        for _, chunk in stream.chunks(stream.columns):
+            u = hash_fractions(chunk, key, stream.columns, seed=4)
+            ids = chunk.table.column("id").to_numpy()
+            found.update(zip(ids.tolist(), np.digitize(u, [0.2, 0.4]).tolist(), strict=True))
+        return found
+
+    for key in ("id", None):  # a key column, or each row's whole content
+        first, second = assignment(one, key), assignment(three, key)
+        assert len(first) == len(frame) and first == second
+    shares = np.bincount(list(assignment(one, "id").values()), minlength=3) / len(frame)
+    assert np.allclose(shares, [0.2, 0.2, 0.6], atol=0.06)  # 900 rows: 4 standard deviations
+
+    streamed = prepare_data(parse_config(_config(three, split={"key": "id", "seed": 4})))
+    again = prepare_data(parse_config(_config(one, split={"key": "id", "seed": 4})))
+    assert streamed.label_counts() == again.label_counts()
+    other_seed = prepare_data(parse_config(_config(one, split={"key": "id", "seed": 5})))
+    assert other_seed.label_counts() != again.label_counts()
+    raw = _config(one, split={"key": "id"})
+    del raw["features"]
+    inferred = prepare_data(parse_config(raw)).preprocessor
+    assert "id" not in inferred.numeric and "x1" in inferred.numeric  # the key is no feature
+
+
+def test_shuffle_buffer_is_bounded_and_lets_every_row_out_once():
+    rows = MultiTaskData(
+        torch.arange(1000.0)[:, None],
+        {"t": torch.arange(1000)},
+        {"t": torch.ones(1000, dtype=torch.bool)},
+    )
+    buffer = ShuffleBuffer(100, 16, torch.Generator().manual_seed(0))
+    seen, sizes = [], []
+    for start in range(0, 1000, 70):  # chunks that do not align with the buffer or batches
+        for batch in buffer.push(rows.subset(torch.arange(start, min(start + 70, 1000)))):
+            sizes.append(buffer.size)
+            seen.append(batch.inputs[:, 0].long())
+            assert batch.targets["t"].equal(batch.inputs[:, 0].long())  # rows stay whole
+    seen += [b.inputs[:, 0].long() for b in buffer.drain()]
+    order = torch.cat(seen)
+    assert buffer.peak == 100 and max(sizes) <= 100
+    assert sorted(order.tolist()) == list(range(1000))
+    assert not order.equal(torch.arange(1000))
+    assert [len(s) for s in seen[:-1]] == [16] * (len(seen) - 1)
+
+
+def test_training_stream_yields_every_training_row_once_per_epoch(tmp_path):
+    frame = _frame(seed=3)
+    path = _write(frame, tmp_path, row_group=50)
+    raw = _config(path, split={"key": "id"}, shuffle_buffer=64)
+    raw["features"] = {"numeric": ["id", "x1"], "categorical": ["colour"]}
+    data = prepare_data(parse_config(raw))
+    source = data.train_source(20, "proportional", 1.0)
+    mean, std = data.preprocessor.mean[0], data.preprocessor.std[0]
+    train = data.label_counts()["train"]["segment"]  # every row has a segment
+    assert source.steps_per_epoch() == math.ceil(train / 20)
+    epochs = []
+    for epoch in range(2):
+        batches = list(source.epoch(seed=1, epoch=epoch))
+        assert len(batches) == source.steps_per_epoch() and source.peak == 64
+        ids = torch.cat([b.inputs["numeric"][:, 0] for b in batches]).double() * std + mean
+        epochs.append(ids.round().long().tolist())
+    held_out = torch.cat(
+        [data.validation.inputs["numeric"][:, 0], data.test.inputs["numeric"][:, 0]]
+    )
+    held_out_ids = set((held_out.double() * std + mean).round().long().tolist())
+    for ids in epochs:
+        assert len(ids) == len(set(ids)) == train
+        assert set(ids) | held_out_ids == set(frame["id"]) and not set(ids) & held_out_ids
+    assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1])
+    repeat = [b.inputs["numeric"] for b in source.epoch(seed=1, epoch=1)]
+    assert torch.cat(repeat).equal(torch.cat([b.inputs["numeric"] for b in source.epoch(1, 1)]))
+
+
+def test_a_streamed_run_trains_end_to_end(tmp_path, monkeypatch, capsys):
+    path = _write(_frame(600, seed=4), tmp_path)
+    raw = _config(path, shuffle_buffer=100)
+    raw["training"]["epochs"] = 2
+    raw["output_dir"] = str(tmp_path / "runs")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    code, _, err = run_cli(monkeypatch, capsys, "train", config_path, "--no-baselines")
+    assert code == 0, err
+    metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    values = [v for task in metrics["multitask"]["test"].values() for v in task.values()]
+    assert values and all(math.isfinite(v) for v in values)
+    saved = json.loads(next((tmp_path / "runs").rglob("config.json")).read_text())
+    assert saved["data"]["streaming"] is True and saved["data"]["shuffle_buffer"] == 100
+
+
+def test_streaming_options_are_absent_from_saved_configs_by_default(tmp_path):
+    config = parse_config(config_dict("t.csv"))
+    dumped = config.model_dump(mode="json")["data"]
+    assert "streaming" not in dumped and "shuffle_buffer" not in dumped
+    assert "key" not in dumped["split"]
+
+
+def test_a_csv_source_is_not_streamed(tmp_path, table, monkeypatch, capsys):
+    raw = _config(table)
+    with pytest.raises(ConfigError, match=r"data\.source: .*table\.csv' is not Parquet"):
+        prepare_data(parse_config(raw))
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump({**raw, "output_dir": str(tmp_path / "runs")}))
+    code, _, err = run_cli(monkeypatch, capsys, "train", config_path, "--no-baselines")
+    assert_clean_error(code, err, "data.source", "is not Parquet", "reads Parquet only")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_builtin_dataset_is_not_streamed():
+    with pytest.raises(
+        ConfigError, match="data.source: 'penguins' is a built-in dataset, not Parquet"
+    ):
+        prepare_data(parse_config(_config(Path("penguins"))))
+
+
+def test_an_empty_parquet_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing")
+    with pytest.raises(DataError, match="empty: the folder holds no Parquet file"):
+        prepare_data(parse_config(_config(tmp_path / "empty")))
+
+
+def test_a_parquet_file_without_rows(tmp_path):
+    path = tmp_path / "none.parquet"
+    _frame().iloc[:0].to_parquet(path)
+    with pytest.raises(DataError, match="none.parquet: the table is empty"):
+        prepare_data(parse_config(_config(path)))
+
+
+def test_a_missing_column_reads_as_in_memory(tmp_path):
+    path = _write(_frame(), tmp_path)
+    raw = _config(path)
+    raw["features"] = {"numeric": ["x1", "x3"]}
+    with pytest.raises(DataError) as streamed:
+        prepare_data(parse_config(raw))
+    del raw["data"]["streaming"]
+    with pytest.raises(DataError) as memory:
+        prepare_data(parse_config(raw))
+    assert str(streamed.value) == str(memory.value)
+    assert "feature column 'x3' is missing" in str(streamed.value)
+    raw = _config(path)
+    raw["tasks"][2]["target"] = "spent"
+    with pytest.raises(DataError, match="needs column 'spent'.*did you mean 'spend'"):
+        prepare_data(parse_config(raw))
+    with pytest.raises(DataError, match="split key column 'ids' is missing.*did you mean 'id'"):
+        prepare_data(parse_config(_config(path, split={"key": "ids"})))
+    frame = _frame()
+    frame["split"] = frame["split"].replace("test", "train")
+    with pytest.raises(DataError, match="split column 'split' marks no row 'test'"):
+        prepare_data(
+            parse_config(_config(_write(frame, tmp_path / "s"), split={"column": "split"}))
+        )
+
+
+def test_bad_values_name_their_file_and_row(tmp_path):
+    frame = _frame()
+    frame.loc[500, "x1"] = np.inf
+    path = _write(frame, tmp_path)
+    with pytest.raises(
+        DataError, match=r"table.parquet: numeric feature 'x1' row 501 holds an infinite value"
+    ):
+        prepare_data(parse_config(_config(path)))
+    frame = _frame().astype({"id": "float64"})
+    frame.loc[33, "id"] = np.nan
+    path = tmp_path / "keys.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match="keys.parquet: split key column 'id' row 34 is missing"):
+        prepare_data(parse_config(_config(path, split={"key": "id"})))
+
+
+def test_streaming_options_need_streaming():
+    raw = config_dict("t.parquet")
+    raw["data"]["shuffle_buffer"] = 10
+    with pytest.raises(ConfigError, match="data.shuffle_buffer: applies to streamed data only"):
+        parse_config(raw)
+    raw = config_dict("t.parquet")
+    raw["data"]["split"] = {"key": "id"}
+    with pytest.raises(ConfigError, match="data.split: key 'id' assigns splits by a hash"):
+        parse_config(raw)
+    raw["data"].update(streaming=True, split={"key": "id", "column": "split"})
+    with pytest.raises(ConfigError, match="data.split: key 'id' and column 'split' both"):
+        parse_config(raw)
