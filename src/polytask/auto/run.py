@@ -40,6 +40,7 @@ from polytask.auto.study import (
     masked,
     open_storage,
     param_names,
+    recover_interrupted,
     study_exists,
 )
 from polytask.auto.trial import measure_groupings
@@ -210,6 +211,9 @@ def _auto(
         + (f", at most {options.timeout:g} s" if options.timeout else "")
         + f", {options.jobs} worker(s); study '{study_name}' in {masked(url)}"
     )
+    own_file = options.storage is None  # the folder's SQLite file: only this job uses it
+    for number in recover_interrupted(study, every_running=own_file):
+        report(f"trial {number}: its process is gone; marked failed and queued again")
     _run_workers(settings, options.jobs, data, report)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     rows = leaderboard(study)

@@ -15,7 +15,7 @@ import optuna
 import torch
 
 from polytask.auto.space import SearchSpace
-from polytask.auto.study import budget_used, open_storage, recover_interrupted, worker_id
+from polytask.auto.study import budget_used, open_storage, worker_id
 from polytask.auto.trial import train_candidate
 from polytask.config import Config
 from polytask.data.prepare import PreparedData, prepare_data
@@ -76,8 +76,6 @@ def search(
             n_warmup_steps=max(1, round(settings.base.training.epochs * WARMUP_FRACTION)),
         ),
     )
-    for number in recover_interrupted(study):
-        report(f"trial {number}: its process is gone; marked failed and queued again")
 
     def objective(trial: optuna.Trial) -> float:
         return _run_trial(trial, settings, sealed, report)

@@ -5,8 +5,9 @@ The study lives in an optuna RDB storage: SQLite in the study folder by default,
 (``--storage``, e.g. PostgreSQL) that several processes on several machines share. A trial is
 owned by the process that runs it (``worker`` attribute: host and pid) and kept alive by optuna's
 heartbeat. A trial whose process died is failed and queued again with the same parameters
-(optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`): at once when its process
-ran on this machine and is gone, else when its heartbeat is older than :data:`GRACE_PERIOD`.
+(optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`): when a job starts, at
+once if the study is its own SQLite file or the trial's process ran on this machine and is gone;
+else when the trial's heartbeat is older than :data:`GRACE_PERIOD`.
 """
 
 from __future__ import annotations
@@ -76,14 +77,18 @@ def worker_id() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose process on this machine is gone and queue each again
-    (with its parameters); returns the numbers of the trials failed."""
+def recover_interrupted(study: optuna.Study, *, every_running: bool) -> list[int]:
+    """Fail the running trials whose process is gone and queue each again (with its
+    parameters); returns their numbers. Called before the workers start. ``every_running``:
+    no other job uses this study (its SQLite file in the study folder, whose lock this process
+    holds), so every running trial is interrupted; else only those whose process on this
+    machine is gone (a trial of another machine is failed by its heartbeat)."""
     host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("worker") or {}
-        if owner.get("host") != host or _alive(owner.get("pid")):
+        mine_and_gone = owner.get("host") == host and not _alive(owner.get("pid"))
+        if not (every_running or mine_and_gone):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
