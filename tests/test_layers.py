@@ -29,6 +29,7 @@ LAYERS = (  # lowest first
     "evaluation",
     "data",
     "device",
+    "distributed",
     "models",
     "inference",
     "balancers",
@@ -45,6 +46,7 @@ LAYERS = (  # lowest first
     "auto",
     "cli",
     "testing",
+    "__main__",
 )
 
 

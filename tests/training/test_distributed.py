@@ -1,0 +1,127 @@
+"""Data-parallel training is exact: two gloo processes, each with half of every global batch,
+end with the parameters of one process trained on the whole batches."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from polytask.balancers import build_balancer
+from polytask.data import MultiTaskData
+from polytask.distributed import World, shard_rows, world
+from polytask.errors import RunError
+from polytask.models import HardSharing
+from polytask.tasks import BinaryTask, RegressionTask
+from polytask.training import Trainer
+
+TASKS = [
+    RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
+    BinaryTask(name="b", classes=("0", "1")),
+    RegressionTask(name="s", mean=(0.0,), std=(1.0,)),
+]
+METHODS = {
+    "equal": ("equal", {}),
+    "uw": ("uw", {}),
+    "famo": ("famo", {}),
+    "gradnorm": ("gradnorm", {}),
+    "mgda-features": ("mgda", {"mode": "features"}),
+    "mgda-params": ("mgda", {"mode": "params"}),
+    "pcgrad-params": ("pcgrad", {"mode": "params"}),
+    "nash_mtl-features": ("nash_mtl", {"mode": "features"}),
+    "upgrad-params": ("upgrad", {"mode": "params"}),
+}
+STEPS = 20
+ROWS = 21  # odd: the two processes hold 11 and 10 rows of each global batch
+
+
+def global_batches() -> list[MultiTaskData]:
+    """Twenty global batches; task 's' is labelled on a few rows only (in one batch, only on
+    rows of the first process), so its global count differs from twice a local one."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for k in range(STEPS):
+        x = torch.randn(ROWS, 4, generator=g)
+        mask_b = torch.rand(ROWS, generator=g) > 0.3
+        mask_s = torch.zeros(ROWS, 1, dtype=torch.bool)
+        mask_s[[0, 2, 4] if k == 3 else [0, 1, 5, 8, 13]] = True
+        batches.append(
+            MultiTaskData(
+                x,
+                {
+                    "r": x[:, :1] - 2 * x[:, 1:2] + 0.1 * torch.randn(ROWS, 1, generator=g),
+                    "b": (x[:, 0] + x[:, 2] > 0).float(),
+                    "s": x[:, 3:4] * x[:, :1],
+                },
+                {"r": torch.ones(ROWS, 1, dtype=torch.bool), "b": mask_b, "s": mask_s},
+            )
+        )
+    return batches
+
+
+def tiny_model() -> HardSharing:
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh())
+    return HardSharing(trunk, {t.name: nn.Linear(6, 1) for t in TASKS})
+
+
+def flat(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def train(method: str, steps: int = STEPS) -> torch.Tensor:
+    """The model's parameters, then the balancer's own, flattened, after ``steps`` steps of
+    ``method`` on the global batches."""
+    name, options = METHODS[method]
+    model = tiny_model()
+    balancer = build_balancer(name, [t.name for t in TASKS], **options)
+    extra = list(balancer.parameters())
+    optimizer = torch.optim.Adam([*model.parameters(), *extra], lr=0.02)
+    trainer = Trainer(model, TASKS, optimizer=optimizer, balancer=balancer)
+    model.train()
+    for data in global_batches()[:steps]:
+        trainer.step(data.batch(slice(None)))
+    return flat([*model.parameters(), *extra])
+
+
+def _worker(rank: int, size: int, store: str, out: str) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    try:
+        results = {method: train(method) for method in METHODS}
+    finally:
+        dist.destroy_process_group()
+    torch.save(results, f"{out}.{rank}")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
+    folder = tmp_path_factory.mktemp("ddp")
+    out = str(folder / "params")
+    mp.spawn(_worker, args=(2, str(folder / "store"), out), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_processes_equal_one_process_on_the_same_global_batches(method, two_processes):
+    assert world() == World(0, 1)  # this process: one, without a process group
+    alone = train(method)
+    first, second = (results[method] for results in two_processes)
+    assert torch.equal(first, second)  # the ranks stay identical
+    start = flat(list(tiny_model().parameters()))
+    assert (alone[: start.numel()] - start).abs().max() > 1e-2  # the parameters did move
+    torch.testing.assert_close(first, alone, atol=1e-5, rtol=0)
+
+
+def test_rows_are_split_disjointly_and_a_rank_without_rows_is_an_error():
+    parts = [shard_rows(7, r, 3) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(7))
+    with pytest.raises(RunError, match="2 row\\(s\\) cannot be split over 3 processes"):
+        shard_rows(2, 0, 3)
+
+
