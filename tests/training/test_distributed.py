@@ -123,5 +123,3 @@ def test_rows_are_split_disjointly_and_a_rank_without_rows_is_an_error():
     assert sorted(torch.cat(parts).tolist()) == list(range(7))
     with pytest.raises(RunError, match="2 row\\(s\\) cannot be split over 3 processes"):
         shard_rows(2, 0, 3)
-
-
