@@ -4,6 +4,8 @@ end with the parameters of one process trained on the whole batches."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +15,13 @@ from torch import nn
 
 from polytask.balancers import build_balancer
 from polytask.data import MultiTaskData
+from polytask.data.sampling import ShuffledBatches, TaskMixture
 from polytask.distributed import World, shard_rows, world
 from polytask.errors import RunError
 from polytask.models import HardSharing
 from polytask.tasks import BinaryTask, RegressionTask
 from polytask.training import Trainer
+from polytask.training.trainer import smallest_batch
 
 TASKS = [
     RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
@@ -88,30 +92,45 @@ def train(method: str, steps: int = STEPS) -> torch.Tensor:
     return flat([*model.parameters(), *extra])
 
 
+def fit(epochs: int, checkpoint_dir: Path, resume: bool = False) -> torch.Tensor:
+    """``Trainer.fit`` with upgrad (params mode) on four global batches as one table, in
+    batches of 21 rows, with a checkpoint every epoch; the model's parameters after it."""
+    model = tiny_model()
+    balancer = build_balancer("upgrad", [t.name for t in TASKS], mode="params")
+    trainer = Trainer(
+        model, TASKS, balancer=balancer, epochs=epochs, batch_size=ROWS, seed=5,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
+    trainer.fit(MultiTaskData.concat(global_batches()[:4]), resume=resume)
+    return flat(list(model.parameters()))
+
+
 def _worker(rank: int, size: int, store: str, out: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
     try:
         results = {method: train(method) for method in METHODS}
+        results["fit"] = fit(epochs=2, checkpoint_dir=Path(out).parent / "checkpoint")
     finally:
         dist.destroy_process_group()
     torch.save(results, f"{out}.{rank}")
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, Path]:
+    """Each rank's results, and the folder it wrote in."""
     folder = tmp_path_factory.mktemp("ddp")
     out = str(folder / "params")
     mp.spawn(_worker, args=(2, str(folder / "store"), out), nprocs=2, join=True)
-    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)], folder
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_two_processes_equal_one_process_on_the_same_global_batches(method, two_processes):
     assert world() == World(0, 1)  # this process: one, without a process group
     alone = train(method)
-    first, second = (results[method] for results in two_processes)
+    first, second = (results[method] for results in two_processes[0])
     assert torch.equal(first, second)  # the ranks stay identical
     start = flat(list(tiny_model().parameters()))
     assert (alone[: start.numel()] - start).abs().max() > 1e-2  # the parameters did move
@@ -123,3 +142,25 @@ def test_rows_are_split_disjointly_and_a_rank_without_rows_is_an_error():
     assert sorted(torch.cat(parts).tolist()) == list(range(7))
     with pytest.raises(RunError, match="2 row\\(s\\) cannot be split over 3 processes"):
         shard_rows(2, 0, 3)
+
+
+def test_a_run_checkpointed_by_two_processes_resumes_exactly_in_one(two_processes, tmp_path):
+    """Rank 0 alone wrote the checkpoints of two epochs (one folder, no clash); one process
+    resumes them for two more and ends where four epochs in one process end: the world size
+    may change on resume."""
+    (first, second), folder = two_processes
+    assert torch.equal(first["fit"], second["fit"])
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(folder / "checkpoint", checkpoint)
+    assert sorted(p.name for p in checkpoint.iterdir() if p.is_dir()) == ["epoch-0002"]
+    resumed = fit(epochs=4, checkpoint_dir=checkpoint, resume=True)
+    alone = fit(epochs=4, checkpoint_dir=tmp_path / "alone")
+    assert not torch.equal(resumed, first["fit"])  # it did train two more epochs
+    torch.testing.assert_close(resumed, alone, atol=1e-5, rtol=0)
+
+
+def test_the_smallest_batch_is_known_before_training():
+    data = MultiTaskData.concat(global_batches()[:2])  # 42 rows
+    assert smallest_batch(ShuffledBatches(data, 20)) == 2
+    assert smallest_batch(ShuffledBatches(data, 21)) == 21
+    assert smallest_batch(TaskMixture({"a": data, "b": data.subset(torch.arange(5))}, 8)) == 2

@@ -70,7 +70,7 @@ from torch import Tensor
 from polytask.balancers import Balancer, EqualWeights
 from polytask.balancers.base import GradientOverflow
 from polytask.data.dataset import Batch, MultiTaskData, take
-from polytask.data.sampling import BatchSource, ShuffledBatches
+from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.device import (
     check_precision,
     model_device,
@@ -312,6 +312,9 @@ class Trainer:
         )
         if validation is None and self.schedules.needs_validation:
             raise ValueError("a plateau learning-rate schedule needs validation data")
+        rows = smallest_batch(source)
+        if world().size > 1 and rows is not None:  # before any step, not mid-epoch
+            shard_rows(rows, world().rank, world().size)
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
@@ -648,3 +651,17 @@ def _shard(batch: Batch, rank: int, size: int) -> Batch:
         {k: v[index] for k, v in batch.targets.items()},
         {k: v[index] for k, v in batch.masks.items()},
     )
+
+
+def smallest_batch(source: BatchSource) -> int | None:
+    """The fewest rows a batch of ``source`` can hold (the remainder batch of an epoch, or of
+    a mixture source's pass); ``None`` for a source of another kind (then every batch is
+    checked as it comes, :func:`_shard`)."""
+    if isinstance(source, ShuffledBatches):
+        sizes = [len(source.data)]
+    elif isinstance(source, TaskMixture):
+        sizes = [len(data) for data in source.sources.values()]
+    else:
+        return None
+    size = source.batch_size
+    return min(min(n, size) if n % size == 0 else n % size for n in sizes)
