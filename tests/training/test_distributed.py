@@ -3,25 +3,34 @@ end with the parameters of one process trained on the whole batches."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 from torch import nn
 
 from polytask.balancers import build_balancer
+from polytask.config import parse_config
 from polytask.data import MultiTaskData
 from polytask.data.sampling import ShuffledBatches, TaskMixture
 from polytask.distributed import World, shard_rows, world
 from polytask.errors import RunError
+from polytask.experiment import run_experiment
 from polytask.models import HardSharing
 from polytask.tasks import BinaryTask, RegressionTask
 from polytask.training import Trainer
 from polytask.training.trainer import smallest_batch
+
+from ..conftest import config_dict
 
 TASKS = [
     RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
@@ -112,6 +121,13 @@ def _worker(rank: int, size: int, store: str, out: str) -> None:
     try:
         results = {method: train(method) for method in METHODS}
         results["fit"] = fit(epochs=2, checkpoint_dir=Path(out).parent / "checkpoint")
+        odd = MultiTaskData.concat(
+            [*global_batches()[:2], global_batches()[2].subset(torch.arange(1))]
+        )
+        try:  # 43 rows in batches of 21: the last batch has one row for two processes
+            Trainer(tiny_model(), TASKS, batch_size=ROWS).fit(odd)
+        except RunError as exc:
+            results["refusal"] = str(exc)
     finally:
         dist.destroy_process_group()
     torch.save(results, f"{out}.{rank}")
@@ -164,3 +180,37 @@ def test_the_smallest_batch_is_known_before_training():
     assert smallest_batch(ShuffledBatches(data, 20)) == 2
     assert smallest_batch(ShuffledBatches(data, 21)) == 21
     assert smallest_batch(TaskMixture({"a": data, "b": data.subset(torch.arange(5))}, 8)) == 2
+
+
+def test_a_batch_without_a_row_for_every_process_is_refused_before_training(two_processes):
+    (first, second), _ = two_processes
+    assert "a global batch of 1 row(s) cannot be split over 2 processes" in first["refusal"]
+    assert second["refusal"] == first["refusal"]
+
+
+def test_torchrun_trains_as_one_process_does_and_only_rank_0_writes(tmp_path, table):
+    """``torchrun --nproc-per-node 2 -m polytask train``: one run folder and one set of
+    baselines, one printed summary, and the test metrics of a one-process run."""
+    config = config_dict(str(table), output_dir=str(tmp_path / "runs"))
+    config["model"]["dropout"] = 0.0  # dropout masks differ by process: not exact
+    config["training"]["epochs"] = 2
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*command, "--nproc-per-node", "2", "-m", "polytask", "train", str(path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("results, weights and loss curves written to") == 1
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
+    assert len(list((runs / "baselines").iterdir())) == 3
+    two = json.loads((runs / "synthetic" / "metrics.json").read_text())
+    alone = run_experiment(parse_config(config | {"output_dir": str(tmp_path / "one")}))
+    for task, metrics in two["multitask"]["test"].items():
+        for metric, value in metrics.items():
+            assert math.isfinite(value)
+            assert value == pytest.approx(alone.multitask.test[task][metric], abs=1e-5)
