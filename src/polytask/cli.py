@@ -128,9 +128,9 @@ def train(
 ) -> None:
     """Train the configured multi-task model (and its single-task baselines); under
     ``torchrun --nproc-per-node N -m polytask train CONFIG``, data-parallel over N processes."""
-    from polytask.distributed import launched_size
-
     loaded = _load(config)
+    from polytask.distributed import launched_size  # after the config: it imports torch
+
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     if seeds is None:
