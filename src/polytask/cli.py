@@ -47,10 +47,12 @@ def _load(path: Path) -> Config:
 
 def _run_distributed(config: Config, *, baselines: bool, resume: bool) -> None:
     """One process of a ``torchrun`` job: joins the process group (gloo on the CPU, NCCL on
-    CUDA with ``cuda:LOCAL_RANK``), runs the experiment, leaves the group."""
+    CUDA with ``cuda:LOCAL_RANK``), runs the experiment, leaves the group. After an elastic
+    restart (``torchrun --max-restarts``) it resumes the run from its last checkpoint."""
     from polytask.device import resolve_device
-    from polytask.distributed import init_from_environment, shutdown
+    from polytask.distributed import init_from_environment, restarted, shutdown
 
+    resume = resume or restarted()
     device = init_from_environment(resolve_device(config.training.device))
     if device.type == "cuda":
         training = config.training.model_copy(update={"device": str(device)})

@@ -26,11 +26,12 @@ from polytask.distributed import World, shard_rows, world
 from polytask.errors import RunError
 from polytask.experiment import run_experiment
 from polytask.models import HardSharing
+from polytask.results import RunResult
 from polytask.tasks import BinaryTask, RegressionTask
 from polytask.training import Trainer
 from polytask.training.trainer import smallest_batch
 
-from ..conftest import config_dict
+from ..conftest import config_dict, synthetic_frame
 
 TASKS = [
     RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
@@ -188,29 +189,90 @@ def test_a_batch_without_a_row_for_every_process_is_refused_before_training(two_
     assert second["refusal"] == first["refusal"]
 
 
-def test_torchrun_trains_as_one_process_does_and_only_rank_0_writes(tmp_path, table):
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    "OMP_NUM_THREADS": "1",
+}
+#: Run by torchrun in place of ``-m polytask``: rank 1 of the first attempt dies in the middle
+#: of epoch 2 of the multi-task model (after the checkpoint of epoch 1).
+DYING = """
+import os, sys
+from pathlib import Path
+from polytask.training.trainer import Trainer
+from polytask.cli import main
+
+step, calls = Trainer.step, [0]
+
+def dying(self, batch):
+    if self.label == "multi-task":
+        calls[0] += 1
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if calls[0] == 8 and os.environ["RANK"] == "1" and first:
+            Path("died").write_text("rank 1 at step 8")
+            os._exit(1)
+    return step(self, batch)
+
+Trainer.step = dying
+sys.argv = ["polytask", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, RunResult]:
+    """A small config (3 epochs of 5 steps, no dropout: its masks differ by process) and the
+    result of one process training it."""
+    folder = tmp_path_factory.mktemp("cli")
+    synthetic_frame().to_csv(folder / "table.csv", index=False)
+    config = config_dict(str(folder / "table.csv"), output_dir=str(folder / "one"))
+    config["model"]["dropout"] = 0.0
+    config["training"]["epochs"] = 3
+    return config, run_experiment(parse_config(config))
+
+
+def assert_same_test_metrics(run: Path, alone: RunResult) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())["multitask"]["test"]
+    for task, values in metrics.items():
+        for metric, value in values.items():
+            assert math.isfinite(value)
+            assert value == pytest.approx(alone.multitask.test[task][metric], abs=1e-5)
+
+
+def torchrun(config: dict, folder: Path, *arguments: str) -> subprocess.CompletedProcess:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config | {"output_dir": str(folder / "runs")}))
+    return subprocess.run(
+        [*TORCHRUN, *arguments, "train", str(path)],
+        cwd=folder, env=ENV, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_torchrun_trains_as_one_process_does_and_only_rank_0_writes(tmp_path, cli_run):
     """``torchrun --nproc-per-node 2 -m polytask train``: one run folder and one set of
     baselines, one printed summary, and the test metrics of a one-process run."""
-    config = config_dict(str(table), output_dir=str(tmp_path / "runs"))
-    config["model"]["dropout"] = 0.0  # dropout masks differ by process: not exact
-    config["training"]["epochs"] = 2
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    done = subprocess.run(
-        [*command, "--nproc-per-node", "2", "-m", "polytask", "train", str(path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    config, alone = cli_run
+    done = torchrun(config, tmp_path, "-m", "polytask")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("results, weights and loss curves written to") == 1
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
     assert len(list((runs / "baselines").iterdir())) == 3
-    two = json.loads((runs / "synthetic" / "metrics.json").read_text())
-    alone = run_experiment(parse_config(config | {"output_dir": str(tmp_path / "one")}))
-    for task, metrics in two["multitask"]["test"].items():
-        for metric, value in metrics.items():
-            assert math.isfinite(value)
-            assert value == pytest.approx(alone.multitask.test[task][metric], abs=1e-5)
+    assert_same_test_metrics(runs / "synthetic", alone)
+
+
+def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
+    """``torchrun --max-restarts 2``: a worker killed mid-epoch; the restarted job resumes
+    the same run folder from its last checkpoint and ends with an uninterrupted run's
+    metrics."""
+    config, alone = cli_run
+    (tmp_path / "dying.py").write_text(DYING)
+    done = torchrun(
+        config, tmp_path, "--max-restarts", "2", "--monitor-interval", "0.1", "dying.py"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "died").is_file()  # it did die once
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
+    assert_same_test_metrics(runs / "synthetic", alone)
