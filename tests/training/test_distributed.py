@@ -23,7 +23,7 @@ from polytask.config import parse_config
 from polytask.data import MultiTaskData
 from polytask.data.sampling import ShuffledBatches, TaskMixture
 from polytask.distributed import World, shard_rows, world
-from polytask.errors import RunError
+from polytask.errors import ConfigError, RunError
 from polytask.experiment import run_experiment
 from polytask.models import HardSharing
 from polytask.results import RunResult
@@ -129,6 +129,11 @@ def _worker(rank: int, size: int, store: str, out: str) -> None:
             Trainer(tiny_model(), TASKS, batch_size=ROWS).fit(odd)
         except RunError as exc:
             results["refusal"] = str(exc)
+        for name in ("db_mtl", "graddrop"):
+            try:
+                Trainer(tiny_model(), TASKS, balancer=build_balancer(name, ["r", "b", "s"]))
+            except ConfigError as exc:
+                results[f"refusal-{name}"] = str(exc)
     finally:
         dist.destroy_process_group()
     torch.save(results, f"{out}.{rank}")
@@ -187,6 +192,17 @@ def test_a_batch_without_a_row_for_every_process_is_refused_before_training(two_
     (first, second), _ = two_processes
     assert "a global batch of 1 row(s) cannot be split over 2 processes" in first["refusal"]
     assert second["refusal"] == first["refusal"]
+
+
+@pytest.mark.parametrize("name", ["db_mtl", "graddrop"])
+def test_a_balancer_not_exact_under_data_parallel_training_is_refused(two_processes, name):
+    (first, _), _ = two_processes
+    assert first[f"refusal-{name}"] == (
+        f"balancer '{name}' is not exact under data-parallel training (torchrun, 2 processes): "
+        "train it in one process"
+    )
+    assert build_balancer(name, ["r", "b", "s"]).data_parallel is False
+    assert build_balancer("mgda", ["r", "b", "s"], mode="params").data_parallel
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

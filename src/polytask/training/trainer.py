@@ -84,7 +84,7 @@ from polytask.distributed import (
     sum_gradients,
     world,
 )
-from polytask.errors import RunError
+from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
@@ -189,6 +189,11 @@ class Trainer:
             with torch.no_grad():
                 for p in self.balancer.parameters():  # in place: an optimizer keeps them
                     p.data = p.data.to(self.device)
+        if world().size > 1 and not self.balancer.data_parallel:
+            raise ConfigError(
+                f"balancer '{self.balancer.name}' is not exact under data-parallel training "
+                f"(torchrun, {world().size} processes): train it in one process"
+            )
         self._shared = list(model.shared_parameters())
         if self.balancer.needs_shared_params and not self._shared:
             raise ValueError(
