@@ -32,6 +32,7 @@ from torch import nn
 
 from polytask.balancers import build_balancer
 from polytask.data import MultiTaskData
+from polytask.distributed import shutdown
 from polytask.models import HardSharing
 from polytask.tasks import RegressionTask
 from polytask.training import Trainer
@@ -84,8 +85,7 @@ def _worker(rank: int, size: int, store: str, out: str, steps: int, warmup: int,
     try:
         seconds = [_seconds(case, steps, warmup, rows) for case in range(len(CASES))]
     finally:
-        if size > 1:
-            dist.destroy_process_group()
+        shutdown()
     Path(f"{out}.{rank}").write_text(" ".join(map(str, seconds)))
 
 

@@ -59,8 +59,10 @@ def _run_distributed(config: Config, *, baselines: bool, resume: bool) -> None:
         config = config.model_copy(update={"training": training})
     try:
         _run(config, baselines=baselines, resume=resume)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
 
 
 def _run(config: Config, *, baselines: bool, resume: bool) -> None:

@@ -87,9 +87,13 @@ def init_from_environment(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
-    """Destroy the process group if one was initialised."""
+def shutdown(wait: bool = True) -> None:
+    """Destroy the process group if one was initialised; with ``wait``, once every process is
+    done with it (a process leaving first could close a connection another still reads). On
+    an error, leave without waiting: the launcher stops the others."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -22,7 +22,7 @@ from polytask.balancers import build_balancer
 from polytask.config import parse_config
 from polytask.data import MultiTaskData
 from polytask.data.sampling import ShuffledBatches, TaskMixture
-from polytask.distributed import World, shard_rows, world
+from polytask.distributed import World, shard_rows, shutdown, world
 from polytask.errors import ConfigError, RunError
 from polytask.experiment import run_experiment
 from polytask.models import HardSharing
@@ -135,7 +135,7 @@ def _worker(rank: int, size: int, store: str, out: str) -> None:
             except ConfigError as exc:
                 results[f"refusal-{name}"] = str(exc)
     finally:
-        dist.destroy_process_group()
+        shutdown()
     torch.save(results, f"{out}.{rank}")
 
 
