@@ -47,6 +47,12 @@ and the step's losses are kept on the device and read once per epoch):
 2. with ``fp16`` only, ``GradScaler.step`` reads whether the unscaled gradients are finite (and
    reading a learned balancer parameter back for the weights is one more).
 
+Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process's rows of the
+global batch), a step adds four collectives: the T labelled counts (a host read-back, before
+the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
+block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
+buffer, read back once for the flags).
+
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
 (their own loss check, then the inner Gramian method's copy on the steps that compute one).
