@@ -29,6 +29,7 @@ LAYERS = (  # lowest first
     "evaluation",
     "data",
     "device",
+    "distributed",
     "models",
     "inference",
     "balancers",
@@ -46,6 +47,7 @@ LAYERS = (  # lowest first
     "sklearn",
     "cli",
     "testing",
+    "__main__",
 )
 
 

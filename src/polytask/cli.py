@@ -45,7 +45,28 @@ def _load(path: Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def _run_distributed(config: Config, *, baselines: bool, resume: bool) -> None:
+    """One process of a ``torchrun`` job: joins the process group (gloo on the CPU, NCCL on
+    CUDA with ``cuda:LOCAL_RANK``), runs the experiment, leaves the group. After an elastic
+    restart (``torchrun --max-restarts``) it resumes the run from its last checkpoint."""
+    from polytask.device import resolve_device
+    from polytask.distributed import init_from_environment, restarted, shutdown
+
+    resume = resume or restarted()
+    device = init_from_environment(resolve_device(config.training.device))
+    if device.type == "cuda":
+        training = config.training.model_copy(update={"device": str(device)})
+        config = config.model_copy(update={"training": training})
+    try:
+        _run(config, baselines=baselines, resume=resume)
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
+
+
 def _run(config: Config, *, baselines: bool, resume: bool) -> None:
+    from polytask.distributed import world
     from polytask.experiment import run_experiment
     from polytask.reporting.tables import results_table, summary_table
 
@@ -56,6 +77,8 @@ def _run(config: Config, *, baselines: bool, resume: bool) -> None:
         progress=console.is_terminal,
         report=lambda message: console.print(f"[dim]{message}[/]"),
     )
+    if not world().is_main:  # under torchrun, rank 0 alone prints
+        return
     console.print(results_table(result))
     console.print(summary_table(result))
     console.print(f"results, weights and loss curves written to [bold]{result.run_dir}[/]")
@@ -107,15 +130,23 @@ def train(
         typer.Option(help="With --seeds: also write the per-task verdict table as Markdown."),
     ] = None,
 ) -> None:
-    """Train the configured multi-task model (and its single-task baselines)."""
+    """Train the configured multi-task model (and its single-task baselines); under
+    ``torchrun --nproc-per-node N -m polytask train CONFIG``, data-parallel over N processes."""
     loaded = _load(config)
+    from polytask.distributed import launched_size  # after the config: it imports torch
+
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
     if seeds is None:
         if markdown is not None:
             raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
-        _run(loaded, baselines=not no_baselines, resume=resume)
+        if launched_size() > 1:
+            _run_distributed(loaded, baselines=not no_baselines, resume=resume)
+        else:
+            _run(loaded, baselines=not no_baselines, resume=resume)
         return
+    if launched_size() > 1:
+        raise ConfigError("--seeds: not under torchrun; train one seed per torchrun job")
     from polytask.compare import parse_seeds
 
     seed_list = parse_seeds(seeds)

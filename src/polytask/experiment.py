@@ -24,6 +24,7 @@ from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import ShuffledBatches
 from polytask.device import check_precision, resolve_device
+from polytask.distributed import broadcast_object, world
 from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.base import MultiTaskModel
@@ -81,7 +82,11 @@ def run_experiment(
 
     The run folder is held by this process while it is written (a second process resuming it
     gets a RunError naming this one); a baseline being trained by another run is waited for,
-    then reused."""
+    then reused.
+
+    Under ``torchrun`` every process reads the data and trains (baselines included) on its
+    shard of each global batch; only rank 0 chooses, holds and writes the run folder (the
+    others learn its path by broadcast) and reports."""
     output = Path(config.output_dir)
     check_config(config)  # a balancer typo (or a missing device) fails before the data are read
     check_output_dir(output)  # a bad output folder or run name fails before any work
@@ -90,10 +95,27 @@ def run_experiment(
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
-    run = run_dir_for(output, config.name or "run", resume=resume)
-    with run.hold():
-        if run.finished:  # it finished while this process was looking for it
-            raise RunError(f"{run.path}: the run finished meanwhile; nothing to resume")
+    here = world()
+    with contextlib.ExitStack() as stack:
+        run: RunDir | None = None
+        problem: Exception | None = None
+        if here.is_main:
+            try:
+                run = run_dir_for(output, config.name or "run", resume=resume)
+                stack.enter_context(run.hold())
+                if run.finished:  # it finished while this process was looking for it
+                    raise RunError(f"{run.path}: the run finished meanwhile; nothing to resume")
+            except Exception as exc:  # the other processes must not wait for a folder
+                problem = exc
+        path, message = broadcast_object(
+            (run.path if run is not None else None, None if problem is None else str(problem))
+        )
+        if problem is not None:
+            raise problem
+        if message is not None:
+            raise RunError(f"rank 0: {message}")
+        if run is None:
+            run = RunDir(path)
         return _run(
             config,
             data,
@@ -101,9 +123,13 @@ def run_experiment(
             baselines=baselines,
             baseline_config=baseline_config or config,
             resume=resume,
-            progress=progress,
-            report=report,
+            progress=progress and here.is_main,
+            report=report if here.is_main else _silent,
         )
+
+
+def _silent(message: str) -> None:
+    """The reporter of the processes other than rank 0 under ``torchrun``."""
 
 
 def _run(
@@ -118,12 +144,14 @@ def _run(
     report: Reporter,
 ) -> RunResult:
     output = Path(config.output_dir)
+    main = world().is_main  # under torchrun, only rank 0 writes (run_experiment)
     report(f"run directory: {run.path}")
-    atomic_write_json(run.config, config.model_dump(mode="json"))
-    atomic_write_json(
-        run.data,
-        {"features": data.preprocessor.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
-    )
+    if main:
+        atomic_write_json(run.config, config.model_dump(mode="json"))
+        atomic_write_json(
+            run.data,
+            {"features": data.preprocessor.to_dict(), "tasks": [t.to_dict() for t in data.tasks]},
+        )
     counts = data.label_counts()
     report(
         "labelled rows per task (train / validation / test): "
@@ -139,7 +167,7 @@ def _run(
     report(source.describe())
 
     baseline_results = {}
-    with _failure_recorded(run.failed):
+    with _failure_recorded(run.failed, main):
         if baselines:
             for task in (t for t in data.tasks if not t.auxiliary):  # no Δm for auxiliary tasks
                 baseline_results[task.name] = train_baseline(
@@ -162,13 +190,15 @@ def _run(
         checkpoint_dir=run.checkpoint,
     )
     started = time.perf_counter()
-    with _failure_recorded(run.failed):
+    with _failure_recorded(run.failed, main):
         history = trainer.fit(source, data.validation, resume=resume)
     seconds = sum(log.seconds for log in history) if resume else time.perf_counter() - started
     multitask = _result(trainer, data, history, seconds)
+    result = RunResult(run.path, data.tasks, multitask, baseline_results, counts)
+    if not main:
+        return result
     save_weights(trainer.model.state_dict(), run.model)
 
-    result = RunResult(run.path, data.tasks, multitask, baseline_results, counts)
     if baseline_results:
         directions = metric_directions(data.tasks)
         average = config.evaluation.delta_m
@@ -213,13 +243,14 @@ def write_affinity(run: RunDir, history: list[EpochLog], config: Config) -> None
 
 
 @contextlib.contextmanager
-def _failure_recorded(failed: Path) -> Iterator[None]:
+def _failure_recorded(failed: Path, write: bool = True) -> Iterator[None]:
     """Training that diverges leaves ``failed.json`` with the error (checkpoints stay), never
-    weights or metrics as if it had succeeded."""
+    weights or metrics as if it had succeeded (``write``: this process writes files)."""
     try:
         yield
     except TrainingDiverged as exc:
-        atomic_write_json(failed, {"error": str(exc)})
+        if write:
+            atomic_write_json(failed, {"error": str(exc)})
         raise
 
 
@@ -348,6 +379,11 @@ def train_baseline(
     """The single-task network for ``task`` with the same trunk, budget and seed; reused when
     the same baseline was already trained in the baselines ``folder``."""
     baseline = baseline_dir(folder, task.name, baseline_key(config, task))
+    if not world().is_main:  # under torchrun: rank 0 decides, every process trains
+        reused = broadcast_object(None)
+        if reused is not None:
+            return reused
+        return _fit_baseline(config, data, task, baseline, progress=False)[0]
     with baseline.hold(
         wait=True,
         on_wait=lambda holder: report(
@@ -366,13 +402,26 @@ def _train_baseline(
     progress: bool,
     report: Reporter,
 ) -> ModelResult:
+    reused = None
     if baseline.finished:
         try:
-            result = load_model_result(baseline.metrics)
+            reused = load_model_result(baseline.metrics)
             report(f"baseline '{task.name}': reused {baseline.path}")
-            return result
         except (ValueError, TypeError):
             report(f"baseline '{task.name}': {baseline.metrics} is unreadable, training it again")
+    reused = broadcast_object(reused)  # the other processes' decision too (torchrun)
+    if reused is not None:
+        return reused
+    result, model = _fit_baseline(config, data, task, baseline, progress=progress)
+    save_weights(model, baseline.model)
+    save_model_result(result, baseline.metrics)
+    return result
+
+
+def _fit_baseline(
+    config: Config, data: PreparedData, task: Task, baseline: RunDir, *, progress: bool
+) -> tuple[ModelResult, dict[str, torch.Tensor]]:
+    """Train the single-task network of ``task``; its result and weights."""
     spec = next(s for s in config.tasks if s.name == task.name)
     single = config.model_copy(  # one task: nothing to balance, no affinity
         update={
@@ -395,9 +444,7 @@ def _train_baseline(
     started = time.perf_counter()
     history = trainer.fit(source, data.validation, resume=True)
     result = _result(trainer, data, history, time.perf_counter() - started)
-    save_weights(trainer.model.state_dict(), baseline.model)
-    save_model_result(result, baseline.metrics)
-    return result
+    return result, trainer.model.state_dict()
 
 
 def baseline_key(config: Config, task: Task) -> str:

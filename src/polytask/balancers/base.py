@@ -182,6 +182,10 @@ class Balancer(ABC):
     mode: str | None = None
     #: Whether the weights depend on random draws (from a generator kept in the state).
     randomized: bool = False
+    #: Whether a data-parallel run (``torchrun``, :mod:`polytask.distributed`) of the method
+    #: equals one process on the same global batches: true of every method that reads only
+    #: loss values, a Gramian (summed over processes by the engine) or GradNorm's norms.
+    data_parallel: bool = True
     #: Whether :meth:`step` checks the losses itself (``check_finite("loss", ...)``, before it
     #: writes a gradient or changes its state), so that the check shares the step's one host
     #: synchronisation with what the method reads back anyway (the Gramian); otherwise

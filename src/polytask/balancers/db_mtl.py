@@ -35,6 +35,8 @@ class DualBalancing(Balancer):
     """
 
     kind: ClassVar[Kind] = "jacobian"
+    #: Its running averages of per-task gradients are not summed over processes (yet).
+    data_parallel = False
     nonnegative_losses = True
 
     def __init__(

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers.base import graph_leaves, unscaled
+from polytask.distributed import all_reduce_blocks, all_reduce_sum, world
 
 Mode = Literal["features", "params"]
 """The inputs a Gramian is taken over: the shared features or the shared parameters."""
@@ -324,9 +325,24 @@ class GramianEngine:
     ) -> tuple[Tensor, HeldGradients | None]:
         """The float64 T×T Gramian of the true task gradients in ``mode`` (those taken under a
         loss ``scale`` divided by it, :func:`gramian_of`), and the held gradients (still
-        scaled: they are what the update writes)."""
-        blocks, held = self.gradients(losses, shared_params, features)
-        return gramian_of(blocks, scale), held
+        scaled: they are what the update writes).
+
+        Under ``torchrun`` (:mod:`polytask.distributed`; ``losses``: each process's part of
+        the global losses) this is the Gramian of the global batch on every process:
+        ``features`` mode sums the T×T matrix over the processes (it is a sum over samples, and
+        each process holds its own samples' representation gradients); ``params`` mode sums the
+        T×P per-task gradient blocks first (the Gramian of a sum is not the sum of Gramians)
+        and holds nothing: the update is the ordinary backward of the local losses, whose
+        gradients the trainer sums over the processes."""
+        distributed = world().size > 1
+        hold = False if distributed else None
+        blocks, held = self.gradients(losses, shared_params, features, hold)
+        if distributed and self.mode == "params":
+            blocks = all_reduce_blocks(blocks)
+        gramian = gramian_of(blocks, scale)
+        if distributed and self.mode == "features":
+            gramian = all_reduce_sum(gramian)
+        return gramian, held
 
     @staticmethod
     def write(stacked: Tensor, weights: Tensor, held: HeldGradients | None) -> None:

@@ -79,6 +79,8 @@ class GradDrop(Balancer):
     randomized = True
 
     kind: ClassVar[Kind] = "jacobian"
+    #: Its sign purity is taken from one process's per-task gradients (not yet summed).
+    data_parallel = False
 
     def __init__(
         self,

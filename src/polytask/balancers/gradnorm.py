@@ -18,6 +18,7 @@ from polytask.balancers._common import (
 from polytask.balancers.base import Balancer, Kind, Step, check_finite, unscaled
 from polytask.balancers.engine import task_jacobians
 from polytask.balancers.registry import register_balancer
+from polytask.distributed import all_reduce_blocks
 
 
 def last_layer(params: Sequence[Tensor], count: int | None) -> list[Tensor]:
@@ -82,7 +83,8 @@ class GradNorm(Balancer):
         layer = last_layer([p for p in shared_params if p.requires_grad], self.last_params)
         index = self._index(names)
         w = select(self.weights, index).clone()
-        blocks = task_jacobians(losses, layer)  # ‖∇_W Lᵢ‖ per task, of the true gradients
+        # ‖∇_W Lᵢ‖ per task, of the true gradients (of the global batch under torchrun)
+        blocks = all_reduce_blocks(task_jacobians(losses, layer))
         squares = [unscaled(block, step.scale).pow(2).flatten(1).sum(1) for block in blocks]
         norms = torch.stack(squares).sum(0).sqrt()
         # the step's one host synchronisation: the losses and the norms, together

@@ -25,6 +25,7 @@ class Wrapper(Balancer):
         self.name = inner.name
         self.kind = inner.kind  # type: ignore[misc]
         self.randomized = inner.randomized
+        self.data_parallel = inner.data_parallel
 
     @property
     def mode(self) -> str | None:  # type: ignore[override]
@@ -104,6 +105,7 @@ class LossesFrom(Wrapper):
         super().__init__(inner)
         self.loss_source = loss_source
         self.randomized = inner.randomized or loss_source.randomized
+        self.data_parallel = inner.data_parallel and loss_source.data_parallel
         self.nonnegative_losses = loss_source.nonnegative_losses  # type: ignore[misc]
 
     def step(self, step: Step) -> Tensor:

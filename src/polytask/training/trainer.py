@@ -47,6 +47,12 @@ and the step's losses are kept on the device and read once per epoch):
 2. with ``fp16`` only, ``GradScaler.step`` reads whether the unscaled gradients are finite (and
    reading a learned balancer parameter back for the weights is one more).
 
+Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process's rows of the
+global batch), a step adds four collectives: the T labelled counts (a host read-back, before
+the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
+block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
+buffer, read back once for the flags).
+
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
 (their own loss check, then the inner Gramian method's copy on the steps that compute one).
@@ -69,15 +75,22 @@ from torch import Tensor
 
 from polytask.balancers import Balancer, EqualWeights
 from polytask.balancers.base import GradientOverflow
-from polytask.data.dataset import Batch, MultiTaskData
-from polytask.data.sampling import BatchSource, ShuffledBatches
+from polytask.data.dataset import Batch, MultiTaskData, take
+from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.device import (
     check_precision,
     model_device,
     resolve_device,
     to_device,
 )
-from polytask.errors import RunError
+from polytask.distributed import (
+    all_reduce_sum,
+    global_value,
+    shard_rows,
+    sum_gradients,
+    world,
+)
+from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
 from polytask.models.base import MultiTaskModel
@@ -182,6 +195,11 @@ class Trainer:
             with torch.no_grad():
                 for p in self.balancer.parameters():  # in place: an optimizer keeps them
                     p.data = p.data.to(self.device)
+        if world().size > 1 and not self.balancer.data_parallel:
+            raise ConfigError(
+                f"balancer '{self.balancer.name}' is not exact under data-parallel training "
+                f"(torchrun, {world().size} processes): train it in one process"
+            )
         self._shared = list(model.shared_parameters())
         if self.balancer.needs_shared_params and not self._shared:
             raise ValueError(
@@ -219,9 +237,20 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------
     def step(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """One optimisation step (the model must be in training mode; :meth:`fit` sees to it);
-        returns the detached task losses and the balancer's weights."""
+        returns the detached task losses and the balancer's weights.
+
+        Under ``torchrun`` (:mod:`polytask.distributed`) ``batch`` is the global batch: this
+        process keeps its rows ``rank::world_size``, each task's loss is its local sum over the
+        global labelled count with the global value (:func:`global_value`), and the model's
+        gradients are summed over the processes after the backward."""
+        here = world()
+        if here.size > 1:
+            batch = _shard(batch, here.rank, here.size)
         # labels counted before the batch moves: on the host, so no device synchronisation
         labelled = {t.name: int(batch.masks[t.name].sum()) for t in self.tasks}
+        if here.size > 1:  # the global counts: one small collective
+            counts = all_reduce_sum(torch.tensor(list(labelled.values()), dtype=torch.int64))
+            labelled = dict(zip(labelled, counts.tolist(), strict=True))
         batch = to_device(batch, self.device)
         with self.precision.autocast():
             outputs, representation = self.model.forward_with_representation(batch.inputs)
@@ -234,6 +263,12 @@ class Trainer:
                 if loss is not None:
                     loss = loss.float()  # what the balancer reads: float32, never half
                     losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
+        if here.size > 1 and losses:  # every rank sees the global values: one collective
+            totals = all_reduce_sum(torch.stack([v.detach() for v in losses.values()]))
+            losses = {
+                name: global_value(local, total)
+                for (name, local), total in zip(losses.items(), totals, strict=True)
+            }
         view = StepView(
             batch, losses, self._shared, representation, self.model, self.tasks,
             self.optimizer, self.balancer,
@@ -255,8 +290,11 @@ class Trainer:
         for observer in self.observers:
             observer.after_backward(view)
         penalty = self.model.regularization()
-        if penalty is not None:
+        if penalty is not None and here.is_main:  # once: the gradients are summed below
             (penalty if scale is None else penalty * scale).backward()
+        # the model's gradients summed over the processes (the balancer's own parameters
+        # already hold the full gradient on every rank: their objective reads global values)
+        sum_gradients(self.model.parameters())
         if self.scaler is not None:
             if overflow:  # the scaler finds it as it would any non-finite gradient
                 first = self.optimizer.param_groups[0]["params"][0]
@@ -285,6 +323,9 @@ class Trainer:
         )
         if validation is None and self.schedules.needs_validation:
             raise ValueError("a plateau learning-rate schedule needs validation data")
+        rows = smallest_batch(source)
+        if world().size > 1 and rows is not None:  # before any step, not mid-epoch
+            shard_rows(rows, world().rank, world().size)
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
@@ -298,7 +339,7 @@ class Trainer:
                     self._validate(log, validation, selection)
                 self.schedules.step(log.val_loss, log.score)
                 self.history.append(log)
-                if self.checkpoint_dir is not None:
+                if self.checkpoint_dir is not None and world().is_main:
                     self._save(epoch, selection)
                 if self.on_epoch is not None:
                     self.on_epoch(log)
@@ -560,7 +601,7 @@ class Trainer:
         return state["epoch"] + 1, selection
 
     def _progress_bar(self, total: int) -> Any:
-        if not self.progress:
+        if not self.progress or not world().is_main:
             return contextlib.nullcontext()
         bar = Progress(
             TextColumn("{task.description}"),
@@ -610,3 +651,28 @@ def _thin(values: list[float], count: int) -> list[float]:
         return values
     step = len(values) / count
     return [values[int(i * step)] for i in range(count)]
+
+
+def _shard(batch: Batch, rank: int, size: int) -> Batch:
+    """This process's rows ``rank::size`` of the global ``batch``."""
+    first = next(iter(batch.masks.values()))
+    index = shard_rows(first.shape[0], rank, size)
+    return Batch(
+        take(batch.inputs, index),
+        {k: v[index] for k, v in batch.targets.items()},
+        {k: v[index] for k, v in batch.masks.items()},
+    )
+
+
+def smallest_batch(source: BatchSource) -> int | None:
+    """The fewest rows a batch of ``source`` can hold (the remainder batch of an epoch, or of
+    a mixture source's pass); ``None`` for a source of another kind (then every batch is
+    checked as it comes, :func:`_shard`)."""
+    if isinstance(source, ShuffledBatches):
+        sizes = [len(source.data)]
+    elif isinstance(source, TaskMixture):
+        sizes = [len(data) for data in source.sources.values()]
+    else:
+        return None
+    size = source.batch_size
+    return min(min(n, size) if n % size == 0 else n % size for n in sizes)

@@ -1,0 +1,294 @@
+"""Data-parallel training is exact: two gloo processes, each with half of every global batch,
+end with the parameters of one process trained on the whole batches."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from torch import nn
+
+from polytask.balancers import build_balancer
+from polytask.config import parse_config
+from polytask.data import MultiTaskData
+from polytask.data.sampling import ShuffledBatches, TaskMixture
+from polytask.distributed import World, shard_rows, shutdown, world
+from polytask.errors import ConfigError, RunError
+from polytask.experiment import run_experiment
+from polytask.models import HardSharing
+from polytask.results import RunResult
+from polytask.tasks import BinaryTask, RegressionTask
+from polytask.training import Trainer
+from polytask.training.trainer import smallest_batch
+
+from ..conftest import config_dict, synthetic_frame
+
+TASKS = [
+    RegressionTask(name="r", mean=(0.0,), std=(1.0,)),
+    BinaryTask(name="b", classes=("0", "1")),
+    RegressionTask(name="s", mean=(0.0,), std=(1.0,)),
+]
+METHODS = {
+    "equal": ("equal", {}),
+    "uw": ("uw", {}),
+    "famo": ("famo", {}),
+    "gradnorm": ("gradnorm", {}),
+    "mgda-features": ("mgda", {"mode": "features"}),
+    "mgda-params": ("mgda", {"mode": "params"}),
+    "pcgrad-params": ("pcgrad", {"mode": "params"}),
+    "nash_mtl-features": ("nash_mtl", {"mode": "features"}),
+    "upgrad-params": ("upgrad", {"mode": "params"}),
+}
+STEPS = 20
+ROWS = 21  # odd: the two processes hold 11 and 10 rows of each global batch
+
+
+def global_batches() -> list[MultiTaskData]:
+    """Twenty global batches; task 's' is labelled on a few rows only (in one batch, only on
+    rows of the first process), so its global count differs from twice a local one."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for k in range(STEPS):
+        x = torch.randn(ROWS, 4, generator=g)
+        mask_b = torch.rand(ROWS, generator=g) > 0.3
+        mask_s = torch.zeros(ROWS, 1, dtype=torch.bool)
+        mask_s[[0, 2, 4] if k == 3 else [0, 1, 5, 8, 13]] = True
+        batches.append(
+            MultiTaskData(
+                x,
+                {
+                    "r": x[:, :1] - 2 * x[:, 1:2] + 0.1 * torch.randn(ROWS, 1, generator=g),
+                    "b": (x[:, 0] + x[:, 2] > 0).float(),
+                    "s": x[:, 3:4] * x[:, :1],
+                },
+                {"r": torch.ones(ROWS, 1, dtype=torch.bool), "b": mask_b, "s": mask_s},
+            )
+        )
+    return batches
+
+
+def tiny_model() -> HardSharing:
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh())
+    return HardSharing(trunk, {t.name: nn.Linear(6, 1) for t in TASKS})
+
+
+def flat(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def train(method: str, steps: int = STEPS) -> torch.Tensor:
+    """The model's parameters, then the balancer's own, flattened, after ``steps`` steps of
+    ``method`` on the global batches."""
+    name, options = METHODS[method]
+    model = tiny_model()
+    balancer = build_balancer(name, [t.name for t in TASKS], **options)
+    extra = list(balancer.parameters())
+    optimizer = torch.optim.Adam([*model.parameters(), *extra], lr=0.02)
+    trainer = Trainer(model, TASKS, optimizer=optimizer, balancer=balancer)
+    model.train()
+    for data in global_batches()[:steps]:
+        trainer.step(data.batch(slice(None)))
+    return flat([*model.parameters(), *extra])
+
+
+def fit(epochs: int, checkpoint_dir: Path, resume: bool = False) -> torch.Tensor:
+    """``Trainer.fit`` with upgrad (params mode) on four global batches as one table, in
+    batches of 21 rows, with a checkpoint every epoch; the model's parameters after it."""
+    model = tiny_model()
+    balancer = build_balancer("upgrad", [t.name for t in TASKS], mode="params")
+    trainer = Trainer(
+        model, TASKS, balancer=balancer, epochs=epochs, batch_size=ROWS, seed=5,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
+    trainer.fit(MultiTaskData.concat(global_batches()[:4]), resume=resume)
+    return flat(list(model.parameters()))
+
+
+def _worker(rank: int, size: int, store: str, out: str) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    try:
+        results = {method: train(method) for method in METHODS}
+        results["fit"] = fit(epochs=2, checkpoint_dir=Path(out).parent / "checkpoint")
+        odd = MultiTaskData.concat(
+            [*global_batches()[:2], global_batches()[2].subset(torch.arange(1))]
+        )
+        try:  # 43 rows in batches of 21: the last batch has one row for two processes
+            Trainer(tiny_model(), TASKS, batch_size=ROWS).fit(odd)
+        except RunError as exc:
+            results["refusal"] = str(exc)
+        for name in ("db_mtl", "graddrop"):
+            try:
+                Trainer(tiny_model(), TASKS, balancer=build_balancer(name, ["r", "b", "s"]))
+            except ConfigError as exc:
+                results[f"refusal-{name}"] = str(exc)
+    finally:
+        shutdown()
+    torch.save(results, f"{out}.{rank}")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, Path]:
+    """Each rank's results, and the folder it wrote in."""
+    folder = tmp_path_factory.mktemp("ddp")
+    out = str(folder / "params")
+    mp.spawn(_worker, args=(2, str(folder / "store"), out), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)], folder
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_processes_equal_one_process_on_the_same_global_batches(method, two_processes):
+    assert world() == World(0, 1)  # this process: one, without a process group
+    alone = train(method)
+    first, second = (results[method] for results in two_processes[0])
+    assert torch.equal(first, second)  # the ranks stay identical
+    start = flat(list(tiny_model().parameters()))
+    assert (alone[: start.numel()] - start).abs().max() > 1e-2  # the parameters did move
+    torch.testing.assert_close(first, alone, atol=1e-5, rtol=0)
+
+
+def test_rows_are_split_disjointly_and_a_rank_without_rows_is_an_error():
+    parts = [shard_rows(7, r, 3) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(7))
+    with pytest.raises(RunError, match="2 row\\(s\\) cannot be split over 3 processes"):
+        shard_rows(2, 0, 3)
+
+
+def test_a_run_checkpointed_by_two_processes_resumes_exactly_in_one(two_processes, tmp_path):
+    """Rank 0 alone wrote the checkpoints of two epochs (one folder, no clash); one process
+    resumes them for two more and ends where four epochs in one process end: the world size
+    may change on resume."""
+    (first, second), folder = two_processes
+    assert torch.equal(first["fit"], second["fit"])
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(folder / "checkpoint", checkpoint)
+    assert sorted(p.name for p in checkpoint.iterdir() if p.is_dir()) == ["epoch-0002"]
+    resumed = fit(epochs=4, checkpoint_dir=checkpoint, resume=True)
+    alone = fit(epochs=4, checkpoint_dir=tmp_path / "alone")
+    assert not torch.equal(resumed, first["fit"])  # it did train two more epochs
+    torch.testing.assert_close(resumed, alone, atol=1e-5, rtol=0)
+
+
+def test_the_smallest_batch_is_known_before_training():
+    data = MultiTaskData.concat(global_batches()[:2])  # 42 rows
+    assert smallest_batch(ShuffledBatches(data, 20)) == 2
+    assert smallest_batch(ShuffledBatches(data, 21)) == 21
+    assert smallest_batch(TaskMixture({"a": data, "b": data.subset(torch.arange(5))}, 8)) == 2
+
+
+def test_a_batch_without_a_row_for_every_process_is_refused_before_training(two_processes):
+    (first, second), _ = two_processes
+    assert "a global batch of 1 row(s) cannot be split over 2 processes" in first["refusal"]
+    assert second["refusal"] == first["refusal"]
+
+
+@pytest.mark.parametrize("name", ["db_mtl", "graddrop"])
+def test_a_balancer_not_exact_under_data_parallel_training_is_refused(two_processes, name):
+    (first, _), _ = two_processes
+    assert first[f"refusal-{name}"] == (
+        f"balancer '{name}' is not exact under data-parallel training (torchrun, 2 processes): "
+        "train it in one process"
+    )
+    assert build_balancer(name, ["r", "b", "s"]).data_parallel is False
+    assert build_balancer("mgda", ["r", "b", "s"], mode="params").data_parallel
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    "OMP_NUM_THREADS": "1",
+}
+#: Run by torchrun in place of ``-m polytask``: rank 1 of the first attempt dies in the middle
+#: of epoch 2 of the multi-task model (after the checkpoint of epoch 1).
+DYING = """
+import os, sys
+from pathlib import Path
+from polytask.training.trainer import Trainer
+from polytask.cli import main
+
+step, calls = Trainer.step, [0]
+
+def dying(self, batch):
+    if self.label == "multi-task":
+        calls[0] += 1
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if calls[0] == 8 and os.environ["RANK"] == "1" and first:
+            Path("died").write_text("rank 1 at step 8")
+            os._exit(1)
+    return step(self, batch)
+
+Trainer.step = dying
+sys.argv = ["polytask", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, RunResult]:
+    """A small config (3 epochs of 5 steps, no dropout: its masks differ by process) and the
+    result of one process training it."""
+    folder = tmp_path_factory.mktemp("cli")
+    synthetic_frame().to_csv(folder / "table.csv", index=False)
+    config = config_dict(str(folder / "table.csv"), output_dir=str(folder / "one"))
+    config["model"]["dropout"] = 0.0
+    config["training"]["epochs"] = 3
+    return config, run_experiment(parse_config(config))
+
+
+def assert_same_test_metrics(run: Path, alone: RunResult) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())["multitask"]["test"]
+    for task, values in metrics.items():
+        for metric, value in values.items():
+            assert math.isfinite(value)
+            assert value == pytest.approx(alone.multitask.test[task][metric], abs=1e-5)
+
+
+def torchrun(config: dict, folder: Path, *arguments: str) -> subprocess.CompletedProcess:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config | {"output_dir": str(folder / "runs")}))
+    return subprocess.run(
+        [*TORCHRUN, *arguments, "train", str(path)],
+        cwd=folder, env=ENV, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+def test_torchrun_trains_as_one_process_does_and_only_rank_0_writes(tmp_path, cli_run):
+    """``torchrun --nproc-per-node 2 -m polytask train``: one run folder and one set of
+    baselines, one printed summary, and the test metrics of a one-process run."""
+    config, alone = cli_run
+    done = torchrun(config, tmp_path, "-m", "polytask")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("results, weights and loss curves written to") == 1
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
+    assert len(list((runs / "baselines").iterdir())) == 3
+    assert_same_test_metrics(runs / "synthetic", alone)
+
+
+def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
+    """``torchrun --max-restarts 2``: a worker killed mid-epoch; the restarted job resumes
+    the same run folder from its last checkpoint and ends with an uninterrupted run's
+    metrics."""
+    config, alone = cli_run
+    (tmp_path / "dying.py").write_text(DYING)
+    done = torchrun(
+        config, tmp_path, "--max-restarts", "2", "--monitor-interval", "0.1", "dying.py"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "died").is_file()  # it did die once
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
+    assert_same_test_metrics(runs / "synthetic", alone)
