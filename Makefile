@@ -23,7 +23,7 @@ demo: $(STAMP)
 # Two workers on two cores; tests/conftest.py gives each one torch thread. The slowest tests
 # are listed so the suite stays under its 90 s budget.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -49,6 +49,10 @@ METHODS = {
     "nash_mtl-features": ("nash_mtl", {"mode": "features"}),
     "upgrad-params": ("upgrad", {"mode": "params"}),
 }
+# one xdist worker runs the whole file (`make test` uses --dist loadgroup): the two-process
+# fixture is then started once, not once per worker
+pytestmark = pytest.mark.xdist_group("distributed")
+
 STEPS = 20
 ROWS = 21  # odd: the two processes hold 11 and 10 rows of each global batch
 
