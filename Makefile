@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/polytask demo
 
-# Two workers on two cores; tests/conftest.py gives each one torch thread. The slowest tests
-# are listed so the suite stays under its 90 s budget.
+# Two workers on two cores; tests/conftest.py gives each one torch thread. Whole files go to a
+# worker (--dist loadfile), so a file's shared fixtures (the two-process run of
+# tests/training/test_distributed.py) are built once. The slowest tests are listed so the suite
+# stays under its 90 s budget.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
