@@ -52,7 +52,7 @@ def _outcome(run_dir):
     )
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, table):
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, table, capsys):
     configs = {}
     for name in ("straight", "killed"):
         raw = config_dict(str(table), output_dir=str(tmp_path / name), name="run")
@@ -74,11 +74,12 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, table):
     run_dir = tmp_path / "killed" / "run"
     assert (run_dir / "checkpoint" / "latest.json").is_file()
     assert not (run_dir / "metrics.json").exists()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "polytask.cli", "train", configs["killed"], "--resume"],
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert "reused" in resumed.stdout  # baselines finished before the kill
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:  # resumed in this process
+        patch.setattr(sys, "argv", ["polytask", "train", str(configs["killed"]), "--resume"])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert not exc.code
+    assert "reused" in capsys.readouterr().out  # baselines finished before the kill
     assert _outcome(run_dir) == _outcome(tmp_path / "straight" / "run")

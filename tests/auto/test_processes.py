@@ -44,7 +44,7 @@ def test_two_workers_then_kill_9_then_resume_keeps_the_study_whole(tmp_path):
     """``--jobs 2`` share one study and one baseline cache; ``kill -9`` of the whole job (both
     workers) while trials run, then ``--resume``: finished trials are kept, each interrupted one
     is failed and run again with its parameters, and the budget is exact."""
-    config = write_config(tmp_path, rows=600, epochs=16, trials=8)
+    config = write_config(tmp_path, rows=600, epochs=12, trials=6)
     process = subprocess.Popen(
         [str(POLYTASK), "auto", str(config), "--no-final", "--jobs", "2"],
         stdout=subprocess.DEVNULL,
@@ -89,7 +89,7 @@ def test_two_workers_then_kill_9_then_resume_keeps_the_study_whole(tmp_path):
         ]
         assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert retries[0].params == lost.params  # run again with the same parameters
-    assert budget_used(study) in (8, 9)  # two workers may start their last trials together
+    assert budget_used(study) in (6, 7)  # two workers may start their last trials together
     assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     workers = {t.user_attrs["worker"]["pid"] for t in trials.values() if t.number in finished}
     workers |= {t.user_attrs["worker"]["pid"] for t in interrupted}

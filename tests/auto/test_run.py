@@ -186,7 +186,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_p
     # db_mtl works on shared parameters; mtrl shares none: an invalid combination
     config = small(tmp_path, trials=6, arch=["hard", "mtrl"], balancer=["equal", "db_mtl"])
     result = run_auto(config, AutoOptions(final=False))
-    board = pd.read_csv(result.folder / "leaderboard.csv").fillna("")
+    board = pd.read_csv(result.folder / "leaderboard.csv", dtype={"note": str}).fillna({"note": ""})
     assert len(board) == 6 and calls
     broken = board[board["note"].str.contains("ValueError: the solver gave up")]
     assert list(broken["state"]) == ["fail"]
