@@ -139,14 +139,12 @@ def run_auto(
             "continue it (or join it from another machine), or rename the config"
         )
     with RunDir(folder).hold():
-        return _auto(
-            config, data, auto, options, folder, url, study_name, trials, stored, joining, report
-        )
+        return _auto(config, data, auto, options, folder, url, study_name, trials, joining, report)
 
 
-def _known_space(study: optuna.Study, stored: dict[str, Any], joining: bool) -> dict | None:
+def _known_space(study: optuna.Study, joining: bool) -> dict | None:
     """The space the study began with (kept in the study, so that every process shares it)."""
-    known = study.user_attrs.get("space") or stored.get("space")
+    known = study.user_attrs.get("space")
     if joining and known is None:
         raise RunError(
             f"study '{study.study_name}': its first process has not begun the search yet (it "
@@ -164,7 +162,6 @@ def _auto(
     url: str,
     study_name: str,
     trials: int,
-    stored: dict[str, Any],
     joining: bool,
     report: Reporter,
 ) -> AutoResult:
@@ -176,10 +173,10 @@ def _auto(
         "trials": trials,
         "seed": auto.seed,
     }
-    atomic_write_json(folder / AUTO_SETTINGS, {**stored, **settings_file})
+    atomic_write_json(folder / AUTO_SETTINGS, settings_file)
     if options.resume:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url))
-        known = _known_space(study, stored, joining)
+        known = _known_space(study, joining)
     else:
         study = optuna.create_study(
             study_name=study_name, storage=open_storage(url), direction=DIRECTION

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from polytask.auto.space import SearchSpace
+from polytask.auto.space import SearchSpace, shown
 from polytask.auto.study import budget_used, open_storage, worker_id
 from polytask.auto.trial import train_candidate
 from polytask.config import Config
@@ -100,7 +100,7 @@ def _run_trial(
 ) -> float:
     trial.set_user_attr("worker", worker_id())
     params = settings.space.suggest(trial)
-    shown = ", ".join(f"{k} {_shown(v)}" for k, v in params.items()) or "the fixed point"
+    described = shown(params) or "the fixed point"
     started = time.perf_counter()
 
     def on_epoch(log: EpochLog) -> None:
@@ -109,7 +109,7 @@ def _run_trial(
         if math.isfinite(log.score):
             trial.report(log.score, log.epoch)
             if trial.should_prune():
-                report(f"trial {trial.number}: pruned after epoch {log.epoch} ({shown})")
+                report(f"trial {trial.number}: pruned after epoch {log.epoch} ({described})")
                 raise optuna.TrialPruned()
 
     try:
@@ -124,7 +124,7 @@ def _run_trial(
         if not isinstance(exc, ConfigError | RunError):
             reason = f"{type(exc).__name__}: {reason}"
         trial.set_user_attr("note", reason[:500])
-        report(f"trial {trial.number}: failed ({shown}): {reason}")
+        report(f"trial {trial.number}: failed ({described}): {reason}")
         raise
     trial.set_user_attr("epochs", outcome.epochs)
     trial.set_user_attr("best_epoch", outcome.best_epoch)
@@ -132,14 +132,10 @@ def _run_trial(
     trial.set_user_attr("changes", _json(outcome.changes))
     trial.set_user_attr("validation", _json(outcome.validation))
     report(
-        f"trial {trial.number}: validation Δm {outcome.delta_m:+.2f} % ({shown}; "
+        f"trial {trial.number}: validation Δm {outcome.delta_m:+.2f} % ({described}; "
         f"epoch {outcome.best_epoch} of {outcome.epochs}, {outcome.seconds:.1f} s)"
     )
     return outcome.delta_m
-
-
-def _shown(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _json(value: object) -> object:

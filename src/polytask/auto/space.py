@@ -131,6 +131,13 @@ class SearchSpace:
         }
 
 
+def shown(params: dict[str, Any]) -> str:
+    """Parameters as one line, floats to 3 significant digits."""
+    return ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
+    )
+
+
 def grouping_label(groups: Sequence[Sequence[str]]) -> str:
     """A grouping as optuna can store it (a JSON string), e.g. ``[["a","b"],["c"]]``."""
     return json.dumps([list(group) for group in groups], separators=(",", ":"))

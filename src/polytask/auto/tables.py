@@ -7,6 +7,7 @@ import math
 from rich.table import Table
 
 from polytask.auto.final import FinalResult
+from polytask.auto.space import shown, shown_value
 from polytask.auto.study import LeaderboardRow, param_names
 from polytask.results import mean_std
 
@@ -41,7 +42,7 @@ def final_table(result: FinalResult) -> Table:
     table.add_column("val Δm % (mean ± std)", justify="right")
     table.add_column("test Δm % (winner only)", justify="right")
     for i, candidate in enumerate(result.candidates):
-        params = ", ".join(f"{k} {_cell(v)}" for k, v in candidate.params.items())
+        params = shown(candidate.params)
         winner = i == result.winner
         table.add_row(
             f"{candidate.trial}{' ★' if winner else ''}",
@@ -62,6 +63,4 @@ def _signed(value: float) -> str:
 
 
 def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    return "" if value is None else shown_value(value)
