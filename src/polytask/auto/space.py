@@ -131,11 +131,14 @@ class SearchSpace:
         }
 
 
+def shown_value(value: object) -> str:
+    """A parameter's value as tables show it: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def shown(params: dict[str, Any]) -> str:
-    """Parameters as one line, floats to 3 significant digits."""
-    return ", ".join(
-        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
-    )
+    """Parameters as one line."""
+    return ", ".join(f"{name} {shown_value(value)}" for name, value in params.items())
 
 
 def grouping_label(groups: Sequence[Sequence[str]]) -> str:
