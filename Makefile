@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean bench-env
+.PHONY: demo test test-slow lint setup clean bench-env
 
 setup: $(STAMP)
 
@@ -23,9 +23,13 @@ demo: $(STAMP)
 # Two workers on two cores; tests/conftest.py gives each one torch thread. Whole files go to a
 # worker (--dist loadfile), so a file's shared fixtures (the two-process run of
 # tests/training/test_distributed.py) are built once. The slowest tests are listed so the suite
-# stays under its 90 s budget.
+# stays under its 90 s budget. The few multi-process end-to-end tests (marked `slow`: kill -9 and
+# resume, elastic restarts, concurrent runs) run in `make test-slow`; CI runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=10 -m slow tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -8,6 +8,7 @@ import multiprocessing
 import socket
 import time
 
+import pytest
 import yaml
 
 from .conftest import config_dict, synthetic_frame
@@ -38,6 +39,7 @@ def train_in_child(config_path: str, barrier, results) -> None:
         results.put(("error", repr(exc), messages))
 
 
+@pytest.mark.slow
 def test_two_trainings_share_the_baseline_cache(tmp_path):
     table = tmp_path / "table.csv"
     synthetic_frame(120).to_csv(table, index=False)

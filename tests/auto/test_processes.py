@@ -40,6 +40,7 @@ def study_of(tmp_path: Path) -> optuna.Study:
 
 
 @pytest.mark.skipif(not POLYTASK.exists(), reason="the polytask script is not installed")
+@pytest.mark.slow
 def test_two_workers_then_kill_9_then_resume_keeps_the_study_whole(tmp_path):
     """``--jobs 2`` share one study and one baseline cache; ``kill -9`` of the whole job (both
     workers) while trials run, then ``--resume``: finished trials are kept, each interrupted one

@@ -274,6 +274,7 @@ def test_python_m_polytask_is_the_command_line():
     assert done.returncode == 0 and "train" in done.stdout
 
 
+@pytest.mark.slow
 def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
     """``torchrun --nproc-per-node 2 --max-restarts 2``: a worker killed mid-epoch; the
     restarted job resumes the same run folder from its last checkpoint and ends with the test
