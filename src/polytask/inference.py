@@ -8,7 +8,7 @@ with them, and a loaded run (:mod:`polytask.predict`) predicts and evaluates wit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +61,22 @@ def evaluate(
     """Metrics and mean loss of every task on its labelled rows of ``data`` (a task with no
     labelled row gets a NaN loss)."""
     outputs = predict_outputs(model, tasks, data, batch_size)
+    return evaluate_outputs(tasks, outputs, data.targets, data.masks)
+
+
+def evaluate_outputs(
+    tasks: Sequence[Task],
+    outputs: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    masks: Mapping[str, Tensor],
+) -> Evaluation:
+    """Metrics and mean loss of every task from its raw ``outputs`` on whole data (all rows
+    at once, as metrics such as AUC need), on its labelled rows (a task with no labelled row
+    gets a NaN loss)."""
     metrics, losses = {}, {}
     for task in tasks:
-        target, mask = data.targets[task.name], data.masks[task.name]
-        metrics[task.name] = task.evaluate(outputs[task.name], target, mask)
-        loss = task.loss_value(outputs[task.name], target, mask)
+        output, target, mask = outputs[task.name], targets[task.name], masks[task.name]
+        metrics[task.name] = task.evaluate(output, target, mask)
+        loss = task.loss_value(output, target, mask)
         losses[task.name] = float(loss) if loss is not None else math.nan
     return Evaluation(metrics, losses)

@@ -75,7 +75,7 @@ from torch import Tensor
 
 from polytask.balancers import Balancer, EqualWeights
 from polytask.balancers.base import GradientOverflow
-from polytask.data.dataset import Batch, MultiTaskData, take
+from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.sampling import BatchSource, ShuffledBatches, TaskMixture
 from polytask.device import (
     check_precision,
@@ -83,13 +83,7 @@ from polytask.device import (
     resolve_device,
     to_device,
 )
-from polytask.distributed import (
-    all_reduce_sum,
-    global_value,
-    shard_rows,
-    sum_gradients,
-    world,
-)
+from polytask.distributed import shard_rows, world
 from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
@@ -104,6 +98,13 @@ from polytask.training.checkpoint import (
 from polytask.training.observers import StepObserver, StepView
 from polytask.training.optim import parameter_groups
 from polytask.training.schedules import LrScheduleConfig, LrSchedules, learning_rates
+from polytask.training.step import (
+    finish_gradients,
+    global_losses,
+    labelled_counts,
+    masked_losses,
+    shard,
+)
 
 
 @dataclass(frozen=True)
@@ -241,34 +242,18 @@ class Trainer:
 
         Under ``torchrun`` (:mod:`polytask.distributed`) ``batch`` is the global batch: this
         process keeps its rows ``rank::world_size``, each task's loss is its local sum over the
-        global labelled count with the global value (:func:`global_value`), and the model's
-        gradients are summed over the processes after the backward."""
+        global labelled count with the global value, and the model's gradients are summed over
+        the processes after the backward (:mod:`polytask.training.step`)."""
         here = world()
         if here.size > 1:
-            batch = _shard(batch, here.rank, here.size)
+            batch = shard(batch, here.rank, here.size)
         # labels counted before the batch moves: on the host, so no device synchronisation
-        labelled = {t.name: int(batch.masks[t.name].sum()) for t in self.tasks}
-        if here.size > 1:  # the global counts: one small collective
-            counts = all_reduce_sum(torch.tensor(list(labelled.values()), dtype=torch.int64))
-            labelled = dict(zip(labelled, counts.tolist(), strict=True))
+        labelled = labelled_counts(batch, [t.name for t in self.tasks])
         batch = to_device(batch, self.device)
         with self.precision.autocast():
             outputs, representation = self.model.forward_with_representation(batch.inputs)
-            losses: dict[str, Tensor] = {}
-            for task in self.tasks:
-                loss = task.loss_value(
-                    outputs[task.name], batch.targets[task.name], batch.masks[task.name],
-                    labelled[task.name],
-                )  # fmt: skip
-                if loss is not None:
-                    loss = loss.float()  # what the balancer reads: float32, never half
-                    losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
-        if here.size > 1 and losses:  # every rank sees the global values: one collective
-            totals = all_reduce_sum(torch.stack([v.detach() for v in losses.values()]))
-            losses = {
-                name: global_value(local, total)
-                for (name, local), total in zip(losses.items(), totals, strict=True)
-            }
+            losses = masked_losses(outputs, batch, self.tasks, labelled)
+        losses = global_losses(losses)  # every rank sees the global values: one collective
         view = StepView(
             batch, losses, self._shared, representation, self.model, self.tasks,
             self.optimizer, self.balancer,
@@ -289,12 +274,7 @@ class Trainer:
             weights, overflow = dict.fromkeys(losses, 0.0), True
         for observer in self.observers:
             observer.after_backward(view)
-        penalty = self.model.regularization()
-        if penalty is not None and here.is_main:  # once: the gradients are summed below
-            (penalty if scale is None else penalty * scale).backward()
-        # the model's gradients summed over the processes (the balancer's own parameters
-        # already hold the full gradient on every rank: their objective reads global values)
-        sum_gradients(self.model.parameters())
+        finish_gradients(self.model, scale)  # the penalty; the sum over the processes
         if self.scaler is not None:
             if overflow:  # the scaler finds it as it would any non-finite gradient
                 first = self.optimizer.param_groups[0]["params"][0]
@@ -653,21 +633,10 @@ def _thin(values: list[float], count: int) -> list[float]:
     return [values[int(i * step)] for i in range(count)]
 
 
-def _shard(batch: Batch, rank: int, size: int) -> Batch:
-    """This process's rows ``rank::size`` of the global ``batch``."""
-    first = next(iter(batch.masks.values()))
-    index = shard_rows(first.shape[0], rank, size)
-    return Batch(
-        take(batch.inputs, index),
-        {k: v[index] for k, v in batch.targets.items()},
-        {k: v[index] for k, v in batch.masks.items()},
-    )
-
-
 def smallest_batch(source: BatchSource) -> int | None:
     """The fewest rows a batch of ``source`` can hold (the remainder batch of an epoch, or of
     a mixture source's pass); ``None`` for a source of another kind (then every batch is
-    checked as it comes, :func:`_shard`)."""
+    checked as it comes, :func:`~polytask.training.step.shard`)."""
     if isinstance(source, ShuffledBatches):
         sizes = [len(source.data)]
     elif isinstance(source, TaskMixture):

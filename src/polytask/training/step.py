@@ -1,0 +1,88 @@
+"""The pieces of one training step that every loop shares: the :class:`~polytask.training.Trainer`
+and the Lightning module (:mod:`polytask.lightning`) call them, so both compute the same masked
+losses and hand the balancer the same values, in one process or data-parallel.
+
+Under data-parallel training (:mod:`polytask.distributed`) a step works on this process's rows
+``rank::world_size`` of the global batch (:func:`shard`); a task's loss is its local sum over
+the *global* labelled count (:func:`labelled_counts`), carrying the global value
+(:func:`global_losses`); after the balancer's backward the model's gradients are summed over
+the processes (:func:`finish_gradients`). In one process every collective is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from polytask.data.dataset import Batch, take
+from polytask.distributed import all_reduce_sum, global_value, shard_rows, sum_gradients, world
+from polytask.models.base import MultiTaskModel
+from polytask.tasks import Task
+
+
+def shard(batch: Batch, rank: int, size: int) -> Batch:
+    """This process's rows ``rank::size`` of the global ``batch`` (a clear error when it has
+    fewer rows than processes)."""
+    first = next(iter(batch.masks.values()))
+    index = shard_rows(first.shape[0], rank, size)
+    return Batch(
+        take(batch.inputs, index),
+        {k: v[index] for k, v in batch.targets.items()},
+        {k: v[index] for k, v in batch.masks.items()},
+    )
+
+
+def labelled_counts(batch: Batch, names: Sequence[str]) -> dict[str, int]:
+    """The labelled entries of each task of ``names`` in ``batch``, counted where the masks
+    are (on the host before the batch moves: no device synchronisation); summed over the
+    processes under data-parallel training (one small collective)."""
+    labelled = {name: int(batch.masks[name].sum()) for name in names}
+    if world().size > 1:
+        counts = all_reduce_sum(torch.tensor(list(labelled.values()), dtype=torch.int64))
+        labelled = dict(zip(labelled, counts.tolist(), strict=True))
+    return labelled
+
+
+def masked_losses(
+    outputs: Mapping[str, Tensor], batch: Batch, tasks: Sequence[Task], labelled: Mapping[str, int]
+) -> dict[str, Tensor]:
+    """Each task's masked mean loss (:meth:`Task.loss_value` over ``labelled`` entries) times
+    its static weight, in float32 (what a balancer reads, never half precision); a task
+    without a label anywhere in the batch is left out."""
+    losses: dict[str, Tensor] = {}
+    for task in tasks:
+        loss = task.loss_value(
+            outputs[task.name], batch.targets[task.name], batch.masks[task.name],
+            labelled[task.name],
+        )  # fmt: skip
+        if loss is not None:
+            loss = loss.float()
+            losses[task.name] = loss * task.weight if task.weight != 1.0 else loss
+    return losses
+
+
+def global_losses(losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Under data-parallel training, each loss with the global value (the sum of the
+    processes' parts: one collective) and the gradient of this process's part; ``losses``
+    unchanged in one process."""
+    if world().size <= 1 or not losses:
+        return dict(losses)
+    totals = all_reduce_sum(torch.stack([v.detach() for v in losses.values()]))
+    return {
+        name: global_value(local, total)
+        for (name, local), total in zip(losses.items(), totals, strict=True)
+    }
+
+
+def finish_gradients(model: MultiTaskModel, scale: Tensor | None = None) -> None:
+    """After the balancer's backward: add the gradient of the model's regularisation penalty
+    (times the loss ``scale`` when there is one; by the main process alone, as the gradients
+    are summed next), then sum the model's gradients over the processes. A balancer's own
+    parameters are left alone: their objective reads the global loss values, so every
+    process already holds their full gradient."""
+    penalty = model.regularization()
+    if penalty is not None and world().is_main:
+        (penalty if scale is None else penalty * scale).backward()
+    sum_gradients(model.parameters())
