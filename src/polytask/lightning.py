@@ -33,7 +33,7 @@ losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,14 +183,6 @@ class MultiTaskModule(L.LightningModule):
                     p.data = p.data.to(self.device)
 
     def on_train_epoch_start(self) -> None:
-        epoch = self.current_epoch + 1  # the Trainer's epochs count from 1
-        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout: as the Trainer draws it
-        stream = _stream_of(self.trainer.train_dataloader)
-        if stream is not None:
-            stream.set_epoch(epoch)
-            rows, here = smallest_batch(stream.source), world()
-            if here.size > 1 and rows is not None:  # before any step, not mid-epoch
-                shard_rows(rows, here.rank, here.size)
         self._losses = {t.name: [] for t in self.tasks}
         self._loss_steps = {t.name: [] for t in self.tasks}
         self._weights = {t.name: [] for t in self.tasks}
@@ -201,6 +193,8 @@ class MultiTaskModule(L.LightningModule):
         :class:`Batch` (a loader of the user's) is taken as a global batch."""
         if isinstance(step, Batch):  # counted on the device: a synchronisation per task
             step = ShardedBatch.of(step)
+        if batch_idx == 0:  # dropout draws as the Trainer's (after the loader's own draw)
+            torch.manual_seed(self.seed * 1_000_003 + self.current_epoch + 1)
         batch = step.batch
         outputs, representation = self.model.forward_with_representation(batch.inputs)
         losses = global_losses(masked_losses(outputs, batch, self.tasks, step.labelled))
@@ -331,26 +325,29 @@ class MultiTaskModule(L.LightningModule):
 
 
 class BatchStream(IterableDataset):
-    """The global batches of a polytask :class:`BatchSource`, epoch by epoch: every process
-    iterates the same batches (Lightning leaves an iterable dataset unsharded), and
-    :class:`MultiTaskModule` keeps each process's rows. Epoch ``e`` (from 1, set by the module
-    through :meth:`set_epoch`; else counted by the passes) draws the Trainer's batches of
-    ``source.epoch(seed, e)``."""
+    """The global batches of a polytask :class:`BatchSource`, epoch by epoch, each cut to this
+    process's rows (:class:`ShardedBatch`): every process iterates the same global batches
+    (Lightning leaves an iterable dataset unsharded). A pass draws the Trainer's batches of
+    ``source.epoch(seed, e)``, where ``e`` (from 1) is what ``epoch()`` returns when the pass
+    starts (:class:`MultiTaskDataModule`: the Lightning trainer's epoch, restored on resume);
+    without ``epoch``, the passes count 1, 2, …"""
 
-    def __init__(self, source: BatchSource, seed: int = 0) -> None:
+    def __init__(
+        self, source: BatchSource, seed: int = 0, epoch: Callable[[], int] | None = None
+    ) -> None:
         super().__init__()
         self.source = source
         self.seed = seed
-        self._next_epoch = 1
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch (from 1) that the next pass draws."""
-        self._next_epoch = epoch
+        self.epoch = epoch
+        self._passes = 0
 
     def __iter__(self) -> Iterator[ShardedBatch]:
-        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-        for batch in self.source.epoch(self.seed, epoch):
-            yield ShardedBatch.of(batch)
+        self._passes += 1
+        epoch = self.epoch() if self.epoch is not None else self._passes
+        rows, here = smallest_batch(self.source), world()
+        if here.size > 1 and rows is not None:  # refused before the first step, not mid-epoch
+            shard_rows(rows, here.rank, here.size)
+        return (ShardedBatch.of(batch) for batch in self.source.epoch(self.seed, epoch))
 
 
 class _OrderedBatches(IterableDataset):
@@ -398,7 +395,7 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         source = self.data.train_source(self.batch_size, self.sampler, self.temperature)
-        return DataLoader(BatchStream(source, self.seed), batch_size=None)
+        return DataLoader(BatchStream(source, self.seed, self._epoch), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._ordered(self.data.validation)
@@ -407,6 +404,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         if self.data.test is None:
             raise ValueError("this prepared data has no test split")
         return self._ordered(self.data.test)
+
+    def _epoch(self) -> int:
+        """The epoch a training pass draws: the Lightning trainer's, from 1."""
+        return self.trainer.current_epoch + 1 if self.trainer is not None else 1
 
     def _ordered(self, data: MultiTaskData) -> DataLoader:
         return DataLoader(_OrderedBatches(data, self.eval_batch_size), batch_size=None)
@@ -449,9 +450,3 @@ def from_config(
         temperature=config.data.temperature,
     )
     return module, datamodule
-
-
-def _stream_of(loaders: Any) -> BatchStream | None:
-    """The :class:`BatchStream` behind the trainer's training loader, if it is one."""
-    dataset = getattr(loaders, "dataset", None)
-    return dataset if isinstance(dataset, BatchStream) else None

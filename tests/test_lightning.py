@@ -1,0 +1,251 @@
+"""polytask.lightning: MultiTaskModule trains as the polytask Trainer does, under
+``lightning.Trainer``, in one process and under its DDP strategy."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import subprocess
+import sys
+import warnings
+from typing import ClassVar
+
+import pytest
+import torch
+
+L = pytest.importorskip("lightning")
+
+from polytask.balancers import build_balancer  # noqa: E402
+from polytask.balancers.equal import EqualWeights  # noqa: E402
+from polytask.config import parse_config  # noqa: E402
+from polytask.data.builtin import get_builtin  # noqa: E402
+from polytask.data.prepare import prepare_data  # noqa: E402
+from polytask.inference import evaluate  # noqa: E402
+from polytask.lightning import MultiTaskDataModule, MultiTaskModule, from_config  # noqa: E402
+from polytask.models.build import build_network  # noqa: E402
+from polytask.training import Trainer  # noqa: E402
+from polytask.training.optim import parameter_groups  # noqa: E402
+
+from .test_layers import SRC  # noqa: E402
+
+QUIET = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "enable_progress_bar": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "logger": False,
+}
+BATCH = 32
+
+
+def penguins(balancer="equal", dropout=0.1):
+    """The penguins config (with dropout, whose draws are then compared too)."""
+    return parse_config(
+        get_builtin("penguins").config(
+            model={"trunk": [16], "head": [8], "dropout": dropout},
+            training={"batch_size": BATCH, "seed": 3},
+            balancer={"name": balancer},
+        )
+    )
+
+
+def flat(state, prefix=""):
+    """A balancer's state as ``{dotted key: value}`` (nested dicts and lists unfolded)."""
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, list | tuple):
+        items = enumerate(state)
+    else:
+        return {prefix: state}
+    return {k: v for key, value in items for k, v in flat(value, f"{prefix}.{key}").items()}
+
+
+def same(a, b):
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(penguins())
+
+
+def fit(module, datamodule, epochs=2, **options):
+    trainer = L.Trainer(max_epochs=epochs, **{**QUIET, **options})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's own notices
+        trainer.fit(module, datamodule=datamodule)
+    return trainer
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "famo", "mgda", "pcgrad"])
+def test_the_module_trains_exactly_as_the_polytask_trainer(data, method):
+    names = [t.name for t in data.tasks]
+    options = {"seed": 5} if method == "pcgrad" else {}  # its random task orders
+    torch.manual_seed(0)
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    twin = copy.deepcopy(model)
+    module = MultiTaskModule(
+        model, data.tasks, build_balancer(method, names, **options), lr=1e-2, seed=3
+    )
+    datamodule = MultiTaskDataModule(data, batch_size=BATCH, seed=3)
+    trainer = fit(module, datamodule)
+
+    balancer = build_balancer(method, names, **options)
+    reference = Trainer(
+        twin,
+        data.tasks,
+        balancer=balancer,
+        optimizer=torch.optim.Adam(parameter_groups(twin, 1e-2, extra=balancer.parameters())),
+        epochs=2,
+        batch_size=BATCH,
+        seed=3,
+    )
+    history = reference.fit(data.train["shared"])  # no validation: no epoch selection
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    # the balancer's own state (parameters, logits, optimizer moments, generator) alike
+    before = flat(build_balancer(method, names, **options).state_dict())
+    state, expected = flat(module.balancer.state_dict()), flat(balancer.state_dict())
+    assert state.keys() == expected.keys()
+    assert all(same(state[k], expected[k]) for k in state)
+    if method in ("uncertainty", "famo"):  # their learned values moved
+        assert not all(same(before[k], expected[k]) for k in before)
+
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    last = history[-1]
+    for name in names:
+        assert logged[f"train/loss/{name}"] == pytest.approx(last.train_loss[name], rel=1e-6)
+        assert logged[f"train/weight/{name}"] == pytest.approx(last.weights[name], rel=1e-6)
+    recomputed = evaluate(model, data.tasks, data.validation)
+    for task in data.tasks:
+        assert logged[f"val/loss/{task.name}"] == pytest.approx(
+            recomputed.loss[task.name], rel=1e-6
+        )
+        for metric, value in recomputed.metrics[task.name].items():
+            assert math.isfinite(logged[f"val/{metric}/{task.name}"])
+            assert logged[f"val/{metric}/{task.name}"] == pytest.approx(value, rel=1e-6)
+    if method == "mgda":  # a gradient method's weights moved away from equal
+        assert max(last.weights.values()) - min(last.weights.values()) > 0.01
+
+
+class _AutocastSpy(EqualWeights):
+    """Equal weights that record whether autocast was on while they backpropagated."""
+
+    seen: ClassVar[list[bool]] = []
+
+    def step(self, step):
+        _AutocastSpy.seen.append(torch.is_autocast_enabled("cpu"))
+        return super().step(step)
+
+
+def test_the_balancer_runs_outside_autocast_under_bf16(data):
+    module, datamodule = from_config(penguins(dropout=0.0))
+    module.balancer = _AutocastSpy([t.name for t in data.tasks])
+    _AutocastSpy.seen = []
+    trainer = fit(module, datamodule, epochs=1, precision="bf16-mixed", limit_val_batches=0)
+    assert trainer.global_step > 0 and _AutocastSpy.seen == [False] * trainer.global_step
+
+
+def test_a_checkpoint_resumes_the_run_exactly(data, tmp_path):
+    names = [t.name for t in data.tasks]
+
+    def module_and_data():
+        torch.manual_seed(0)
+        model = build_network(penguins().model, data.preprocessor, data.tasks)
+        return (
+            MultiTaskModule(model, data.tasks, build_balancer("famo", names), lr=1e-2, seed=3),
+            MultiTaskDataModule(data, batch_size=BATCH, seed=3),
+        )
+
+    straight, datamodule = module_and_data()
+    fit(straight, datamodule, epochs=2, limit_val_batches=0)
+    first, datamodule = module_and_data()
+    trainer = fit(first, datamodule, epochs=1, limit_val_batches=0)
+    trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed, datamodule = module_and_data()
+    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, **QUIET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "epoch1.ckpt")
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state, expected = flat(resumed.balancer.state_dict()), flat(straight.balancer.state_dict())
+    assert all(same(state[k], expected[k]) for k in expected)
+
+
+def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
+    module, datamodule = from_config(penguins(dropout=0.0))
+    assert isinstance(module.balancer, EqualWeights) and datamodule.batch_size == BATCH
+    trainer = fit(module, datamodule, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    recomputed = evaluate(module.model, datamodule.tasks, datamodule.data.test)
+    logged = trainer.callback_metrics
+    for task in datamodule.tasks:
+        for metric, value in recomputed.metrics[task.name].items():
+            assert float(logged[f"test/{metric}/{task.name}"]) == pytest.approx(value, rel=1e-6)
+
+
+def test_a_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)  # import lightning raises ImportError
+    monkeypatch.delitem(sys.modules, "polytask.lightning")
+    with pytest.raises(ImportError) as caught:
+        importlib.import_module("polytask.lightning")
+    message = str(caught.value)
+    assert "pip install 'polytask[lightning]'" in message and "\n" not in message
+
+
+DDP_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import lightning as L, torch
+from safetensors.torch import save_file
+from polytask.lightning import from_config
+from tests.test_lightning import QUIET, penguins
+
+out = sys.argv[1]
+for method in ("uncertainty", "mgda"):
+    module, datamodule = from_config(penguins(method, dropout=0.0))
+    trainer = L.Trainer(max_epochs=2, **{**QUIET, "devices": 2, "strategy": "ddp"})
+    trainer.fit(module, datamodule=datamodule)
+    rank = trainer.global_rank
+    tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
+    tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
+    save_file(tensors, f"{out}/{method}.{rank}.safetensors")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_equals_one_process(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = SRC.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for method in ("uncertainty", "mgda"):
+        ranks = [load_file(tmp_path / f"{method}.{r}.safetensors") for r in (0, 1)]
+        assert ranks[0].keys() == ranks[1].keys()
+        for key in ranks[0]:
+            assert torch.equal(ranks[0][key], ranks[1][key]), (method, key)
+        module, datamodule = from_config(penguins(method, dropout=0.0))
+        trainer = fit(module, datamodule)
+        for key, value in module.model.state_dict().items():
+            torch.testing.assert_close(ranks[0][f"model.{key}"], value, atol=1e-5, rtol=1e-5)
+        for key, value in trainer.callback_metrics.items():
+            torch.testing.assert_close(
+                ranks[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
+            )
