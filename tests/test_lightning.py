@@ -41,13 +41,13 @@ QUIET = {
 BATCH = 32
 
 
-def penguins(balancer="equal", dropout=0.1):
+def penguins(balancer="equal", dropout=0.1, **options):
     """The penguins config (with dropout, whose draws are then compared too)."""
     return parse_config(
         get_builtin("penguins").config(
             model={"trunk": [16], "head": [8], "dropout": dropout},
             training={"batch_size": BATCH, "seed": 3},
-            balancer={"name": balancer},
+            balancer={"name": balancer, **options},
         )
     )
 
@@ -199,28 +199,33 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
     assert "pip install 'polytask[lightning]'" in message and "\n" not in message
 
 
+DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and params mode
+    "uncertainty": {},
+    "mgda": {"mode": "features"},
+    "pcgrad": {"mode": "params", "seed": 1},
+}
 DDP_SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore")
-import lightning as L, torch
+import lightning as L
 from safetensors.torch import save_file
 from polytask.lightning import from_config
-from tests.test_lightning import QUIET, penguins
+from tests.test_lightning import DDP_METHODS, QUIET, penguins
 
-out = sys.argv[1]
-for method in ("uncertainty", "mgda"):
-    module, datamodule = from_config(penguins(method, dropout=0.0))
+for method, options in DDP_METHODS.items():
+    module, datamodule = from_config(penguins(method, dropout=0.0, **options))
     trainer = L.Trainer(max_epochs=2, **{**QUIET, "devices": 2, "strategy": "ddp"})
     trainer.fit(module, datamodule=datamodule)
-    rank = trainer.global_rank
     tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
     tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
-    save_file(tensors, f"{out}/{method}.{rank}.safetensors")
+    save_file(tensors, f"{sys.argv[1]}/{method}.{trainer.global_rank}.safetensors")
 """
 
 
 @pytest.mark.slow
 def test_ddp_on_two_processes_equals_one_process(tmp_path):
+    """Lightning's DDP strategy on 2 CPU processes (started together, as a launcher would:
+    LOCAL_RANK set) ends with the parameters and logged values of one process."""
     from safetensors.torch import load_file
 
     script = tmp_path / "ddp.py"
@@ -230,22 +235,44 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
         "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
     }
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    for method in ("uncertainty", "mgda"):
-        ranks = [load_file(tmp_path / f"{method}.{r}.safetensors") for r in (0, 1)]
-        assert ranks[0].keys() == ranks[1].keys()
-        for key in ranks[0]:
-            assert torch.equal(ranks[0][key], ranks[1][key]), (method, key)
-        module, datamodule = from_config(penguins(method, dropout=0.0))
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)],
+            cwd=root,
+            env={**env, "LOCAL_RANK": str(r), "RANK": str(r)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    for process in ranks:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+    for method, options in DDP_METHODS.items():
+        saved = [load_file(tmp_path / f"{method}.{r}.safetensors") for r in (0, 1)]
+        assert saved[0].keys() == saved[1].keys()
+        for key in saved[0]:  # the processes agree exactly
+            assert torch.equal(saved[0][key], saved[1][key]), (method, key)
+        module, datamodule = from_config(penguins(method, dropout=0.0, **options))
         trainer = fit(module, datamodule)
         for key, value in module.model.state_dict().items():
-            torch.testing.assert_close(ranks[0][f"model.{key}"], value, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(saved[0][f"model.{key}"], value, atol=1e-5, rtol=1e-5)
+        assert len(trainer.callback_metrics) == len(saved[0]) - len(module.model.state_dict())
         for key, value in trainer.callback_metrics.items():
             torch.testing.assert_close(
-                ranks[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
+                saved[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
             )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
