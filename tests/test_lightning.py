@@ -149,6 +149,35 @@ def test_the_balancer_runs_outside_autocast_under_bf16(data):
     assert trainer.global_step > 0 and _AutocastSpy.seen == [False] * trainer.global_step
 
 
+def test_16_mixed_hands_its_loss_scale_to_the_balancer():
+    """fp16 autocast on the CPU with a GradScaler (the plugin Lightning builds for
+    ``16-mixed`` on CUDA): the balancer writes scaled gradients that the plugin unscales (with
+    SGD, which is not scale-invariant, the run stays next to fp32's); overflowing steps are
+    skipped and lower the scale."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    config = penguins("mgda", dropout=0.0)
+    config = config.model_copy(
+        update={"training": config.training.model_copy(update={"optimizer": "sgd", "lr": 0.05})}
+    )
+    trained = {}
+    for init_scale in (None, 2.0**12, 2.0**24):
+        module, datamodule = from_config(config)
+        start = [p.detach().clone() for p in module.model.parameters()]
+        options = {}
+        if init_scale is not None:
+            scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+            options["plugins"] = [MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+        fit(module, datamodule, epochs=2, limit_val_batches=0, **options)
+        trained[init_scale] = torch.cat([p.detach().flatten() for p in module.model.parameters()])
+        moved = [
+            not torch.equal(p, q) for p, q in zip(module.model.parameters(), start, strict=True)
+        ]
+        assert trained[init_scale].isfinite().all() and any(moved)
+    torch.testing.assert_close(trained[2.0**12], trained[None], atol=2e-3, rtol=0)
+    assert scaler.get_scale() < 2.0**24  # the overflowing steps lowered it
+
+
 def test_a_checkpoint_resumes_the_run_exactly(data, tmp_path):
     names = [t.name for t in data.tasks]
 
