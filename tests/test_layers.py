@@ -45,6 +45,7 @@ LAYERS = (  # lowest first
     "compare",
     "auto",
     "sklearn",
+    "lightning",
     "cli",
     "testing",
     "__main__",

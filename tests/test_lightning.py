@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import math
 import os
@@ -22,6 +23,8 @@ from polytask.balancers.equal import EqualWeights  # noqa: E402
 from polytask.config import parse_config  # noqa: E402
 from polytask.data.builtin import get_builtin  # noqa: E402
 from polytask.data.prepare import prepare_data  # noqa: E402
+from polytask.distributed import World  # noqa: E402
+from polytask.errors import ConfigError  # noqa: E402
 from polytask.inference import evaluate  # noqa: E402
 from polytask.lightning import MultiTaskDataModule, MultiTaskModule, from_config  # noqa: E402
 from polytask.models.build import build_network  # noqa: E402
@@ -87,8 +90,9 @@ def test_the_module_trains_exactly_as_the_polytask_trainer(data, method):
     torch.manual_seed(0)
     model = build_network(penguins().model, data.preprocessor, data.tasks)
     twin = copy.deepcopy(model)
+    clip = 0.05 if method == "mgda" else None  # clipped after the balancer, as the Trainer
     module = MultiTaskModule(
-        model, data.tasks, build_balancer(method, names, **options), lr=1e-2, seed=3
+        model, data.tasks, build_balancer(method, names, **options), lr=1e-2, grad_clip=clip, seed=3
     )
     datamodule = MultiTaskDataModule(data, batch_size=BATCH, seed=3)
     trainer = fit(module, datamodule)
@@ -102,6 +106,7 @@ def test_the_module_trains_exactly_as_the_polytask_trainer(data, method):
         epochs=2,
         batch_size=BATCH,
         seed=3,
+        grad_clip=clip,
     )
     history = reference.fit(data.train["shared"])  # no validation: no epoch selection
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
@@ -217,6 +222,28 @@ def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
     for task in datamodule.tasks:
         for metric, value in recomputed.metrics[task.name].items():
             assert float(logged[f"test/{metric}/{task.name}"]) == pytest.approx(value, rel=1e-6)
+
+
+def test_a_balancer_that_is_not_data_parallel_is_refused_under_ddp(data, monkeypatch):
+    names = [t.name for t in data.tasks]
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    module = MultiTaskModule(model, data.tasks, build_balancer("db_mtl", names))
+    module.on_fit_start()  # one process: fine
+    monkeypatch.setattr("polytask.lightning.world", lambda: World(0, 2))
+    with pytest.raises(ConfigError, match="balancer 'db_mtl' is not exact under data-parallel"):
+        module.on_fit_start()
+
+
+def test_the_module_checks_its_arguments(data):
+    names = [t.name for t in data.tasks]
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    with pytest.raises(ValueError, match="balancer 'equal' has no task 'sex'"):
+        MultiTaskModule(model, data.tasks, EqualWeights(["species", "body_mass"]))
+    with pytest.raises(ValueError, match="lr_multipliers: no task 'sexx'"):
+        MultiTaskModule(model, data.tasks, lr_multipliers={"sexx": 2.0})
+    with pytest.raises(ValueError, match="no output for task 'extra'"):
+        MultiTaskModule(model, [*data.tasks, dataclasses.replace(data.tasks[0], name="extra")])
+    assert [t.name for t in MultiTaskModule(model, data.tasks).tasks] == names
 
 
 def test_a_missing_extra_names_the_install_command(monkeypatch):

@@ -56,6 +56,7 @@ from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import BatchSource
 from polytask.distributed import shard_rows, world
+from polytask.errors import ConfigError
 from polytask.inference import EVAL_BATCH_SIZE, Evaluation, evaluate_outputs
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network
@@ -70,7 +71,7 @@ from polytask.training.step import (
 )
 from polytask.training.trainer import TrainingDiverged, smallest_batch
 
-__all__ = ["BatchStream", "MultiTaskDataModule", "MultiTaskModule", "from_config"]
+__all__ = ["BatchStream", "MultiTaskDataModule", "MultiTaskModule", "ShardedBatch", "from_config"]
 
 
 @dataclass
@@ -173,7 +174,7 @@ class MultiTaskModule(L.LightningModule):
     def on_fit_start(self) -> None:
         here = world()
         if here.size > 1 and not self.balancer.data_parallel:
-            raise ValueError(
+            raise ConfigError(
                 f"balancer '{self.balancer.name}' is not exact under data-parallel training "
                 f"({here.size} processes): train it in one process"
             )
