@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 L = pytest.importorskip("lightning")
 
@@ -23,6 +24,7 @@ from polytask.balancers.equal import EqualWeights  # noqa: E402
 from polytask.config import parse_config  # noqa: E402
 from polytask.data.builtin import get_builtin  # noqa: E402
 from polytask.data.prepare import prepare_data  # noqa: E402
+from polytask.data.sampling import ShuffledBatches  # noqa: E402
 from polytask.distributed import World  # noqa: E402
 from polytask.errors import ConfigError  # noqa: E402
 from polytask.inference import evaluate  # noqa: E402
@@ -222,6 +224,25 @@ def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
     for task in datamodule.tasks:
         for metric, value in recomputed.metrics[task.name].items():
             assert float(logged[f"test/{metric}/{task.name}"]) == pytest.approx(value, rel=1e-6)
+
+
+def test_a_loader_of_batches_of_the_users_trains_as_the_stream(data):
+    names = [t.name for t in data.tasks]
+    batches = list(ShuffledBatches(data.train["shared"], BATCH).epoch(3, 1))
+    trained = []
+    for loader in (None, DataLoader(batches, batch_size=None)):
+        torch.manual_seed(0)
+        model = build_network(penguins().model, data.preprocessor, data.tasks)
+        module = MultiTaskModule(model, data.tasks, build_balancer("mgda", names), seed=3)
+        trainer = L.Trainer(max_epochs=1, limit_val_batches=0, **QUIET)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if loader is None:
+                trainer.fit(module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3))
+            else:
+                trainer.fit(module, train_dataloaders=loader)
+        trained.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(trained[0], trained[1])
 
 
 def test_a_balancer_that_is_not_data_parallel_is_refused_under_ddp(data, monkeypatch):

@@ -24,6 +24,10 @@ processes; after the balancer's backward the model's gradients are summed with o
 all-reduce. The module never calls ``manual_backward``, so DDP's own gradient reducer, which
 would average the gradients of every backward pass a gradient method takes, is never armed.
 Every process evaluates the whole validation data (identical weights, identical metrics).
+A loader of the user's that yields :class:`Batch` objects works too: under DDP, Lightning gives
+it a distributed sampler, and each process's batch is its part of the global batch (the
+labelled counts are summed over the processes); its validation metrics are then each
+process's, averaged by Lightning (exact for none of the non-additive metrics, such as AUC).
 
 Precision: ``32-true`` and ``bf16-mixed`` (the balancer runs outside autocast, on float32
 losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
@@ -88,6 +92,12 @@ class ShardedBatch:
         here = world()
         if here.size > 1:
             batch = shard(batch, here.rank, here.size)
+        return ShardedBatch.local(batch)
+
+    @staticmethod
+    def local(batch: Batch) -> ShardedBatch:
+        """``batch`` as this process's rows, the others' being theirs (the global batch is
+        the union of the processes' batches)."""
         return ShardedBatch(batch, labelled_counts(batch, list(batch.masks)))
 
 
@@ -191,9 +201,10 @@ class MultiTaskModule(L.LightningModule):
 
     def training_step(self, step: ShardedBatch | Batch, batch_idx: int) -> None:
         """One step on this process's rows: ``step`` comes from :class:`BatchStream`; a plain
-        :class:`Batch` (a loader of the user's) is taken as a global batch."""
+        :class:`Batch` (a loader of the user's, which Lightning's DDP gives a distributed
+        sampler) is this process's part of the global batch."""
         if isinstance(step, Batch):  # counted on the device: a synchronisation per task
-            step = ShardedBatch.of(step)
+            step = ShardedBatch.local(step)
         if batch_idx == 0:  # dropout draws as the Trainer's (after the loader's own draw)
             torch.manual_seed(self.seed * 1_000_003 + self.current_epoch + 1)
         batch = step.batch
