@@ -226,6 +226,14 @@ def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
             assert float(logged[f"test/{metric}/{task.name}"]) == pytest.approx(value, rel=1e-6)
 
 
+def test_from_config_names_the_settings_it_does_not_apply():
+    raw = get_builtin("penguins").config(
+        training={"lr_schedule": "cosine", "early_stopping": {"patience": 2}}
+    )
+    with pytest.warns(RuntimeWarning, match="training.lr_schedule, training.early_stopping not"):
+        from_config(raw)
+
+
 def test_a_loader_of_batches_of_the_users_trains_as_the_stream(data):
     names = [t.name for t in data.tasks]
     batches = list(ShuffledBatches(data.train["shared"], BATCH).epoch(3, 1))

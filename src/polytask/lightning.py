@@ -37,6 +37,7 @@ losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,8 +437,25 @@ def from_config(
         config = load_config(config)
     elif not isinstance(config, Config):
         config = parse_config(dict(config))
-    data = prepare_data(config)
     training = config.training
+    left = [
+        key
+        for key, value in (
+            ("training.lr_schedule", training.lr_schedule),
+            ("training.early_stopping", training.early_stopping),
+            ("evaluation.affinity", config.evaluation.affinity),
+            *((f"tasks.{t.name}.lr_schedule", t.lr_schedule) for t in config.tasks),
+        )
+        if value is not None
+    ]
+    if left:
+        warnings.warn(
+            f"from_config: {', '.join(left)} not applied under Lightning (use its callbacks: "
+            "LearningRateMonitor with configure_optimizers' schedulers, EarlyStopping)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    data = prepare_data(config)
     torch.manual_seed(training.seed)  # the network's initial weights, as a run draws them
     model = build_network(config.model, data.preprocessor, data.tasks)
     names = [t.name for t in data.tasks]
