@@ -148,12 +148,16 @@ class _AutocastSpy(EqualWeights):
         return super().step(step)
 
 
-def test_the_balancer_runs_outside_autocast_under_bf16(data):
+def test_under_bf16_the_balancer_and_validation_run_in_float32(data):
     module, datamodule = from_config(penguins(dropout=0.0))
     module.balancer = _AutocastSpy([t.name for t in data.tasks])
     _AutocastSpy.seen = []
-    trainer = fit(module, datamodule, epochs=1, precision="bf16-mixed", limit_val_batches=0)
+    trainer = fit(module, datamodule, epochs=1, precision="bf16-mixed")
     assert trainer.global_step > 0 and _AutocastSpy.seen == [False] * trainer.global_step
+    recomputed = evaluate(module.model, data.tasks, data.validation)  # float32
+    for task in data.tasks:  # validation ran in float32 too
+        logged = float(trainer.callback_metrics[f"val/loss/{task.name}"])
+        assert logged == pytest.approx(recomputed.loss[task.name], rel=1e-6)
 
 
 def test_16_mixed_hands_its_loss_scale_to_the_balancer():

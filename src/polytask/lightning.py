@@ -32,6 +32,7 @@ process's, averaged by Lightning (exact for none of the non-additive metrics, su
 Precision: ``32-true`` and ``bf16-mixed`` (the balancer runs outside autocast, on float32
 losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
 (:meth:`Balancer.backward` ``grad_scale``), whose gradients the plugin unscales before it steps.
+Validation and test run in float32, as the Trainer's.
 """
 
 from __future__ import annotations
@@ -303,7 +304,8 @@ class MultiTaskModule(L.LightningModule):
         self._masks = {t.name: [] for t in self.tasks}
 
     def _keep_outputs(self, batch: Batch) -> None:
-        outputs = self.model(batch.inputs)
+        with torch.autocast(self.device.type, enabled=False):  # evaluated in float32
+            outputs = self.model(batch.inputs)
         for task in self.tasks:
             self._outputs[task.name].append(outputs[task.name].float().cpu())
             self._targets[task.name].append(batch.targets[task.name].cpu())
