@@ -26,9 +26,14 @@ from polytask.data.builtin import get_builtin  # noqa: E402
 from polytask.data.prepare import prepare_data  # noqa: E402
 from polytask.data.sampling import ShuffledBatches  # noqa: E402
 from polytask.distributed import World  # noqa: E402
-from polytask.errors import ConfigError  # noqa: E402
+from polytask.errors import ConfigError, RunError  # noqa: E402
 from polytask.inference import evaluate  # noqa: E402
-from polytask.lightning import MultiTaskDataModule, MultiTaskModule, from_config  # noqa: E402
+from polytask.lightning import (  # noqa: E402
+    BatchStream,
+    MultiTaskDataModule,
+    MultiTaskModule,
+    from_config,
+)
 from polytask.models.build import build_network  # noqa: E402
 from polytask.training import Trainer  # noqa: E402
 from polytask.training.optim import parameter_groups  # noqa: E402
@@ -265,6 +270,16 @@ def test_a_balancer_that_is_not_data_parallel_is_refused_under_ddp(data, monkeyp
     monkeypatch.setattr("polytask.lightning.world", lambda: World(0, 2))
     with pytest.raises(ConfigError, match="balancer 'db_mtl' is not exact under data-parallel"):
         module.on_fit_start()
+
+
+def test_a_global_batch_without_a_row_for_every_process_is_refused_before_training(
+    data, monkeypatch
+):
+    train = data.train["shared"]
+    monkeypatch.setattr("polytask.lightning.world", lambda: World(0, 2))
+    stream = BatchStream(ShuffledBatches(train, len(train) - 1), seed=3)  # the last batch: 1 row
+    with pytest.raises(RunError, match="a global batch of 1 row.s. cannot be split over 2"):
+        iter(stream)
 
 
 def test_the_module_checks_its_arguments(data):
