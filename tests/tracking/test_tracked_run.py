@@ -181,7 +181,9 @@ def test_mlflow_holds_every_epoch_value_and_the_final_values_of_metrics_json(run
     finals = final(metrics)
     assert set(found.data.metrics) == set(expected) | set(finals)
     for tag, pairs in expected.items():
-        history = sorted((m.step, m.value) for m in client.get_metric_history(found.info.run_id, tag))
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(found.info.run_id, tag)
+        )
         assert history == pairs, tag  # float64: exactly
     for tag, value in finals.items():
         assert found.data.metrics[tag] == value, tag
@@ -240,9 +242,7 @@ def assert_nothing_written(tmp_path: Path) -> None:
     assert (runs / "synthetic" / "metrics.json").read_text() == "{}"
 
 
-def test_an_mlflow_server_that_cannot_be_reached_is_one_line_at_once(
-    monkeypatch, capsys, tmp_path
-):
+def test_an_mlflow_server_that_cannot_be_reached_is_one_line_at_once(monkeypatch, capsys, tmp_path):
     uri = f"http://127.0.0.1:{closed_port()}"
     config = cli_with(tmp_path, mlflow={"tracking_uri": uri})
     started = time.perf_counter()
