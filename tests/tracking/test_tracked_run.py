@@ -266,3 +266,53 @@ def test_a_database_store_without_sqlalchemy_names_the_extra(monkeypatch, capsys
     code, _, err = run_cli(monkeypatch, capsys, "train", config)
     assert_clean_error(code, err, "logging.mlflow", "pip install 'polytask[mlflow]'")
     assert_nothing_written(tmp_path)
+
+
+def test_a_deleted_experiment_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    client = MlflowClient(tracking_uri=uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    config = cli_with(tmp_path, mlflow={"tracking_uri": uri, "experiment": "gone"})
+    code, _, err = run_cli(monkeypatch, capsys, "train", config)
+    assert_clean_error(code, err, "logging.mlflow.experiment", "'gone' is a deleted experiment")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_resumed_run_continues_its_mlflow_run_and_its_event_files(monkeypatch, tmp_path):
+    """Killed in epoch 2 (epoch 1 logged and checkpointed), then resumed: one MLflow run and
+    one TensorBoard folder hold epochs 1 and 2, equal to metrics.json."""
+    from polytask.training.trainer import Trainer
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    raw = tracked_config(tmp_path, tensorboard=True, mlflow={"tracking_uri": uri})
+    raw["evaluation"] = {}
+    config = parse_config(raw)
+    train_epoch = Trainer._train_epoch
+
+    def killed_in_epoch_2(self, source, epoch, bar):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self, source, epoch, bar)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, baselines=False)
+    client, _, interrupted = mlflow_run(uri)
+    assert interrupted.info.status == "FAILED"
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    result = run_experiment(config, baselines=False, resume=True)
+
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    _, _, found = mlflow_run(uri)  # the same, single run
+    assert found.info.run_id == interrupted.info.run_id and found.info.status == "FINISHED"
+    expected = [
+        (log["epoch"], log["train_loss"]["clicked"]) for log in metrics["multitask"]["history"]
+    ]
+    assert [e for e, _ in expected] == [1, 2]
+    history = client.get_metric_history(found.info.run_id, "loss/train/clicked")
+    assert sorted((m.step, m.value) for m in history) == expected
+    board = events(result.run_dir / "tensorboard")
+    read = [(e.step, e.value) for e in board.Scalars("loss/train/clicked")]
+    assert read == [(step, as_float32(v)) for step, v in expected]
