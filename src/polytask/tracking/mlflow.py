@@ -6,7 +6,8 @@ experiments it creates under ``<output_dir>/mlflow-artifacts`` (MLflow's plain f
 ``./mlruns``, is refused by MLflow 3 unless ``MLFLOW_ALLOW_FILE_STORE=true``). The experiment
 (default: the config's ``name``) is found or created before any training (:func:`mlflow_target`),
 with a single try and a short timeout, so that a server that cannot be reached is one error at
-once rather than minutes of retries. The run is named after the run folder and tagged with its
+once rather than minutes of retries; a new SQLite database is created under a lock, so that
+runs started together can share it. The run is named after the run folder and tagged with its
 path (``polytask.run_dir``); ``--resume`` continues that MLflow run. At the end, the run
 folder's files (weights, plots, config, ``metrics.json``) are logged as artifacts.
 """
@@ -96,11 +97,15 @@ def mlflow_target(settings: MlflowConfig, output_dir: Path, experiment: str) -> 
     try:
         if settings.tracking_uri is None:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-        client = MlflowClient(tracking_uri=uri)
-        with _one_quick_try():
+        with _one_quick_try(), _first_use(uri):  # the client opens a database store at once
+            client = MlflowClient(tracking_uri=uri)
             return MlflowTarget(uri, _experiment_id(client, name, uri, output_dir))
-    except (MlflowException, OSError, ValueError) as exc:
+    except ConfigError:
+        raise
+    except Exception as exc:  # MLflow's, the HTTP client's, the database driver's errors
         reason = " ".join(str(getattr(exc, "message", exc)).split())
+        if not isinstance(exc, MlflowException):
+            reason = f"{type(exc).__name__}: {reason}"
         raise ConfigError(f"{where}: the MLflow store {uri} cannot be used ({reason})") from exc
 
 
@@ -143,6 +148,33 @@ def _one_quick_try() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _first_use(uri: str) -> Iterator[None]:
+    """For a SQLite store, a lock beside its file (``mlflow.db.lock``) held while this process
+    opens it: MLflow creates a new database's tables without one, so two runs creating it at
+    once collide (measured: "duplicate column name" in one of them). The other databases and
+    servers need none."""
+    database = _sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    from filelock import FileLock
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock"):
+        yield
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URI (None for another store or an in-memory one)."""
+    if _scheme(uri) != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def _scheme(uri: str) -> str:
