@@ -1,10 +1,10 @@
-"""One small run tracked by TensorBoard and MLflow at once, read back with their own readers
-(TensorBoard's ``EventAccumulator``, MLflow's ``MlflowClient``): every tracked value equals
-``metrics.json``. Then the MLflow stores that cannot be used (the same process: MLflow is
-imported once).
+"""One small run tracked by TensorBoard and MLflow at once (stopped in epoch 2 and resumed),
+read back with their own readers (TensorBoard's ``EventAccumulator``, MLflow's
+``MlflowClient``): every tracked value equals ``metrics.json``. Then the MLflow stores that
+cannot be used (in this module: MLflow is imported by one process).
 
 The run uses MLflow's file store (fast to create); the default SQLite store, shared by two
-runs at once, is tests/tracking/test_shared_store.py (slow: its schema migrations take
+runs at once, is in tests/tracking/test_processes.py (slow: its schema migrations take
 seconds)."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from polytask.config import parse_config
 from polytask.experiment import run_experiment
+from polytask.training.trainer import Trainer
 
 from ..conftest import config_dict, synthetic_frame
 from ..test_cli import assert_clean_error, run_cli
@@ -47,16 +48,45 @@ def tracked_config(folder: Path, **logging) -> dict:
     return raw
 
 
+def killed_in_epoch(killed: int):
+    """``Trainer._train_epoch`` that stops the process (a ^C) at the start of epoch ``killed``
+    of the multi-task model: the epochs before are checkpointed and tracked."""
+    train_epoch = Trainer._train_epoch
+
+    def train(self, source, epoch, bar):
+        if epoch == killed and self.label == "multi-task":
+            raise KeyboardInterrupt
+        return train_epoch(self, source, epoch, bar)
+
+    return train
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict, str]:
-    """The run folder, its metrics.json and the MLflow tracking URI."""
+    """The run folder, its metrics.json and the MLflow tracking URI of a run stopped in epoch 2,
+    then resumed: the values read back come from both processes (two event files, one MLflow
+    run continued)."""
     folder = tmp_path_factory.mktemp("tracked")
     uri = (folder / "mlruns").as_uri()
-    raw = tracked_config(folder, tensorboard=True, mlflow={"tracking_uri": uri})
+    config = parse_config(tracked_config(folder, tensorboard=True, mlflow={"tracking_uri": uri}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses it otherwise
-        result = run_experiment(parse_config(raw))
+        with patch.context() as kill:
+            kill.setattr(Trainer, "_train_epoch", killed_in_epoch(2))
+            with pytest.raises(KeyboardInterrupt):
+                run_experiment(config)
+        _, _, interrupted = mlflow_run(uri)
+        assert interrupted.info.status == "FAILED"
+        assert len(list((folder / "runs" / "synthetic" / "tensorboard").glob("events.*"))) == 1
+        result = run_experiment(config, resume=True)
         yield result.run_dir, json.loads((result.run_dir / "metrics.json").read_text()), uri
+
+
+def test_the_resumed_run_continued_its_mlflow_run_and_its_event_files(run):
+    run_dir, _, uri = run
+    _, _, found = mlflow_run(uri)  # one run (mlflow_run unpacks a single one)
+    assert found.info.status == "FINISHED"
+    assert len(list((run_dir / "tensorboard").glob("events.*"))) == 2
 
 
 def per_epoch(metrics: dict) -> dict[str, list[tuple[int, float]]]:
@@ -277,42 +307,3 @@ def test_a_deleted_experiment_is_one_line(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "train", config)
     assert_clean_error(code, err, "logging.mlflow.experiment", "'gone' is a deleted experiment")
     assert_nothing_written(tmp_path)
-
-
-def test_a_resumed_run_continues_its_mlflow_run_and_its_event_files(monkeypatch, tmp_path):
-    """Killed in epoch 2 (epoch 1 logged and checkpointed), then resumed: one MLflow run and
-    one TensorBoard folder hold epochs 1 and 2, equal to metrics.json."""
-    from polytask.training.trainer import Trainer
-
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    uri = (tmp_path / "mlruns").as_uri()
-    raw = tracked_config(tmp_path, tensorboard=True, mlflow={"tracking_uri": uri})
-    raw["evaluation"] = {}
-    config = parse_config(raw)
-    train_epoch = Trainer._train_epoch
-
-    def killed_in_epoch_2(self, source, epoch, bar):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return train_epoch(self, source, epoch, bar)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, baselines=False)
-    client, _, interrupted = mlflow_run(uri)
-    assert interrupted.info.status == "FAILED"
-    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
-    result = run_experiment(config, baselines=False, resume=True)
-
-    metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    _, _, found = mlflow_run(uri)  # the same, single run
-    assert found.info.run_id == interrupted.info.run_id and found.info.status == "FINISHED"
-    expected = [
-        (log["epoch"], log["train_loss"]["clicked"]) for log in metrics["multitask"]["history"]
-    ]
-    assert [e for e, _ in expected] == [1, 2]
-    history = client.get_metric_history(found.info.run_id, "loss/train/clicked")
-    assert sorted((m.step, m.value) for m in history) == expected
-    board = events(result.run_dir / "tensorboard")
-    read = [(e.step, e.value) for e in board.Scalars("loss/train/clicked")]
-    assert read == [(step, as_float32(v)) for step, v in expected]
