@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# The CPU wheel of torch first, pinned, so pip never pulls the CUDA build.
 	if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install --quiet torch; \
 	else $(BIN)/pip install --quiet torch==2.13.0; fi
-	$(BIN)/pip install --quiet -e '.[dev,auto,onnx]'
+	$(BIN)/pip install --quiet -e '.[dev,auto,onnx,tensorboard,mlflow,lightning,graph]'
 	touch $(STAMP)
 
 demo: $(STAMP)

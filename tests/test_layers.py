@@ -41,6 +41,7 @@ LAYERS = (  # lowest first
     "predict",
     "export",
     "reporting",
+    "tracking",
     "experiment",
     "compare",
     "auto",

@@ -473,6 +473,35 @@ class EvaluationConfig(_Section):
     affinity: AffinityConfig | None = None
 
 
+def _switch(value: Any) -> Any:
+    """``true`` is short for a section at its defaults, ``false`` for none."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
+class MlflowConfig(_Section):
+    """Where MLflow runs go (README, "Tracking"): ``tracking_uri`` (default: the SQLite store
+    ``<output_dir>/mlflow.db``, its artifacts under ``<output_dir>/mlflow-artifacts``) and the
+    ``experiment`` (default: the config's ``name``)."""
+
+    tracking_uri: str | None = Field(None, min_length=1)
+    experiment: str | None = Field(None, min_length=1)
+
+
+class LoggingConfig(_Section):
+    """Experiment tracking (README, "Tracking"): TensorBoard event files in the run folder
+    (``tensorboard: true``) and an MLflow run (``mlflow``, ``true`` for its defaults); both off
+    by default."""
+
+    tensorboard: bool = False
+    mlflow: Annotated[MlflowConfig | None, BeforeValidator(_switch)] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.tensorboard or self.mlflow is not None
+
+
 def _range(value: Any) -> Any:
     """A number fixes a searched value; ``[low, high]`` is a range."""
     if isinstance(value, int | float | str) and not isinstance(value, bool):
@@ -563,12 +592,15 @@ class Config(_Section):
     balancer: BalancerConfig = BalancerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     auto: AutoConfig | None = None
+    logging: LoggingConfig = LoggingConfig()
 
     @model_serializer(mode="wrap")
     def _omit_absent_auto(self, handler: Any) -> dict[str, Any]:
         data = handler(self)  # configs without one keep their saved form
         if data.get("auto", "") is None:
             data.pop("auto")
+        if data.get("logging") == LoggingConfig().model_dump():  # and without tracking
+            data.pop("logging")
         return data
 
     @field_validator("name")

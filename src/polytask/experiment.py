@@ -22,7 +22,7 @@ from polytask.balancers import build_balancer
 from polytask.checks import check_config
 from polytask.config import BalancerConfig, Config
 from polytask.data.prepare import PreparedData, prepare_data
-from polytask.data.sampling import ShuffledBatches
+from polytask.data.sampling import BatchSource, ShuffledBatches
 from polytask.device import check_precision, resolve_device
 from polytask.distributed import broadcast_object, world
 from polytask.errors import ConfigError, RunError
@@ -55,6 +55,8 @@ from polytask.rundir import (
     run_dir_for,
 )
 from polytask.tasks import Task
+from polytask.tracking import Tracking, TrackingSetup, prepare_tracking, run_files
+from polytask.tracking.values import epoch_images, epoch_scalars, final_scalars, flat_params
 from polytask.training.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -86,7 +88,9 @@ def run_experiment(
 
     Under ``torchrun`` every process reads the data and trains (baselines included) on its
     shard of each global batch; only rank 0 chooses, holds and writes the run folder (the
-    others learn its path by broadcast) and reports."""
+    others learn its path by broadcast) and reports. Rank 0 alone tracks the run
+    (``logging``: TensorBoard, MLflow; :mod:`polytask.tracking`), whose trackers are checked
+    before the run folder is made."""
     output = Path(config.output_dir)
     check_config(config)  # a balancer typo (or a missing device) fails before the data are read
     check_output_dir(output)  # a bad output folder or run name fails before any work
@@ -98,9 +102,11 @@ def run_experiment(
     here = world()
     with contextlib.ExitStack() as stack:
         run: RunDir | None = None
+        tracking = TrackingSetup()
         problem: Exception | None = None
         if here.is_main:
             try:
+                tracking = prepare_tracking(config)  # an unreachable store: before any folder
                 run = run_dir_for(output, config.name or "run", resume=resume)
                 stack.enter_context(run.hold())
                 if run.finished:  # it finished while this process was looking for it
@@ -125,6 +131,7 @@ def run_experiment(
             resume=resume,
             progress=progress and here.is_main,
             report=report if here.is_main else _silent,
+            tracking=tracking,
         )
 
 
@@ -142,8 +149,8 @@ def _run(
     resume: bool,
     progress: bool,
     report: Reporter,
+    tracking: TrackingSetup,
 ) -> RunResult:
-    output = Path(config.output_dir)
     main = world().is_main  # under torchrun, only rank 0 writes (run_experiment)
     report(f"run directory: {run.path}")
     if main:
@@ -165,7 +172,40 @@ def _run(
         config.training.batch_size, config.data.sampler, config.data.temperature
     )
     report(source.describe())
+    tracker = tracking.start(run.path, resume=resume) if main else Tracking()
+    tracker.log_params(flat_params(config))
+    try:
+        result = _train(
+            config, data, run, source, counts, baselines=baselines,
+            baseline_config=baseline_config, resume=resume, progress=progress, report=report,
+            tracker=tracker,
+        )  # fmt: skip
+    except BaseException:
+        if main:
+            tracker.finish({}, run_files(run.path), failed=True)
+        raise
+    if main:
+        tracker.finish(final_scalars(result), run_files(run.path))
+    return result
 
+
+def _train(
+    config: Config,
+    data: PreparedData,
+    run: RunDir,
+    source: BatchSource,
+    counts: dict[str, dict[str, int]],
+    *,
+    baselines: bool,
+    baseline_config: Config,
+    resume: bool,
+    progress: bool,
+    report: Reporter,
+    tracker: Tracking,
+) -> RunResult:
+    """Baselines (not tracked), the multi-task model (tracked per epoch) and the run's files."""
+    output = Path(config.output_dir)
+    main = world().is_main
     baseline_results = {}
     with _failure_recorded(run.failed, main):
         if baselines:
@@ -179,6 +219,11 @@ def _run(
                     report=report,
                 )
     reference = _scores(baseline_results, "validation") or None
+    directions = metric_directions(data.tasks)
+
+    def track(log: EpochLog) -> None:
+        scalars = epoch_scalars(log, reference, directions, config.evaluation.delta_m)
+        tracker.log_epoch(log.epoch, scalars, epoch_images(log) if tracker.trackers else {})
 
     trainer = make_trainer(
         config,
@@ -188,6 +233,7 @@ def _run(
         progress=progress,
         label="multi-task",
         checkpoint_dir=run.checkpoint,
+        on_epoch=track if tracker.trackers else None,
     )
     started = time.perf_counter()
     with _failure_recorded(run.failed, main):
@@ -200,7 +246,6 @@ def _run(
     save_weights(trainer.model.state_dict(), run.model)
 
     if baseline_results:
-        directions = metric_directions(data.tasks)
         average = config.evaluation.delta_m
         result.delta_m_test = delta_m(
             multitask.test, _scores(baseline_results, "test"), directions, average

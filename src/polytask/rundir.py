@@ -16,9 +16,11 @@ Layout::
       groups-k<k>.yaml              ``polytask affinity``: a ``groups`` config per k
       learning_rates.png            each parameter group's learning rate per epoch (if one varies)
       task_relationships.csv, .png  learned task correlations (architectures that learn them: mtrl)
+      tensorboard/                  event files (logging.tensorboard; hparams/: add_hparams)
       .lock, .owner                 held by the process writing the run; .owner: its pid and host
     <output_dir>/baselines/<task>-<hash>/   single-task baselines, reused across runs
       checkpoint/, model.safetensors, metrics.json, .lock, .owner
+    <output_dir>/mlflow.db, mlflow-artifacts/  the default MLflow store (logging.mlflow)
     <output_dir>/<name>-comparison.json     ``polytask compare``'s mean ± std per balancer
     <output_dir>/<name>-seeds.json          ``polytask train --seeds``: per-task verdicts over seeds
     <output_dir>/<name>-auto/               ``polytask auto``'s study folder (auto.json,

@@ -153,6 +153,11 @@ def plot_affinity(
 ) -> Path:
     """Heatmap of a T×T task affinity, tasks in ``order`` (by cluster); the colour scale spans
     the off-diagonal entries."""
+    return save_figure(affinity_figure(names, matrix, order, method), path)
+
+
+def affinity_figure(names: Sequence[str], matrix: Any, order: Sequence[int], method: str):
+    """The figure of :func:`plot_affinity` (the caller closes it)."""
     values = np.asarray(matrix, dtype=float)[np.ix_(order, order)]
     labels = [names[i] for i in order]
     size = max(3.5, 0.45 * len(names) + 2)
@@ -171,4 +176,4 @@ def plot_affinity(
     else:
         ax.set_title("Gradient cosine")
     fig.colorbar(image, ax=ax)
-    return save_figure(fig, path)
+    return fig
