@@ -84,6 +84,7 @@ from polytask.device import (
     to_device,
 )
 from polytask.distributed import (
+    agreed,
     all_reduce_sum,
     global_value,
     shard_rows,
@@ -240,11 +241,12 @@ class Trainer:
         returns the detached task losses and the balancer's weights.
 
         Under ``torchrun`` (:mod:`polytask.distributed`) ``batch`` is the global batch: this
-        process keeps its rows ``rank::world_size``, each task's loss is its local sum over the
-        global labelled count with the global value (:func:`global_value`), and the model's
+        process keeps its rows ``rank::world_size`` (unless ``batch.sharded``: it already holds
+        this process's rows only, as streamed data do), each task's loss is its local sum over
+        the global labelled count with the global value (:func:`global_value`), and the model's
         gradients are summed over the processes after the backward."""
         here = world()
-        if here.size > 1:
+        if here.size > 1 and not batch.sharded:
             batch = _shard(batch, here.rank, here.size)
         # labels counted before the batch moves: on the host, so no device synchronisation
         labelled = {t.name: int(batch.masks[t.name].sum()) for t in self.tasks}
@@ -326,6 +328,9 @@ class Trainer:
         rows = smallest_batch(source)
         if world().size > 1 and rows is not None:  # before any step, not mid-epoch
             shard_rows(rows, world().rank, world().size)
+        # every process must take the same number of steps (a collective waiting for a
+        # process that has finished its epoch would never return): checked once, up front
+        agreed(source.steps_per_epoch(), "steps per epoch")
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
