@@ -425,10 +425,14 @@ def test_a_builtin_dataset_is_not_streamed():
         prepare_data(parse_config(_config(Path("penguins"))))
 
 
-def test_an_empty_parquet_folder(tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "notes.txt").write_text("nothing")
+def test_an_empty_parquet_folder_or_one_with_another_file(tmp_path):
+    (tmp_path / "empty" / ".cache").mkdir(parents=True)
+    (tmp_path / "empty" / "_SUCCESS").write_text("")  # marker and hidden files are skipped
+    (tmp_path / "empty" / ".cache" / "notes.txt").write_text("nothing")
     with pytest.raises(DataError, match="empty: the folder holds no Parquet file"):
+        prepare_data(parse_config(_config(tmp_path / "empty")))
+    (tmp_path / "empty" / "notes.txt").write_text("nothing")
+    with pytest.raises(DataError, match="notes.txt: not a Parquet file, in the folder"):
         prepare_data(parse_config(_config(tmp_path / "empty")))
 
 

@@ -162,6 +162,22 @@ class ParquetStream:
                 raise DataError(f"{group.path}: cannot be read as Parquet ({reason})") from exc
 
 
+def integer_columns_with_nulls(stream: ParquetStream, columns: list[str]) -> set[str]:
+    """The integer ``columns`` with a missing value anywhere in ``stream``: pandas reads the
+    whole table's as floats, so each batch must too (:meth:`Chunk.frame`). Counted by a scan
+    of those columns alone, which Parquet statistics can answer without reading them."""
+    integers = [
+        c
+        for c in columns
+        if c not in stream.nullable and pa.types.is_integer(stream.schema.field(c).type)
+    ]
+    try:
+        return {c for c in integers if stream.dataset.count_rows(filter=ds.field(c).is_null())}
+    except (pa.ArrowException, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{stream.source}: cannot be read as Parquet ({reason})") from exc
+
+
 def _pandas_index_columns(schema: pa.Schema) -> set[str]:
     """The columns that hold a pandas index (as pandas writes one), not data."""
     found = {n for n in schema.names if n.startswith("__index_level_")}
@@ -178,11 +194,19 @@ def parquet_files(source: str) -> list[str]:
         "data.streaming: false"
     )
     if path.is_dir():
-        files = sorted(
-            str(p)
-            for p in path.rglob("*")
-            if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES)
-        )
+        files = []
+        for found in sorted(path.rglob("*")):
+            if not found.is_file() or any(
+                part.startswith((".", "_")) for part in found.relative_to(path).parts
+            ):
+                continue  # hidden and marker files (.crc, _SUCCESS), as pyarrow skips them
+            if not found.name.lower().endswith(PARQUET_SUFFIXES):
+                raise DataError(
+                    f"{found}: not a Parquet file, in the folder {source}, which must hold "
+                    "Parquet files only (*.parquet, *.pq; names starting with '.' or '_' are "
+                    "skipped): move it out or convert it"
+                )
+            files.append(str(found))
         if not files:
             raise DataError(f"{source}: the folder holds no Parquet file (*.parquet, *.pq)")
         return files
