@@ -80,7 +80,7 @@ class LoadedRun:
         record batches and written to ``out`` batch by batch (:func:`write_frames`), so the
         table never sits in memory whole; returns the rows written. Row order: the files in
         path order, each in its row order."""
-        stream, columns = self._stream(source, keep)
+        stream, columns = self._stream(source, keep, labels=False)
         kept = self._kept(stream.empty_frame(), source, keep)
         frames = (
             self.predict(frame, where, keep=kept) for frame, where in _frames(stream, columns)
@@ -90,7 +90,7 @@ class LoadedRun:
     def evaluate_parquet(self, source: str) -> dict[str, dict[str, float]]:
         """:meth:`evaluate` on a Parquet file or folder, read in record batches: only each
         row's outputs, targets and masks are kept (a few numbers per row and task)."""
-        stream, columns = self._stream(source, ())
+        stream, columns = self._stream(source, (), labels=True)
         parts: dict[str, list[list[Tensor]]] = {t.name: [[], [], []] for t in self.tasks}
         for frame, where in _frames(stream, columns):
             data = self.encode(frame, where)
@@ -112,10 +112,12 @@ class LoadedRun:
             for task in self.tasks
         }
 
-    def _stream(self, source: str, keep: Sequence[str]) -> tuple[ParquetStream, list[str]]:
+    def _stream(
+        self, source: str, keep: Sequence[str], *, labels: bool
+    ) -> tuple[ParquetStream, list[str]]:
         """The Parquet source and the columns to read from it: the features (a DataError
         naming the first file and the column when one is missing; every file has the same
-        columns), the label columns present, and ``keep``."""
+        columns), with ``labels`` the label columns present, and ``keep``."""
         stream = ParquetStream(source)
         empty = stream.empty_frame()
         self.preprocessor.check_columns(empty, stream.files[0])
@@ -123,7 +125,7 @@ class LoadedRun:
             *self.preprocessor.numeric,
             *self.preprocessor.categorical,
             *self.preprocessor.text,
-            *self._label_columns(empty),
+            *(self._label_columns(empty) if labels else ()),
             *keep,
         }
         return stream, [c for c in stream.columns if c in wanted]

@@ -26,7 +26,11 @@ recursively, read in sorted path order as one table). It is read in record batch
   encoded batch by batch and shuffled through a :class:`ShuffleBuffer` of
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
-  ``(seed, epoch)``.
+  ``(seed, epoch)``; row groups without a training row are not read.
+* **Under torchrun** each process reads only its own row groups (:func:`deal_row_groups`) and
+  yields its part of each global batch (:func:`step_rows`: the same number of steps on every
+  process); the two passes above are made by every process, so every process fits the same
+  statistics and holds the same validation and test rows.
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
@@ -438,7 +442,7 @@ class StreamingBatches:
         counts = table.group_train_rows()
         self.groups = deal_row_groups(counts, size)
         self.rows = step_rows([sum(counts[g] for g in mine) for mine in self.groups], batch_size)
-        empty = np.argwhere(self.rows == 0)
+        empty = np.argwhere(self.rows < 1)
         if empty.size:
             r, step = (int(v) for v in empty[0])
             raise RunError(
@@ -509,27 +513,28 @@ def deal_row_groups(rows: list[int], size: int) -> list[list[int]]:
 
 
 def step_rows(counts: list[int], batch_size: int) -> np.ndarray:
-    """The rows each process contributes to each step of an epoch: an array (processes ×
-    steps) whose row ``r`` sums to ``counts[r]`` (process ``r``'s training rows) and whose
-    columns sum to the global batches' sizes.
+    """The rows each process contributes to each step of an epoch: an integer array
+    (processes × steps) whose row ``r`` sums to ``counts[r]`` (process ``r``'s training rows)
+    and whose columns sum to the global batches' sizes.
 
     An epoch has ``ceil(sum(counts) / batch_size)`` steps, the same on every process. One
     process: batches of ``batch_size`` rows, the last one the remainder. Several: the global
-    batches are evened out (no step left with a few rows), and each process's rows are spread
-    over them in proportion to its shard (its ``k``-th row at the fraction ``(k + ½) /
-    counts[r]`` of the epoch; ties to the lower rank), so every global batch mixes the shards.
-    A 0 marks a step in which a process would have no row (the caller refuses it)."""
+    batches are evened out (no step left with a few rows), and each process's share of the
+    first ``s`` steps is its share of the table, rounded: ``round(counts[r] × rows of the first
+    s steps / total)`` for every process but rank 0, which takes the rest (so the columns add
+    up exactly). A process with a larger shard thus gives more rows to every step, within a
+    row of its proportion. An entry below 1 marks a step in which a process would have no row
+    (the caller refuses it)."""
     total = sum(counts)
     steps = max(math.ceil(total / batch_size), 1)
     if len(counts) == 1:
         return np.array([[batch_size] * (steps - 1) + [total - batch_size * (steps - 1)]])
-    sizes = np.full(steps, total // steps) + (np.arange(steps) < total % steps)
-    keys = np.concatenate([(np.arange(n) + 0.5) / n for n in counts if n > 0] or [np.empty(0)])
-    owners = np.repeat(np.arange(len(counts)), counts)
-    ordered = owners[np.lexsort((owners, keys))]
-    step = np.repeat(np.arange(steps), sizes)
-    found = np.bincount(ordered * steps + step, minlength=len(counts) * steps)
-    return found.reshape(len(counts), steps)
+    sizes = np.full(steps, total // steps, dtype=np.int64) + (np.arange(steps) < total % steps)
+    done = np.cumsum(sizes)  # global rows after each step (exact integers: no float rounding)
+    shares = np.asarray(counts[1:], dtype=np.int64)[:, None]
+    others = (2 * shares * done[None, :] + total) // (2 * total)
+    cumulative = np.vstack([done - others.sum(axis=0), others])
+    return np.diff(cumulative, axis=1, prepend=0)
 
 
 def rebatch(
