@@ -40,7 +40,6 @@ from polytask.data.streaming import (
     split_codes,
 )
 from polytask.data.tables import check_not_empty, read_table
-from polytask.distributed import world
 from polytask.errors import ConfigError, DataError, did_you_mean
 from polytask.tasks import Task, task_from_dict
 from polytask.tasks.base import label_strings, require_columns
@@ -76,12 +75,15 @@ class PreparedData:
         """This data with the test split left out."""
         return replace(self, test=None)
 
-    def train_source(self, batch_size: int, policy: str, temperature: float) -> BatchSource:
+    def train_source(
+        self, batch_size: int, policy: str, temperature: float, rank: int = 0, size: int = 1
+    ) -> BatchSource:
         """One shared table: shuffled batches; several tables: a task mixture; streamed data:
-        batches shuffled through a bounded buffer."""
-        if self.streamed is not None:  # under torchrun, this process's shard
-            here = world()
-            return self.streamed.batches(batch_size, here.rank, here.size)
+        batches shuffled through a bounded buffer, of process ``rank`` of ``size`` under
+        ``torchrun`` (it reads its own shard; other sources give every process the global
+        batches, which the trainer cuts)."""
+        if self.streamed is not None:
+            return self.streamed.batches(batch_size, rank, size)
         if len(self.train) == 1:
             return ShuffledBatches(next(iter(self.train.values())), batch_size)
         return TaskMixture(self.train, batch_size, policy, temperature)  # type: ignore[arg-type]
@@ -289,8 +291,6 @@ def _prepare_streamed(config: Config) -> PreparedData:
         train_counts=train_counts,
         shuffle_buffer=config.data.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
     )
-    here = world()  # under torchrun: shards that cannot keep the processes in step fail here
-    streamed.batches(config.training.batch_size, here.rank, here.size)
     parts: dict[int, list[MultiTaskData]] = {VALIDATION: [], TEST: []}
     for code, rows in streamed.encoded((VALIDATION, TEST)):
         parts[code].append(rows)
