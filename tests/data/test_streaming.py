@@ -18,10 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
+from torch import nn
 
 from polytask import experiment
 from polytask.config import parse_config
 from polytask.data import MultiTaskData, prepare_data, streaming
+from polytask.data.dataset import Batch
 from polytask.data.sampling import ShuffleBuffer
 from polytask.data.streaming import (
     ParquetStream,
@@ -32,6 +34,8 @@ from polytask.data.streaming import (
 )
 from polytask.distributed import agreed, shutdown
 from polytask.errors import ConfigError, DataError, RunError
+from polytask.models import HardSharing
+from polytask.tasks import BinaryTask, RegressionTask
 from polytask.training import Trainer
 
 from ..conftest import config_dict, synthetic_frame
@@ -299,6 +303,32 @@ def test_each_process_reads_its_own_row_groups_in_step(tmp_path):
         StreamingBatches(data.streamed, 40, 0, 16)
 
 
+def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Tensor]:
+    """One step of a tiny model on the ``rows`` of ten fixed rows (a process's rows of the
+    global batch when ``sharded``); the losses it reports and the parameters after it. Task
+    ``r`` is labelled on rows 0, 1, 2 and 8 only: 3 of them in rows 0-6, 1 in rows 7-9."""
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    targets = {"r": 2 * x[:, :1] - x[:, 2:], "b": (x[:, 1] > 0).float()}
+    masks = {"r": torch.zeros(10, 1, dtype=torch.bool), "b": torch.ones(10, dtype=torch.bool)}
+    masks["r"][[0, 1, 2, 8]] = True
+    masks["b"][[3, 9]] = False
+    tasks = [RegressionTask(name="r", mean=(0.0,), std=(1.0,)), BinaryTask(name="b")]
+    torch.manual_seed(0)
+    model = HardSharing(nn.Linear(3, 4), {"r": nn.Linear(4, 1), "b": nn.Linear(4, 1)})
+    trainer = Trainer(model, tasks, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+    model.train()
+    batch = Batch(
+        x[rows],
+        {k: v[rows] for k, v in targets.items()},
+        {k: v[rows] for k, v in masks.items()},
+        sharded,
+    )
+    losses, _ = trainer.step(batch)
+    return {k: float(v) for k, v in losses.items()}, torch.cat(
+        [p.detach().reshape(-1) for p in model.parameters()]
+    )
+
+
 def _streaming_worker(rank: int, size: int, folder: str) -> None:
     """One process of a streamed run under two gloo processes: records the row groups it read
     while training, the rows of each of its steps, its feature statistics and its result."""
@@ -333,6 +363,9 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
         result = experiment.run_experiment(config, baselines=False)
         found["path"] = str(result.run_dir)
         found["test"] = result.multitask.test
+        Trainer.step = step  # type: ignore[method-assign]
+        losses, params = _uneven_step(slice(0, 7) if rank == 0 else slice(7, 10), True)
+        found["uneven"] = {"losses": losses, "params": params.tolist()}
         try:
             agreed(3 + rank, "steps per epoch")
         except RunError as exc:
@@ -381,6 +414,15 @@ def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     assert first["path"] == second["path"]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["synthetic"]
     assert (Path(first["path"]) / "metrics.json").is_file()
+    # uneven sharded batches (7 and 3 rows; 3 and 1 labelled rows of task r): the losses and
+    # the step of one process on the 10 rows (mean over the global labelled rows, not a mean
+    # of the processes' means)
+    losses, params = _uneven_step(slice(None), False)
+    for found in (first, second):
+        assert found["uneven"]["losses"] == pytest.approx(losses, abs=1e-6)
+        torch.testing.assert_close(
+            torch.tensor(found["uneven"]["params"]), params, atol=1e-6, rtol=0
+        )
     assert "disagree on the steps per epoch (3 to 4)" in first["disagreement"]
     assert second["disagreement"] == first["disagreement"]
 
