@@ -9,6 +9,8 @@ import pytest
 
 from polytask.config import parse_config
 from polytask.data import streaming
+from polytask.data.features import DataWarning
+from polytask.errors import DataError
 from polytask.experiment import run_experiment
 from polytask.inference import evaluate
 from polytask.predict import LoadedRun, load_run
@@ -136,3 +138,21 @@ def test_bad_parquet_input_to_predict_is_one_line_and_writes_nothing(
     assert_clean_error(code, err, "none.parquet: the table is empty")
     assert out.read_text() == before  # nothing already written is lost
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_streamed_warnings_and_errors_name_the_file_and_its_rows(finished, tmp_path):
+    frame = synthetic_frame(40, seed=3)
+    frame.loc[[5, 30], "colour"] = "purple"
+    frame.to_parquet(tmp_path / "new.parquet", row_group_size=20)
+    with pytest.warns(DataWarning) as found:
+        load_run(finished).predict_parquet(str(tmp_path / "new.parquet"), tmp_path / "p.csv")
+    messages = sorted(str(w.message) for w in found)
+    assert len(messages) == 2 and "new.parquet (rows 1-20): column 'colour': 1 row" in messages[0]
+    assert "new.parquet (rows 21-40): column 'colour': 1 row" in messages[1]
+    frame.loc[33, "x1"] = float("inf")
+    frame.to_parquet(tmp_path / "bad.parquet", row_group_size=20)
+    with (
+        pytest.warns(DataWarning, match="rows 1-20"),
+        pytest.raises(DataError, match=r"bad.parquet \(rows 21-40\): .*'x1' row 34"),
+    ):
+        load_run(finished).predict_parquet(str(tmp_path / "bad.parquet"), tmp_path / "p.csv")

@@ -228,9 +228,10 @@ def is_parquet(path: str | Path) -> bool:
 
 
 def _frames(stream: ParquetStream, columns: list[str]) -> Iterator[tuple[pd.DataFrame, str]]:
-    """``(frame, file)``: the ``columns`` of each record batch of ``stream``, with the dtypes
-    pandas gives the whole table and indexed by row of the file (so errors name its rows); a
-    DataError for a table without rows."""
+    """``(frame, where)``: the ``columns`` of each record batch of ``stream``, with the dtypes
+    pandas gives the whole table and indexed by row of the file (so errors name its rows), and
+    the file with the batch's rows (warnings count the batch's rows); a DataError for a table
+    without rows."""
     dtypes = {
         **dict.fromkeys(integer_columns_with_nulls(stream, columns), "float64"),
         **stream.nullable,
@@ -239,7 +240,8 @@ def _frames(stream: ParquetStream, columns: list[str]) -> Iterator[tuple[pd.Data
     for _, chunk in stream.chunks(columns):
         if len(chunk.table):
             empty = False
-            yield chunk.frame(columns, dtypes), chunk.path
+            rows = f"rows {chunk.start + 1}-{chunk.start + len(chunk.table)}"
+            yield chunk.frame(columns, dtypes), f"{chunk.path} ({rows})"
         release_memory()
     if empty:
         raise DataError(f"{stream.source}: the table is empty (no data rows)")
