@@ -51,7 +51,10 @@ Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process'
 global batch), a step adds four collectives: the T labelled counts (a host read-back, before
 the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
 block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
-buffer, read back once for the flags).
+buffer, read back once for the flags). A fit adds one, before its first step: every process
+must take the same number of steps per epoch (:func:`~polytask.distributed.agreed`). A batch
+marked ``sharded`` (streamed data, whose processes read disjoint shards) already holds this
+process's rows and is not cut.
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
