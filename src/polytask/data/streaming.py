@@ -169,7 +169,7 @@ class ParquetStream:
 def integer_columns_with_nulls(stream: ParquetStream, columns: list[str]) -> set[str]:
     """The integer ``columns`` with a missing value anywhere in ``stream``: pandas reads the
     whole table's as floats, so each batch must too (:meth:`Chunk.frame`). Counted by a scan
-    of those columns alone, which Parquet statistics can answer without reading them."""
+    of those columns alone (Parquet statistics let it skip row groups without one)."""
     integers = [
         c
         for c in columns
