@@ -255,8 +255,19 @@ DEVICE_HELP = (
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table with the feature columns.")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the predictions.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV table, or Parquet file or folder of Parquet files (read in record "
+            "batches), with the feature columns."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Where to write the predictions: .parquet/.pq, else CSV."
+        ),
+    ],
     keep: Annotated[
         str,
         typer.Option(help="Comma-separated input columns to copy into the output (e.g. an id)."),
@@ -264,31 +275,43 @@ def predict(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Write the kept columns, then per task: class and probabilities, or value."""
-    from polytask.predict import load_run, load_table
-    from polytask.training.checkpoint import atomic_write_text
+    from polytask.predict import is_parquet, load_run, load_table, write_frames
 
     _check_output_file(out, "--output")
     run = load_run(run_dir, device)
-    frame, source = load_table(data)
     kept = [c.strip() for c in keep.split(",") if c.strip()]
-    predictions = run.predict(frame, source, keep=kept)
-    atomic_write_text(out, predictions.to_csv(index=False))
-    console.print(f"{len(predictions)} predictions for {len(run.tasks)} tasks written to {out}")
+    if is_parquet(data):  # streamed, batch by batch
+        rows = run.predict_parquet(str(data), out, keep=kept)
+    else:
+        frame, source = load_table(data)
+        rows = write_frames([run.predict(frame, source, keep=kept)], out)
+    console.print(f"{rows} predictions for {len(run.tasks)} tasks written to {out}")
 
 
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Argument(help="A labelled CSV or Parquet table.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="A labelled CSV table, or Parquet file or folder of Parquet files (read in "
+            "record batches)."
+        ),
+    ],
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Print each task's metrics on a labelled table."""
-    from polytask.predict import load_run, load_table
+    from polytask.predict import is_parquet, load_run, load_table
     from polytask.reporting.tables import metrics_table
 
     run = load_run(run_dir, device)
-    frame, source = load_table(data)
-    console.print(metrics_table(run.evaluate(frame, source), run.tasks, f"Metrics on {source}"))
+    if is_parquet(data):  # streamed, batch by batch
+        source = str(data)
+        metrics = run.evaluate_parquet(source)
+    else:
+        frame, source = load_table(data)
+        metrics = run.evaluate(frame, source)
+    console.print(metrics_table(metrics, run.tasks, f"Metrics on {source}"))
 
 
 @app.command()

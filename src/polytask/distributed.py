@@ -99,14 +99,33 @@ def shutdown(wait: bool = True) -> None:
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """``tensor`` summed over ranks, in place (returned); unchanged in one process."""
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
+
+
+def _all_reduce(tensor: Tensor, op: Any) -> Tensor:
     if world().size <= 1:
         return tensor
     if tensor.device.type == "cpu" and dist.get_backend() == "nccl":  # NCCL: device tensors
         on_device = tensor.to(torch.device("cuda", torch.cuda.current_device()))
-        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+        dist.all_reduce(on_device, op=op)
         return tensor.copy_(on_device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=op)
     return tensor
+
+
+def agreed(value: int, what: str) -> int:
+    """``value``, checked to be the same on every rank with one collective (the maximum of
+    ``value`` and of ``-value``); a RunError naming ``what`` on every rank when it differs.
+    Returned as is in one process."""
+    if world().size <= 1:
+        return value
+    high, low = _all_reduce(torch.tensor([value, -value]), dist.ReduceOp.MAX).tolist()
+    if high != -low:
+        raise RunError(
+            f"the processes disagree on the {what} ({-low} to {high}); every process must "
+            "take the same number of steps"
+        )
+    return value
 
 
 def all_reduce_blocks(blocks: Sequence[Tensor]) -> list[Tensor]:

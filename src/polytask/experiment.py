@@ -100,6 +100,8 @@ def run_experiment(
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
     here = world()
+    if data.streamed is not None:  # and streamed shards that cannot keep the processes in step
+        data.streamed.batches(config.training.batch_size, here.rank, here.size)
     with contextlib.ExitStack() as stack:
         run: RunDir | None = None
         tracking = TrackingSetup()
@@ -168,8 +170,13 @@ def _run(
             for t in data.tasks
         )
     )
+    here = world()  # under torchrun, streamed data: this process's shard
     source = data.train_source(
-        config.training.batch_size, config.data.sampler, config.data.temperature
+        config.training.batch_size,
+        config.data.sampler,
+        config.data.temperature,
+        here.rank,
+        here.size,
     )
     report(source.describe())
     tracker = tracking.start(run.path, resume=resume) if main else Tracking()
@@ -483,7 +490,10 @@ def _fit_baseline(
         label=f"baseline {task.name}",
         checkpoint_dir=baseline.checkpoint,
     )
-    source = data.train_source(config.training.batch_size, "proportional", 1.0)
+    here = world()  # under torchrun, streamed data: this process's shard
+    source = data.train_source(
+        config.training.batch_size, "proportional", 1.0, here.rank, here.size
+    )
     if spec.data is not None:
         source = ShuffledBatches(data.train[task.name], config.training.batch_size)
     started = time.perf_counter()

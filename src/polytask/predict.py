@@ -6,17 +6,24 @@ are :mod:`polytask.inference`'s)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import Tensor
 
 from polytask.config import Config
 from polytask.data.dataset import MultiTaskData
 from polytask.data.features import FeaturePreprocessor
 from polytask.data.prepare import encode_frame
+from polytask.data.streaming import (
+    PARQUET_SUFFIXES,
+    ParquetStream,
+    integer_columns_with_nulls,
+    release_memory,
+)
 from polytask.data.tables import read_table
 from polytask.device import resolve_device
 from polytask.errors import DataError, PolytaskError, RunError, did_you_mean
@@ -25,7 +32,7 @@ from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network
 from polytask.rundir import RunDir
 from polytask.tasks import Task, task_from_dict
-from polytask.training.checkpoint import load_weights
+from polytask.training.checkpoint import atomic_path, load_weights
 
 
 @dataclass
@@ -67,6 +74,61 @@ class LoadedRun:
                 f"{source}: no labels for any task (label columns: {', '.join(columns)})"
             )
         return evaluate(self.model, self.tasks, data).metrics
+
+    def predict_parquet(self, source: str, out: Path, keep: Sequence[str] = ()) -> int:
+        """:meth:`predict` on a Parquet file or folder (``data.streaming``'s sources), read in
+        record batches and written to ``out`` batch by batch (:func:`write_frames`), so the
+        table never sits in memory whole; returns the rows written. Row order: the files in
+        path order, each in its row order."""
+        stream, columns = self._stream(source, keep, labels=False)
+        kept = self._kept(stream.empty_frame(), source, keep)
+        frames = (
+            self.predict(frame, where, keep=kept) for frame, where in _frames(stream, columns)
+        )
+        return write_frames(frames, out)
+
+    def evaluate_parquet(self, source: str) -> dict[str, dict[str, float]]:
+        """:meth:`evaluate` on a Parquet file or folder, read in record batches: only each
+        row's outputs, targets and masks are kept (a few numbers per row and task)."""
+        stream, columns = self._stream(source, (), labels=True)
+        parts: dict[str, list[list[Tensor]]] = {t.name: [[], [], []] for t in self.tasks}
+        for frame, where in _frames(stream, columns):
+            data = self.encode(frame, where)
+            outputs = predict_outputs(self.model, self.tasks, data)
+            for name, (found, targets, masks) in parts.items():
+                found.append(outputs[name])
+                targets.append(data.targets[name])
+                masks.append(data.masks[name])
+        mask = {name: torch.cat(part[2]) for name, part in parts.items()}
+        if not any(bool(m.any()) for m in mask.values()):
+            columns = [c for t in self.tasks for c in t.columns]
+            raise DataError(
+                f"{source}: no labels for any task (label columns: {', '.join(columns)})"
+            )
+        return {
+            task.name: task.evaluate(
+                torch.cat(parts[task.name][0]), torch.cat(parts[task.name][1]), mask[task.name]
+            )
+            for task in self.tasks
+        }
+
+    def _stream(
+        self, source: str, keep: Sequence[str], *, labels: bool
+    ) -> tuple[ParquetStream, list[str]]:
+        """The Parquet source and the columns to read from it: the features (a DataError
+        naming the first file and the column when one is missing; every file has the same
+        columns), with ``labels`` the label columns present, and ``keep``."""
+        stream = ParquetStream(source)
+        empty = stream.empty_frame()
+        self.preprocessor.check_columns(empty, stream.files[0])
+        wanted = {
+            *self.preprocessor.numeric,
+            *self.preprocessor.categorical,
+            *self.preprocessor.text,
+            *(self._label_columns(empty) if labels else ()),
+            *keep,
+        }
+        return stream, [c for c in stream.columns if c in wanted]
 
     @staticmethod
     def _kept(frame: pd.DataFrame, source: str, keep: Sequence[str]) -> list[str]:
@@ -156,3 +218,61 @@ def _check_shapes(
 def load_table(path: str | Path) -> tuple[pd.DataFrame, str]:
     """A table and its name for messages."""
     return read_table(path), str(path)
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether ``path`` is read as streamed Parquet: a folder, or a ``.parquet``/``.pq``
+    file (anything else is read whole by :func:`load_table`)."""
+    path = Path(path)
+    return path.is_dir() or path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _frames(stream: ParquetStream, columns: list[str]) -> Iterator[tuple[pd.DataFrame, str]]:
+    """``(frame, where)``: the ``columns`` of each record batch of ``stream``, with the dtypes
+    pandas gives the whole table and indexed by row of the file (so errors name its rows), and
+    the file with the batch's rows (warnings count the batch's rows); a DataError for a table
+    without rows."""
+    dtypes = {
+        **dict.fromkeys(integer_columns_with_nulls(stream, columns), "float64"),
+        **stream.nullable,
+    }
+    empty = True
+    for _, chunk in stream.chunks(columns):
+        if len(chunk.table):
+            empty = False
+            rows = f"rows {chunk.start + 1}-{chunk.start + len(chunk.table)}"
+            yield chunk.frame(columns, dtypes), f"{chunk.path} ({rows})"
+        release_memory()
+    if empty:
+        raise DataError(f"{stream.source}: the table is empty (no data rows)")
+
+
+def write_frames(frames: Iterable[pd.DataFrame], out: Path) -> int:
+    """Write ``frames`` one after the other as one table to ``out``: Parquet for a
+    ``.parquet``/``.pq`` name, else CSV; returns the rows written. The file appears whole when
+    the last frame is written (a temporary file is renamed over ``out``), or not at all."""
+    rows = 0
+    with atomic_path(out) as tmp:
+        if out.name.lower().endswith(PARQUET_SUFFIXES):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            writer = None
+            try:
+                for frame in frames:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    else:
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                    rows += len(frame)
+            finally:
+                if writer is not None:
+                    writer.close()
+        else:
+            with open(tmp, "w", newline="") as handle:
+                for frame in frames:
+                    frame.to_csv(handle, index=False, header=rows == 0)
+                    rows += len(frame)
+    return rows

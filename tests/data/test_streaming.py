@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
+from torch import nn
 
+from polytask import experiment
 from polytask.config import parse_config
 from polytask.data import MultiTaskData, prepare_data, streaming
+from polytask.data.dataset import Batch
 from polytask.data.sampling import ShuffleBuffer
-from polytask.data.streaming import ParquetStream, hash_fractions
-from polytask.errors import ConfigError, DataError
+from polytask.data.streaming import (
+    ParquetStream,
+    StreamingBatches,
+    deal_row_groups,
+    hash_fractions,
+    step_rows,
+)
+from polytask.distributed import agreed, shutdown
+from polytask.errors import ConfigError, DataError, RunError
+from polytask.models import HardSharing
+from polytask.tasks import BinaryTask, RegressionTask
+from polytask.training import Trainer
 
 from ..conftest import config_dict, synthetic_frame
 from ..test_cli import assert_clean_error, run_cli
@@ -216,6 +232,201 @@ def test_training_stream_yields_every_training_row_once_per_epoch(tmp_path):
     assert torch.cat(repeat).equal(torch.cat([b.inputs["numeric"] for b in source.epoch(1, 1)]))
 
 
+def test_row_groups_are_dealt_disjointly_covering_and_balanced():
+    rows = [50, 50, 50, 50, 50, 50, 50, 50, 20, 50, 10, 0, 7]
+    for size in (1, 2, 3, 5):
+        dealt = deal_row_groups(rows, size)
+        flat = sorted(g for groups in dealt for g in groups)
+        assert flat == [g for g, n in enumerate(rows) if n > 0]  # disjoint, covering, no 11
+        loads = [sum(rows[g] for g in groups) for groups in dealt]
+        assert max(loads) - min(loads) <= max(rows)
+        assert dealt == deal_row_groups(rows, size)  # every process deals the same
+    assert [sum(rows[g] for g in gs) for gs in deal_row_groups(rows, 2)] == [250, 237]
+    assert deal_row_groups([5, 0], 3) == [[0], [], []]
+
+
+def test_every_process_takes_the_same_steps_and_its_own_rows_once():
+    plan = step_rows([247, 240, 20], 32)
+    steps = math.ceil(507 / 32)
+    assert plan.shape == (3, steps)
+    assert plan.sum(axis=1).tolist() == [247, 240, 20]  # each process: its rows, once
+    assert plan.sum(axis=0).max() <= 32 and plan.sum(axis=0).min() >= 507 // steps
+    assert (plan > 0).all()  # a row for every process in every step
+    assert step_rows([100], 32).tolist() == [[32, 32, 32, 4]]  # one process: as before
+    assert (step_rows([300, 5], 20) < 1).any()  # 5 rows cannot cover 16 steps
+    assert (step_rows([5, 300], 20) < 1).any()
+
+
+def _three_files(folder: Path) -> Path:
+    """The rows of :func:`_frame` in three files of 420, 180 and 60 rows, row groups of 50
+    (uneven shards for two processes)."""
+    frame = _frame(660, seed=6)
+    folder.mkdir()
+    for name, part in (("a", slice(0, 420)), ("b", slice(420, 600)), ("c", slice(600, 660))):
+        frame.iloc[part].to_parquet(folder / f"{name}.parquet", row_group_size=50, index=False)
+    return folder
+
+
+def test_each_process_reads_its_own_row_groups_in_step(tmp_path):
+    raw = _config(_three_files(tmp_path / "parts"), split={"key": "id"}, shuffle_buffer=64)
+    raw["features"] = {"numeric": ["id", "x1"], "categorical": ["colour"]}
+    data = prepare_data(parse_config(raw))
+    assert data.streamed is not None
+    mean, std = data.preprocessor.mean[0], data.preprocessor.std[0]
+    read: dict[int, list[int]] = {0: [], 1: []}
+    chunks = data.streamed.stream.chunks
+
+    def recording(columns, order=None):
+        for number, chunk in chunks(columns, order):
+            read[rank].append(number)
+            yield number, chunk
+
+    data.streamed.stream.chunks = recording  # type: ignore[method-assign]
+    ids, sizes = {}, {}
+    for rank in (0, 1):
+        source = data.streamed.batches(40, rank, 2)
+        batches = list(source.epoch(seed=2, epoch=1))
+        assert len(batches) == source.steps_per_epoch() and all(b.sharded for b in batches)
+        ids[rank] = torch.cat([b.inputs["numeric"][:, 0] for b in batches]).double() * std + mean
+        sizes[rank] = [len(b.targets["segment"]) for b in batches]
+    train = data.label_counts()["train"]["segment"]
+    assert len(sizes[0]) == len(sizes[1]) == math.ceil(train / 40)
+    assert max(a + b for a, b in zip(sizes[0], sizes[1], strict=True)) <= 40
+    assert not set(read[0]) & set(read[1])  # disjoint reads
+    assert sorted(read[0] + read[1]) == [
+        g for g, n in enumerate(source.table.group_train_rows()) if n
+    ]
+    first, second = (set(ids[r].round().long().tolist()) for r in (0, 1))
+    assert len(first) + len(second) == train and not first & second  # every row once
+    assert abs(len(first) - len(second)) <= 50  # balanced within a row group
+    with pytest.raises(RunError, match="process 14 reads 1 of the 15 row groups"):
+        StreamingBatches(data.streamed, 40, 0, 16)
+
+
+def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Tensor]:
+    """One step of a tiny model on the ``rows`` of ten fixed rows (a process's rows of the
+    global batch when ``sharded``); the losses it reports and the parameters after it. Task
+    ``r`` is labelled on rows 0, 1, 2 and 8 only: 3 of them in rows 0-6, 1 in rows 7-9."""
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    targets = {"r": 2 * x[:, :1] - x[:, 2:], "b": (x[:, 1] > 0).float()}
+    masks = {"r": torch.zeros(10, 1, dtype=torch.bool), "b": torch.ones(10, dtype=torch.bool)}
+    masks["r"][[0, 1, 2, 8]] = True
+    masks["b"][[3, 9]] = False
+    tasks = [RegressionTask(name="r", mean=(0.0,), std=(1.0,)), BinaryTask(name="b")]
+    torch.manual_seed(0)
+    model = HardSharing(nn.Linear(3, 4), {"r": nn.Linear(4, 1), "b": nn.Linear(4, 1)})
+    trainer = Trainer(model, tasks, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+    model.train()
+    batch = Batch(
+        x[rows],
+        {k: v[rows] for k, v in targets.items()},
+        {k: v[rows] for k, v in masks.items()},
+        sharded,
+    )
+    losses, _ = trainer.step(batch)
+    return {k: float(v) for k, v in losses.items()}, torch.cat(
+        [p.detach().reshape(-1) for p in model.parameters()]
+    )
+
+
+def _streaming_worker(rank: int, size: int, folder: str) -> None:
+    """One process of a streamed run under two gloo processes: records the row groups it read
+    while training, the rows of each of its steps, its feature statistics and its result."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    store = f"file://{folder}/store"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
+    read: list[tuple[str, int, int]] = []
+    chunks, step, prepare = ParquetStream.chunks, Trainer.step, experiment.prepare_data
+    found: dict = {"read": read, "steps": [], "sharded": set()}
+
+    def recording(self, columns, order=None):  # epochs read in a given order, passes do not
+        for number, chunk in chunks(self, columns, order):
+            if order is not None:
+                read.append((Path(chunk.path).name, chunk.start, len(chunk.table)))
+            yield number, chunk
+
+    def counting(self, batch):
+        found["steps"].append(len(batch.targets["segment"]))
+        found["sharded"].add(batch.sharded)
+        return step(self, batch)
+
+    def preparing(config):
+        data = prepare(config)
+        found["features"] = json.dumps(data.preprocessor.to_dict(), sort_keys=True)
+        return data
+
+    ParquetStream.chunks, Trainer.step = recording, counting  # type: ignore[method-assign]
+    experiment.prepare_data = preparing  # type: ignore[assignment]
+    try:
+        config = parse_config(json.loads((Path(folder) / "config.json").read_text()))
+        result = experiment.run_experiment(config, baselines=False)
+        found["path"] = str(result.run_dir)
+        found["test"] = result.multitask.test
+        Trainer.step = step  # type: ignore[method-assign]
+        losses, params = _uneven_step(slice(0, 7) if rank == 0 else slice(7, 10), True)
+        found["uneven"] = {"losses": losses, "params": params.tolist()}
+        try:
+            agreed(3 + rank, "steps per epoch")
+        except RunError as exc:
+            found["disagreement"] = str(exc)
+    finally:
+        shutdown()
+    (Path(folder) / f"rank{rank}.json").write_text(
+        json.dumps({**found, "sharded": sorted(found["sharded"])})
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
+    """``data.streaming`` under two gloo processes, three files of uneven sizes: each process
+    reads only its own row groups (together every training row group, once per epoch), both
+    take the same number of steps, every step's rows sum to at most the batch size, both
+    computed the same feature statistics, the run ends with finite metrics, and rank 0 alone
+    wrote it."""
+    raw = _config(_three_files(tmp_path / "parts"), split={"key": "id"}, shuffle_buffer=64)
+    raw["training"].update(epochs=2, batch_size=40)
+    raw["output_dir"] = str(tmp_path / "runs")
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    # forked: the processes start with what this one imported (spawning re-imports it all)
+    mp.start_processes(
+        _streaming_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    data = prepare_data(parse_config(raw))
+    assert data.streamed is not None
+    train = data.streamed.train_rows
+    steps = 2 * math.ceil(train / 40)
+    assert len(first["steps"]) == len(second["steps"]) == steps
+    assert first["sharded"] == second["sharded"] == [True]
+    together = [a + b for a, b in zip(first["steps"], second["steps"], strict=True)]
+    assert max(together) <= 40 and sum(together) == 2 * train
+    mine, theirs = (set(map(tuple, r["read"])) for r in (first, second))
+    assert not mine & theirs  # disjoint reads
+    assert len(first["read"]) == 2 * len(mine)  # each epoch reads the shard once
+    groups = ParquetStream(str(tmp_path / "parts")).groups
+    assert len(mine | theirs) == sum(1 for n in data.streamed.group_train_rows() if n)
+    assert len(groups) == 15
+    assert first["features"] == second["features"]
+    values = [v for task in first["test"].values() for v in task.values()]
+    assert values and all(math.isfinite(v) for v in values)
+    assert first["test"] == second["test"]
+    assert first["path"] == second["path"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["synthetic"]
+    assert (Path(first["path"]) / "metrics.json").is_file()
+    # uneven sharded batches (7 and 3 rows; 3 and 1 labelled rows of task r): the losses and
+    # the step of one process on the 10 rows (mean over the global labelled rows, not a mean
+    # of the processes' means)
+    losses, params = _uneven_step(slice(None), False)
+    for found in (first, second):
+        assert found["uneven"]["losses"] == pytest.approx(losses, abs=1e-6)
+        torch.testing.assert_close(
+            torch.tensor(found["uneven"]["params"]), params, atol=1e-6, rtol=0
+        )
+    assert "disagree on the steps per epoch (3 to 4)" in first["disagreement"]
+    assert second["disagreement"] == first["disagreement"]
+
+
 def test_a_streamed_run_trains_end_to_end(tmp_path, monkeypatch, capsys):
     path = _write(_frame(600, seed=4), tmp_path)
     raw = _config(path, shuffle_buffer=100)
@@ -257,10 +468,14 @@ def test_a_builtin_dataset_is_not_streamed():
         prepare_data(parse_config(_config(Path("penguins"))))
 
 
-def test_an_empty_parquet_folder(tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "notes.txt").write_text("nothing")
+def test_an_empty_parquet_folder_or_one_with_another_file(tmp_path):
+    (tmp_path / "empty" / ".cache").mkdir(parents=True)
+    (tmp_path / "empty" / "_SUCCESS").write_text("")  # marker and hidden files are skipped
+    (tmp_path / "empty" / ".cache" / "notes.txt").write_text("nothing")
     with pytest.raises(DataError, match="empty: the folder holds no Parquet file"):
+        prepare_data(parse_config(_config(tmp_path / "empty")))
+    (tmp_path / "empty" / "notes.txt").write_text("nothing")
+    with pytest.raises(DataError, match="notes.txt: not a Parquet file, in the folder"):
         prepare_data(parse_config(_config(tmp_path / "empty")))
 
 

@@ -31,11 +31,16 @@ def _length(inputs: Inputs) -> int:
 
 @dataclass
 class Batch:
-    """One mini-batch: model inputs, and for each task its targets and label mask."""
+    """One mini-batch: model inputs, and for each task its targets and label mask.
+
+    ``sharded``: under ``torchrun``, the batch already holds this process's rows only (a
+    source that reads a disjoint shard per process: streamed data); otherwise it is the
+    global batch, which each process cuts (:meth:`polytask.training.Trainer.step`)."""
 
     inputs: Any
     targets: dict[str, Tensor]
     masks: dict[str, Tensor]
+    sharded: bool = False
 
     def to(self, device: torch.device | str) -> Batch:
         """Move every tensor to ``device``."""
@@ -48,6 +53,7 @@ class Batch:
             inputs,
             {k: v.to(device) for k, v in self.targets.items()},
             {k: v.to(device) for k, v in self.masks.items()},
+            self.sharded,
         )
 
 

@@ -75,11 +75,15 @@ class PreparedData:
         """This data with the test split left out."""
         return replace(self, test=None)
 
-    def train_source(self, batch_size: int, policy: str, temperature: float) -> BatchSource:
+    def train_source(
+        self, batch_size: int, policy: str, temperature: float, rank: int = 0, size: int = 1
+    ) -> BatchSource:
         """One shared table: shuffled batches; several tables: a task mixture; streamed data:
-        batches shuffled through a bounded buffer."""
+        batches shuffled through a bounded buffer, of process ``rank`` of ``size`` under
+        ``torchrun`` (it reads its own shard; other sources give every process the global
+        batches, which the trainer cuts)."""
         if self.streamed is not None:
-            return self.streamed.batches(batch_size)
+            return self.streamed.batches(batch_size, rank, size)
         if len(self.train) == 1:
             return ShuffledBatches(next(iter(self.train.values())), batch_size)
         return TaskMixture(self.train, batch_size, policy, temperature)  # type: ignore[arg-type]

@@ -26,7 +26,11 @@ recursively, read in sorted path order as one table). It is read in record batch
   encoded batch by batch and shuffled through a :class:`ShuffleBuffer` of
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
-  ``(seed, epoch)``.
+  ``(seed, epoch)``; row groups without a training row are not read.
+* **Under torchrun** each process reads only its own row groups (:func:`deal_row_groups`) and
+  yields its part of each global batch (:func:`step_rows`: the same number of steps on every
+  process); the two passes above are made by every process, so every process fits the same
+  statistics and holds the same validation and test rows.
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
@@ -35,6 +39,7 @@ Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``dat
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -56,7 +61,7 @@ from polytask.data.features import FeatureSummary
 from polytask.data.sampling import ShuffleBuffer, epoch_generator
 from polytask.data.splits import SPLITS
 from polytask.data.tables import check_unique_columns
-from polytask.errors import ConfigError, DataError
+from polytask.errors import ConfigError, DataError, RunError
 
 READ_ROWS = 65_536
 """Rows per record batch read from Parquet."""
@@ -161,6 +166,22 @@ class ParquetStream:
                 raise DataError(f"{group.path}: cannot be read as Parquet ({reason})") from exc
 
 
+def integer_columns_with_nulls(stream: ParquetStream, columns: list[str]) -> set[str]:
+    """The integer ``columns`` with a missing value anywhere in ``stream``: pandas reads the
+    whole table's as floats, so each batch must too (:meth:`Chunk.frame`). Counted by a scan
+    of those columns alone (Parquet statistics let it skip row groups without one)."""
+    integers = [
+        c
+        for c in columns
+        if c not in stream.nullable and pa.types.is_integer(stream.schema.field(c).type)
+    ]
+    try:
+        return {c for c in integers if stream.dataset.count_rows(filter=ds.field(c).is_null())}
+    except (pa.ArrowException, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{stream.source}: cannot be read as Parquet ({reason})") from exc
+
+
 def _pandas_index_columns(schema: pa.Schema) -> set[str]:
     """The columns that hold a pandas index (as pandas writes one), not data."""
     found = {n for n in schema.names if n.startswith("__index_level_")}
@@ -177,11 +198,19 @@ def parquet_files(source: str) -> list[str]:
         "data.streaming: false"
     )
     if path.is_dir():
-        files = sorted(
-            str(p)
-            for p in path.rglob("*")
-            if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES)
-        )
+        files = []
+        for found in sorted(path.rglob("*")):
+            if not found.is_file() or any(
+                part.startswith((".", "_")) for part in found.relative_to(path).parts
+            ):
+                continue  # hidden and marker files (.crc, _SUCCESS), as pyarrow skips them
+            if not found.name.lower().endswith(PARQUET_SUFFIXES):
+                raise DataError(
+                    f"{found}: not a Parquet file, in the folder {source}, which must hold "
+                    "Parquet files only (*.parquet, *.pq; names starting with '.' or '_' are "
+                    "skipped): move it out or convert it"
+                )
+            files.append(str(found))
         if not files:
             raise DataError(f"{source}: the folder holds no Parquet file (*.parquet, *.pq)")
         return files
@@ -350,9 +379,15 @@ class StreamedTable:
     def train_rows(self) -> int:
         return int(sum((c == TRAIN).sum() for c in self.codes))
 
-    def batches(self, batch_size: int) -> StreamingBatches:
-        """Shuffled training batches of ``batch_size`` rows."""
-        return StreamingBatches(self, batch_size)
+    def group_train_rows(self) -> list[int]:
+        """The training rows of each row group."""
+        return [int((c == TRAIN).sum()) for c in self.codes]
+
+    def batches(self, batch_size: int, rank: int = 0, size: int = 1) -> StreamingBatches:
+        """Shuffled training batches of ``batch_size`` rows; of process ``rank`` of ``size``
+        under ``torchrun``: its shard's part of each global batch of at most ``batch_size``
+        rows (:class:`StreamingBatches`)."""
+        return StreamingBatches(self, batch_size, rank, size)
 
     def encoded(
         self, codes: tuple[int, ...], order: list[int] | None = None
@@ -391,30 +426,143 @@ def release_memory() -> None:
 class StreamingBatches:
     """The training rows of a :class:`StreamedTable`: every row once per epoch, row groups in a
     seeded order, rows mixed by a :class:`ShuffleBuffer`. ``peak`` is the most rows the
-    buffer held in the last epoch."""
+    buffer held in the last epoch.
 
-    def __init__(self, table: StreamedTable, batch_size: int) -> None:
+    Process ``rank`` of ``size`` (``torchrun``) reads only its own row groups
+    (:func:`deal_row_groups`) and yields its rows of each global batch (``Batch.sharded``), in
+    the sizes :func:`step_rows` plans: every process takes the same number of steps, every
+    training row is read by one process once per epoch. Each process's buffer holds up to
+    ``shuffle_buffer`` rows and draws from its own seeded generator."""
+
+    def __init__(self, table: StreamedTable, batch_size: int, rank: int = 0, size: int = 1) -> None:
         self.table = table
         self.batch_size = batch_size
+        self.rank, self.size = rank, size
         self.peak = 0
+        counts = table.group_train_rows()
+        self.groups = deal_row_groups(counts, size)
+        self.rows = step_rows([sum(counts[g] for g in mine) for mine in self.groups], batch_size)
+        empty = np.argwhere(self.rows < 1)
+        if empty.size:
+            r, step = (int(v) for v in empty[0])
+            raise RunError(
+                f"{table.stream.source}: streamed over {size} processes, process {r} reads "
+                f"{len(self.groups[r])} of the {sum(c > 0 for c in counts)} row groups that "
+                f"hold training rows ({int(self.rows[r].sum())} rows), too few for a row in "
+                f"each of the {self.rows.shape[1]} steps of an epoch (step {step + 1} would "
+                "have none): write the Parquet files with smaller row groups (pyarrow "
+                "row_group_size), or use fewer processes or a larger training.batch_size"
+            )
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.table.train_rows / self.batch_size)
+        return int(self.rows.shape[1])
 
     def epoch(self, seed: int, epoch: int) -> Iterator[Batch]:
-        generator = epoch_generator(seed, epoch)
-        order = torch.randperm(len(self.table.codes), generator=generator).tolist()
-        buffer = ShuffleBuffer(self.table.shuffle_buffer, self.batch_size, generator)
-        for _, rows in self.table.encoded((TRAIN,), order):
-            yield from buffer.push(rows)
-            self.peak = max(self.peak, buffer.peak)
-        yield from buffer.drain()
+        generator = rank_generator(seed, epoch, self.rank)
+        mine = self.groups[self.rank]
+        order = [mine[i] for i in torch.randperm(len(mine), generator=generator).tolist()]
+        sizes = self.rows[self.rank].tolist()
+        buffer = ShuffleBuffer(self.table.shuffle_buffer, max(sizes), generator)
+
+        def shuffled() -> Iterator[Batch]:
+            for _, rows in self.table.encoded((TRAIN,), order):
+                yield from buffer.push(rows)
+                self.peak = max(self.peak, buffer.peak)
+            yield from buffer.drain()
+
+        yield from rebatch(shuffled(), sizes, self.size > 1, self.table.stream.source)
 
     def describe(self) -> str:
+        source = self.table.stream.source
+        buffer = f"shuffle buffer {self.table.shuffle_buffer:,} rows"
+        if self.size == 1:
+            return (
+                f"1 epoch = {self.steps_per_epoch()} steps of {self.batch_size} rows (all "
+                f"training rows once, streamed from {source}; {buffer})"
+            )
         return (
-            f"1 epoch = {self.steps_per_epoch()} steps of {self.batch_size} rows (all training "
-            f"rows once, streamed from {self.table.stream.source}; shuffle buffer "
-            f"{self.table.shuffle_buffer:,} rows)"
+            f"1 epoch = {self.steps_per_epoch()} steps of at most {self.batch_size} rows (all "
+            f"training rows once, streamed from {source}); each of the {self.size} processes "
+            f"reads its own row groups (process {self.rank}: {len(self.groups[self.rank])} "
+            f"groups, {int(self.rows[self.rank].sum())} training rows; {buffer} each)"
+        )
+
+
+def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator of process ``rank`` for ``(seed, epoch)``: :func:`epoch_generator` for
+    rank 0 (one process), a seed of its own for every other rank."""
+    if rank == 0:
+        return epoch_generator(seed, epoch)
+    digest = hashlib.sha256(f"polytask shard {seed} {epoch} {rank}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def deal_row_groups(rows: list[int], size: int) -> list[list[int]]:
+    """The row groups (numbers, ascending) each of ``size`` processes reads, given each
+    group's training ``rows``: disjoint, covering every group with a training row (a group
+    without one is read by none), and balanced: the largest group first, each to the process
+    with the fewest rows so far (ties: the lower rank), so that two processes' rows differ by
+    at most one group's. Deterministic: every process deals the same."""
+    loads = [(0, rank) for rank in range(size)]
+    dealt: list[list[int]] = [[] for _ in range(size)]
+    for group in sorted((g for g, n in enumerate(rows) if n > 0), key=lambda g: (-rows[g], g)):
+        load, rank = heapq.heappop(loads)
+        dealt[rank].append(group)
+        heapq.heappush(loads, (load + rows[group], rank))
+    return [sorted(groups) for groups in dealt]
+
+
+def step_rows(counts: list[int], batch_size: int) -> np.ndarray:
+    """The rows each process contributes to each step of an epoch: an integer array
+    (processes × steps) whose row ``r`` sums to ``counts[r]`` (process ``r``'s training rows)
+    and whose columns sum to the global batches' sizes.
+
+    An epoch has ``ceil(sum(counts) / batch_size)`` steps, the same on every process. One
+    process: batches of ``batch_size`` rows, the last one the remainder. Several: the global
+    batches are evened out (no step left with a few rows), and each process's share of the
+    first ``s`` steps is its share of the table, rounded: ``round(counts[r] × rows of the first
+    s steps / total)`` for every process but rank 0, which takes the rest (so the columns add
+    up exactly). A process with a larger shard thus gives more rows to every step, within a
+    row of its proportion. An entry below 1 marks a step in which a process would have no row
+    (the caller refuses it)."""
+    total = sum(counts)
+    steps = max(math.ceil(total / batch_size), 1)
+    if len(counts) == 1:
+        return np.array([[batch_size] * (steps - 1) + [total - batch_size * (steps - 1)]])
+    sizes = np.full(steps, total // steps, dtype=np.int64) + (np.arange(steps) < total % steps)
+    done = np.cumsum(sizes)  # global rows after each step (exact integers: no float rounding)
+    shares = np.asarray(counts[1:], dtype=np.int64)[:, None]
+    others = (2 * shares * done[None, :] + total) // (2 * total)
+    cumulative = np.vstack([done - others.sum(axis=0), others])
+    return np.diff(cumulative, axis=1, prepend=0)
+
+
+def rebatch(
+    batches: Iterator[Batch], sizes: list[int], sharded: bool, source: str
+) -> Iterator[Batch]:
+    """The rows of ``batches``, in order, as batches of ``sizes`` rows (``Batch.sharded`` set
+    to ``sharded``); a DataError when they hold more or fewer rows than ``sizes`` sum to (the
+    table changed while training)."""
+    held: list[MultiTaskData] = []
+    count = 0
+    for size in sizes:
+        while count < size:
+            batch = next(batches, None)
+            if batch is None:
+                raise DataError(f"{source}: fewer training rows than the first pass read; the "
+                                "table changed while training")  # fmt: skip
+            held.append(MultiTaskData(batch.inputs, batch.targets, batch.masks))
+            count += len(held[-1])
+        rows = held[0] if len(held) == 1 else MultiTaskData.concat(held)
+        out = rows.batch(slice(0, size))
+        yield Batch(out.inputs, out.targets, out.masks, sharded)
+        rest = rows.batch(slice(size, None))
+        count -= size
+        held = [MultiTaskData(rest.inputs, rest.targets, rest.masks)] if count else []
+    if count or next(batches, None) is not None:
+        raise DataError(
+            f"{source}: more training rows than the first pass read; the table changed while "
+            "training"
         )
 
 

@@ -51,7 +51,10 @@ Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process'
 global batch), a step adds four collectives: the T labelled counts (a host read-back, before
 the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
 block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
-buffer, read back once for the flags).
+buffer, read back once for the flags). A fit adds one, before its first step: every process
+must take the same number of steps per epoch (:func:`~polytask.distributed.agreed`). A batch
+marked ``sharded`` (streamed data, whose processes read disjoint shards) already holds this
+process's rows and is not cut.
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
@@ -83,7 +86,7 @@ from polytask.device import (
     resolve_device,
     to_device,
 )
-from polytask.distributed import shard_rows, world
+from polytask.distributed import agreed, shard_rows, world
 from polytask.errors import ConfigError, RunError
 from polytask.evaluation.delta_m import Scores, delta_m, metric_directions, reference_problem
 from polytask.inference import Evaluation, evaluate, predict_outputs
@@ -241,11 +244,12 @@ class Trainer:
         returns the detached task losses and the balancer's weights.
 
         Under ``torchrun`` (:mod:`polytask.distributed`) ``batch`` is the global batch: this
-        process keeps its rows ``rank::world_size``, each task's loss is its local sum over the
+        process keeps its rows ``rank::world_size`` (unless ``batch.sharded``: it already holds
+        this process's rows only, as streamed data do), each task's loss is its local sum over the
         global labelled count with the global value, and the model's gradients are summed over
         the processes after the backward (:mod:`polytask.training.step`)."""
         here = world()
-        if here.size > 1:
+        if here.size > 1 and not batch.sharded:
             batch = shard(batch, here.rank, here.size)
         # labels counted before the batch moves: on the host, so no device synchronisation
         labelled = labelled_counts(batch, [t.name for t in self.tasks])
@@ -306,6 +310,9 @@ class Trainer:
         rows = smallest_batch(source)
         if world().size > 1 and rows is not None:  # before any step, not mid-epoch
             shard_rows(rows, world().rank, world().size)
+        # every process must take the same number of steps (a collective waiting for a
+        # process that has finished its epoch would never return): checked once, up front
+        agreed(source.steps_per_epoch(), "steps per epoch")
         start, selection = self._restore() if resume else (1, None)
         selection = selection or _Selection(self._copy_weights())
         with self._progress_bar(source.steps_per_epoch()) as bar:
