@@ -18,6 +18,7 @@ training"):
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,15 @@ def all_reduce_blocks(blocks: Sequence[Tensor]) -> list[Tensor]:
         out.append(flat[start : start + b.numel()].reshape(b.shape).to(b.dtype))
         start += b.numel()
     return out
+
+
+def finite_flags(rows: Tensor) -> Tensor:
+    """One float per row of ``rows`` (the first dimension): 0 where every entry of the row is
+    finite, NaN where one is not. Summed over ranks (:func:`all_reduce_sum`), a row that is not
+    finite on some rank is NaN on every rank, so a finiteness check of local values is taken
+    alike everywhere (a check one rank failed alone would leave the others waiting)."""
+    finite = torch.isfinite(rows.detach()).reshape(rows.shape[0], -1).all(dim=1)
+    return torch.where(finite, 0.0, math.nan).to(torch.float32)
 
 
 def global_value(local: Tensor, total: Tensor) -> Tensor:

@@ -449,7 +449,7 @@ class Trainer:
 
     def _train_epoch(self, source: BatchSource, epoch: int, bar: Progress | None) -> EpochLog:
         started = time.perf_counter()
-        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
+        torch.manual_seed(epoch_seed(self.seed, epoch, world().rank))  # dropout: per process
         self.model.train()
         names = [t.name for t in self.tasks]
         # the detached losses are kept per task (on their device, no host sync per step) and
@@ -651,6 +651,21 @@ def _thin(values: list[float], count: int) -> list[float]:
         return values
     step = len(values) / count
     return [values[int(i * step)] for i in range(count)]
+
+
+RANK_STRIDE = 0x9E37_79B9_7F4A_7C15
+"""What separates the seeds of two processes' random streams (an odd 64-bit constant)."""
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of torch's global random state (dropout masks) for ``epoch`` on process
+    ``rank``, set at the start of every epoch: a function of the three alone, so the random
+    state of every process at the start of an epoch is known without storing it, and a run
+    resumed from the checkpoint of epoch k draws what an uninterrupted one draws from epoch
+    k + 1 on. A single process (and rank 0) gets ``seed·1000003 + epoch``; every other rank a
+    stream of its own (the same seed would give row k of every process the same mask)."""
+    base = seed * 1_000_003 + epoch
+    return base if rank == 0 else (base + rank * RANK_STRIDE) % 2**64
 
 
 def _shard(batch: Batch, rank: int, size: int) -> Batch:
