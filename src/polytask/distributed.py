@@ -177,8 +177,9 @@ def shard_rows(rows: int, rank: int, size: int) -> Tensor:
     if rows < size:
         raise RunError(
             f"a global batch of {rows} row(s) cannot be split over {size} processes (every "
-            "process needs at least one row): use fewer processes (--nproc-per-node) or a "
-            "larger training.batch_size (the last batch of an epoch holds the remainder rows)"
+            "process needs at least one row): use fewer processes (--nproc, or torchrun's "
+            "--nproc-per-node) or a larger training.batch_size (the last batch of an epoch "
+            "holds the remainder rows)"
         )
     return torch.arange(rank, rows, size)
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
+from polytask import cli
 from polytask.balancers import EqualWeights, build_balancer
 from polytask.config import parse_config
 from polytask.data import MultiTaskData
@@ -303,6 +305,7 @@ ENV = {
 DYING = """
 import os, sys
 from pathlib import Path
+from typing import ClassVar
 from polytask.training.trainer import Trainer
 from polytask.cli import main
 
@@ -378,3 +381,69 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
     assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
     assert len(list((runs / "baselines").iterdir())) == 3
     assert_same_test_metrics(runs / "synthetic", alone)
+
+
+class FakeLauncher:
+    """Stands for the ``torchrun`` process ``train --nproc`` starts: records its command."""
+
+    commands: ClassVar[list[list[str]]] = []
+
+    def __init__(self, command: list[str]) -> None:
+        self.commands.append(command)
+
+    def __enter__(self) -> FakeLauncher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def wait(self) -> int:
+        return 3
+
+
+def run_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["polytask", "train", *args])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return int(exc.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def test_nproc_runs_torchrun_with_the_other_options(monkeypatch, capsys, config_file, tmp_path):
+    """``polytask train CONFIG --nproc 2 ...`` runs torch's launcher on the same command line
+    and exits with its exit code."""
+    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
+    FakeLauncher.commands.clear()
+    code, err = run_train(
+        monkeypatch, capsys, str(config_file), "--nproc", "2", "--no-baselines", "--resume",
+        "--output", str(tmp_path / "elsewhere"),
+    )  # fmt: skip
+    assert code == 3, err
+    assert FakeLauncher.commands == [
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "polytask", "train", str(config_file), "--no-baselines", "--resume",
+            "--output", str(tmp_path / "elsewhere"),
+        ]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nproc", "message"),
+    [
+        ("0", "error: --nproc: the number of processes must be at least 1, got 0"),
+        ("-2", "error: --nproc: the number of processes must be at least 1, got -2"),
+        ("500", "row(s) cannot be split over 500 processes (every process needs at least one row)"),
+    ],
+)
+def test_nproc_that_cannot_run_is_refused_before_launching(
+    monkeypatch, capsys, config_file, nproc, message
+):
+    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
+    FakeLauncher.commands.clear()
+    code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", nproc)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert message in " ".join(lines[0].split())
+    assert FakeLauncher.commands == []  # nothing launched

@@ -50,8 +50,12 @@ and the step's losses are kept on the device and read once per epoch):
 Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process's rows of the
 global batch), a step adds four collectives: the T labelled counts (a host read-back, before
 the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
-block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
-buffer, read back once for the flags).
+block, GradNorm's last-layer blocks, DB-MTL's and GradDrop's per-task gradients or signals;
+DB-MTL in ``features`` mode adds a second one) and the model's gradients with their presence
+flags (one buffer, read back once for the flags). A measured affinity step adds its own (tag:
+two). Each process seeds torch's random state (dropout) at the start of every epoch from the
+seed, the epoch and its rank (:func:`epoch_seed`), so a resumed run draws what an
+uninterrupted one draws.
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
