@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,7 +27,14 @@ from polytask.balancers import EqualWeights, build_balancer
 from polytask.config import parse_config
 from polytask.data import MultiTaskData
 from polytask.data.sampling import ShuffledBatches, TaskMixture
-from polytask.distributed import World, shard_rows, shutdown, world
+from polytask.distributed import (
+    World,
+    all_reduce_sum,
+    global_value,
+    shard_rows,
+    shutdown,
+    world,
+)
 from polytask.errors import ConfigError, RunError
 from polytask.experiment import run_experiment
 from polytask.models import HardSharing
@@ -162,6 +171,28 @@ def first_dropout_mask(epoch: int) -> torch.Tensor:
     return masks[-1]
 
 
+SKIPPED = [("db_mtl", "features"), ("db_mtl", "params"), ("graddrop", "features")]
+SKIPPED += [("graddrop", "params")]
+
+
+def skipped_step(name: str, mode: str) -> list[float]:
+    """The weights of a step whose losses are finite but whose per-task gradient is not on
+    the second process's rows alone (the square root of |x| at 0), then the sum of a check
+    collective: every process must skip it together and stay in step with the others."""
+    x = torch.ones(3, 2) if world().rank == 0 else torch.zeros(3, 2)
+    w = torch.ones(2, requires_grad=True)
+    features = x * w
+    local = torch.stack([features[:, 0].abs().sqrt().sum(), features[:, 1].pow(2).sum()])
+    total = all_reduce_sum(local.detach().clone())
+    losses = {n: global_value(local[k], total[k]) for k, n in enumerate(["a", "b"])}
+    balancer = build_balancer(name, ["a", "b"], mode=mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        weights = balancer.backward(losses, shared_params=[w], features=features)
+    after = all_reduce_sum(torch.tensor([1.0]))  # the processes' next collective pairs up
+    return [*weights.values(), float(after)]
+
+
 class Unsummed(EqualWeights):
     """A method declaring it is not exact under data-parallel training."""
 
@@ -171,10 +202,14 @@ class Unsummed(EqualWeights):
 def _worker(rank: int, size: int, store: str, out: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    dist.init_process_group(  # a timeout: processes out of step fail instead of hanging
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=size,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
     folder = Path(out).parent
     try:
         results = {method: train(method) for method in METHODS}
+        results["skipped"] = [skipped_step(name, mode) for name, mode in SKIPPED]
         results["affinity"] = affinity()
         results["fit"] = fit(epochs=2, checkpoint_dir=folder / "checkpoint")
         # dropout (its masks differ by process): 2 epochs straight, and 1 then resumed
@@ -263,6 +298,13 @@ def test_a_balancer_not_exact_under_data_parallel_training_is_refused(two_proces
     )
     for name in ("db_mtl", "graddrop", "mgda"):  # every registered method is exact
         assert build_balancer(name, ["r", "b", "s"]).data_parallel
+
+
+def test_a_gradient_not_finite_on_one_process_skips_the_step_on_every_process(two_processes):
+    """DB-MTL and GradDrop check their gradients after the processes agree on them: the step
+    is skipped everywhere (weights 0) and the processes stay in step."""
+    first, second = (results["skipped"] for results in two_processes[0])
+    assert first == second == [[0.0, 0.0, 2.0]] * len(SKIPPED)
 
 
 def test_the_task_affinity_of_two_processes_is_that_of_one(two_processes):
