@@ -154,6 +154,8 @@ def train(
             raise ConfigError("--nproc: already running under torchrun; drop --nproc")
         if seeds is not None:
             raise ConfigError("--seeds: not with --nproc; train one seed per data-parallel run")
+        if markdown is not None:
+            raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
         passed = [*(["--no-baselines"] if no_baselines else []), *(["--resume"] if resume else [])]
         if output is not None:
             passed += ["--output", str(output)]

@@ -477,6 +477,7 @@ def test_nproc_runs_torchrun_with_the_other_options(monkeypatch, capsys, config_
         ("0", "error: --nproc: the number of processes must be at least 1, got 0"),
         ("-2", "error: --nproc: the number of processes must be at least 1, got -2"),
         ("500", "row(s) cannot be split over 500 processes (every process needs at least one row)"),
+        ("2 --seeds 1,2", "error: --seeds: not with --nproc; train one seed per data-parallel run"),
     ],
 )
 def test_nproc_that_cannot_run_is_refused_before_launching(
@@ -484,7 +485,7 @@ def test_nproc_that_cannot_run_is_refused_before_launching(
 ):
     monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
     FakeLauncher.commands.clear()
-    code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", nproc)
+    code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", *nproc.split())
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in " ".join(lines[0].split())
