@@ -129,14 +129,37 @@ def train(
         Path | None,
         typer.Option(help="With --seeds: also write the per-task verdict table as Markdown."),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel on N processes of this machine: runs `python -m "
+            "torch.distributed.run --standalone --nproc-per-node N -m polytask train CONFIG` "
+            "with the other options.",
+        ),
+    ] = None,
 ) -> None:
     """Train the configured multi-task model (and its single-task baselines); under
-    ``torchrun --nproc-per-node N -m polytask train CONFIG``, data-parallel over N processes."""
+    ``torchrun --nproc-per-node N -m polytask train CONFIG`` (or with ``--nproc N``),
+    data-parallel over N processes."""
+    if nproc is not None and nproc < 1:
+        raise ConfigError(f"--nproc: the number of processes must be at least 1, got {nproc}")
     loaded = _load(config)
     from polytask.distributed import launched_size  # after the config: it imports torch
 
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
+    if nproc is not None:
+        if launched_size() > 1:
+            raise ConfigError("--nproc: already running under torchrun; drop --nproc")
+        if seeds is not None:
+            raise ConfigError("--seeds: not with --nproc; train one seed per data-parallel run")
+        if markdown is not None:
+            raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
+        passed = [*(["--no-baselines"] if no_baselines else []), *(["--resume"] if resume else [])]
+        if output is not None:
+            passed += ["--output", str(output)]
+        raise typer.Exit(_launch(config, loaded, nproc, passed))
     if seeds is None:
         if markdown is not None:
             raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
@@ -162,6 +185,41 @@ def train(
     if markdown is not None:
         _check_output_file(markdown, "--markdown")
     _train_seeds(loaded, seed_list, str(config), markdown)
+
+
+def launch_command(config: Path, nproc: int, passed: list[str]) -> list[str]:
+    """The ``torchrun`` command ``polytask train CONFIG --nproc N`` runs: torch's own launcher,
+    ``N`` processes on this machine (a free rendezvous port), the other options passed on."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc), "-m", "polytask", "train", str(config), *passed,
+    ]  # fmt: skip
+
+
+def _launch(path: Path, config: Config, nproc: int, passed: list[str]) -> int:
+    """``train --nproc N``: refuse a process count the data cannot feed (every process needs
+    a row of every global batch: the refusal the processes would give, before any starts),
+    then run :func:`launch_command`; its exit code."""
+    import subprocess
+
+    from polytask.data.prepare import prepare_data
+    from polytask.distributed import shard_rows
+    from polytask.training.trainer import smallest_batch
+
+    if not config.data.streaming:  # streamed batches are checked as they come
+        data = prepare_data(config)
+        training = config.training
+        source = data.train_source(
+            training.batch_size, config.data.sampler, config.data.temperature
+        )
+        rows = smallest_batch(source)  # the baselines' batches are among these
+        if rows is not None:
+            shard_rows(rows, 0, nproc)
+    with subprocess.Popen(launch_command(path, nproc, passed)) as launcher:
+        try:
+            return launcher.wait()
+        except KeyboardInterrupt:  # torchrun got it too: it stops the processes
+            return launcher.wait()
 
 
 def _train_seeds(config: Config, seeds: list[int], source: str, markdown: Path | None) -> None:

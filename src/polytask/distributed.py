@@ -18,6 +18,7 @@ training"):
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,15 @@ def all_reduce_blocks(blocks: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+def finite_flags(rows: Tensor) -> Tensor:
+    """One float per row of ``rows`` (the first dimension): 0 where every entry of the row is
+    finite, NaN where one is not. Summed over ranks (:func:`all_reduce_sum`), a row that is not
+    finite on some rank is NaN on every rank, so a finiteness check of local values is taken
+    alike everywhere (a check one rank failed alone would leave the others waiting)."""
+    finite = torch.isfinite(rows.detach()).reshape(rows.shape[0], -1).all(dim=1)
+    return torch.where(finite, 0.0, math.nan).to(torch.float32)
+
+
 def global_value(local: Tensor, total: Tensor) -> Tensor:
     """A tensor whose value is ``total`` (the sum of ``local`` over ranks) and whose gradient
     is that of ``local``: what a method reading loss values sees on every rank."""
@@ -186,8 +196,9 @@ def shard_rows(rows: int, rank: int, size: int) -> Tensor:
     if rows < size:
         raise RunError(
             f"a global batch of {rows} row(s) cannot be split over {size} processes (every "
-            "process needs at least one row): use fewer processes (--nproc-per-node) or a "
-            "larger training.batch_size (the last batch of an epoch holds the remainder rows)"
+            "process needs at least one row): use fewer processes (--nproc, or torchrun's "
+            "--nproc-per-node) or a larger training.batch_size (the last batch of an epoch "
+            "holds the remainder rows)"
         )
     return torch.arange(rank, rows, size)
 

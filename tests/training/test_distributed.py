@@ -1,5 +1,6 @@
 """Data-parallel training is exact: two gloo processes, each with half of every global batch,
-end with the parameters of one process trained on the whole batches."""
+end with the parameters (and the task affinity) of one process trained on the whole batches;
+a run stopped and resumed by two processes, dropout included, equals an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
+from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -18,18 +22,27 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from polytask.balancers import build_balancer
+from polytask import cli
+from polytask.balancers import EqualWeights, build_balancer
 from polytask.config import parse_config
 from polytask.data import MultiTaskData
 from polytask.data.sampling import ShuffledBatches, TaskMixture
-from polytask.distributed import World, shard_rows, shutdown, world
+from polytask.distributed import (
+    World,
+    all_reduce_sum,
+    global_value,
+    shard_rows,
+    shutdown,
+    world,
+)
 from polytask.errors import ConfigError, RunError
 from polytask.experiment import run_experiment
 from polytask.models import HardSharing
+from polytask.relationships.affinity import GradientCosine, TagLookahead
 from polytask.results import RunResult
 from polytask.tasks import BinaryTask, RegressionTask
 from polytask.training import Trainer
-from polytask.training.trainer import smallest_batch
+from polytask.training.trainer import epoch_seed, smallest_batch
 
 from ..conftest import config_dict, synthetic_frame
 
@@ -48,10 +61,15 @@ METHODS = {
     "pcgrad-params": ("pcgrad", {"mode": "params"}),
     "nash_mtl-features": ("nash_mtl", {"mode": "features"}),
     "upgrad-params": ("upgrad", {"mode": "params"}),
+    "db_mtl-params": ("db_mtl", {"mode": "params"}),
+    "db_mtl-features": ("db_mtl", {"mode": "features"}),
+    "graddrop-params": ("graddrop", {"mode": "params", "seed": 3}),
+    "graddrop-features": ("graddrop", {"mode": "features", "seed": 3}),
 }
 
 STEPS = 20
 ROWS = 21  # odd: the two processes hold 11 and 10 rows of each global batch
+SHORT = 10  # this batch has 20 rows: 10 and 10 (only the first process's share changes)
 
 
 def global_batches() -> list[MultiTaskData]:
@@ -60,27 +78,30 @@ def global_batches() -> list[MultiTaskData]:
     g = torch.Generator().manual_seed(0)
     batches = []
     for k in range(STEPS):
-        x = torch.randn(ROWS, 4, generator=g)
-        mask_b = torch.rand(ROWS, generator=g) > 0.3
-        mask_s = torch.zeros(ROWS, 1, dtype=torch.bool)
+        rows = ROWS - 1 if k == SHORT else ROWS
+        x = torch.randn(rows, 4, generator=g)
+        mask_b = torch.rand(rows, generator=g) > 0.3
+        mask_s = torch.zeros(rows, 1, dtype=torch.bool)
         mask_s[[0, 2, 4] if k == 3 else [0, 1, 5, 8, 13]] = True
         batches.append(
             MultiTaskData(
                 x,
                 {
-                    "r": x[:, :1] - 2 * x[:, 1:2] + 0.1 * torch.randn(ROWS, 1, generator=g),
+                    "r": x[:, :1] - 2 * x[:, 1:2] + 0.1 * torch.randn(rows, 1, generator=g),
                     "b": (x[:, 0] + x[:, 2] > 0).float(),
                     "s": x[:, 3:4] * x[:, :1],
                 },
-                {"r": torch.ones(ROWS, 1, dtype=torch.bool), "b": mask_b, "s": mask_s},
+                {"r": torch.ones(rows, 1, dtype=torch.bool), "b": mask_b, "s": mask_s},
             )
         )
     return batches
 
 
-def tiny_model() -> HardSharing:
+def tiny_model(dropout: float = 0.0) -> HardSharing:
     torch.manual_seed(0)
-    trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh())
+    trunk = nn.Sequential(
+        nn.Linear(4, 8), nn.Tanh(), nn.Dropout(dropout), nn.Linear(8, 6), nn.Tanh()
+    )
     return HardSharing(trunk, {t.name: nn.Linear(6, 1) for t in TASKS})
 
 
@@ -95,7 +116,8 @@ def train(method: str, steps: int = STEPS) -> torch.Tensor:
     model = tiny_model()
     balancer = build_balancer(name, [t.name for t in TASKS], **options)
     extra = list(balancer.parameters())
-    optimizer = torch.optim.Adam([*model.parameters(), *extra], lr=0.02)
+    # SGD: linear in the gradients (Adam would hide a gradient off by a constant factor)
+    optimizer = torch.optim.SGD([*model.parameters(), *extra], lr=0.1, momentum=0.5)
     trainer = Trainer(model, TASKS, optimizer=optimizer, balancer=balancer)
     model.train()
     for data in global_batches()[:steps]:
@@ -103,10 +125,33 @@ def train(method: str, steps: int = STEPS) -> torch.Tensor:
     return flat([*model.parameters(), *extra])
 
 
-def fit(epochs: int, checkpoint_dir: Path, resume: bool = False) -> torch.Tensor:
+def affinity() -> torch.Tensor:
+    """The task affinity of the twenty global batches under upgrad (params mode), stacked:
+    ``tag``, ``cosine`` in features mode (the engine computes it) and in params mode (the
+    balancer's own Gramian, reused)."""
+    model = tiny_model()
+    names = [t.name for t in TASKS]
+    balancer = build_balancer("upgrad", names, mode="params")
+    meters = [
+        TagLookahead(names),
+        GradientCosine(names, mode="features"),
+        GradientCosine(names, mode="params", balancer=balancer),
+    ]
+    assert not meters[1].reuses_balancer and meters[2].reuses_balancer
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)  # tag steps by the lr: visible
+    trainer = Trainer(model, TASKS, optimizer=optimizer, balancer=balancer, observers=meters)
+    model.train()
+    for data in global_batches():
+        trainer.step(data.batch(slice(None)))
+    return torch.stack([torch.tensor(m.epoch_end(1)["matrix"]) for m in meters])
+
+
+def fit(
+    epochs: int, checkpoint_dir: Path, resume: bool = False, dropout: float = 0.0
+) -> torch.Tensor:
     """``Trainer.fit`` with upgrad (params mode) on four global batches as one table, in
     batches of 21 rows, with a checkpoint every epoch; the model's parameters after it."""
-    model = tiny_model()
+    model = tiny_model(dropout)
     balancer = build_balancer("upgrad", [t.name for t in TASKS], mode="params")
     trainer = Trainer(
         model, TASKS, balancer=balancer, epochs=epochs, batch_size=ROWS, seed=5,
@@ -116,13 +161,64 @@ def fit(epochs: int, checkpoint_dir: Path, resume: bool = False) -> torch.Tensor
     return flat(list(model.parameters()))
 
 
+def first_dropout_mask(epoch: int) -> torch.Tensor:
+    """Which activations the dropout layer zeroes at the first step of ``epoch`` of a fit."""
+    model = tiny_model(0.5)
+    masks: list[torch.Tensor] = []
+    model.trunk[2].register_forward_hook(lambda _m, _i, out: masks.append(out == 0))
+    trainer = Trainer(model, TASKS, epochs=epoch, batch_size=ROWS, seed=5)
+    trainer.fit(MultiTaskData.concat(global_batches()[:1]))
+    return masks[-1]
+
+
+SKIPPED = [("db_mtl", "features"), ("db_mtl", "params"), ("graddrop", "features")]
+SKIPPED += [("graddrop", "params")]
+
+
+def skipped_step(name: str, mode: str) -> list[float]:
+    """The weights of a step whose losses are finite but whose per-task gradient is not on
+    the second process's rows alone (the square root of |x| at 0), then the sum of a check
+    collective: every process must skip it together and stay in step with the others."""
+    x = torch.ones(3, 2) if world().rank == 0 else torch.zeros(3, 2)
+    w = torch.ones(2, requires_grad=True)
+    features = x * w
+    local = torch.stack([features[:, 0].abs().sqrt().sum(), features[:, 1].pow(2).sum()])
+    total = all_reduce_sum(local.detach().clone())
+    losses = {n: global_value(local[k], total[k]) for k, n in enumerate(["a", "b"])}
+    balancer = build_balancer(name, ["a", "b"], mode=mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        weights = balancer.backward(losses, shared_params=[w], features=features)
+    after = all_reduce_sum(torch.tensor([1.0]))  # the processes' next collective pairs up
+    return [*weights.values(), float(after)]
+
+
+class Unsummed(EqualWeights):
+    """A method declaring it is not exact under data-parallel training."""
+
+    data_parallel = False
+
+
 def _worker(rank: int, size: int, store: str, out: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    dist.init_process_group(  # a timeout: processes out of step fail instead of hanging
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=size,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
+    folder = Path(out).parent
     try:
         results = {method: train(method) for method in METHODS}
-        results["fit"] = fit(epochs=2, checkpoint_dir=Path(out).parent / "checkpoint")
+        results["skipped"] = [skipped_step(name, mode) for name, mode in SKIPPED]
+        results["affinity"] = affinity()
+        results["fit"] = fit(epochs=2, checkpoint_dir=folder / "checkpoint")
+        # dropout (its masks differ by process): 2 epochs straight, and 1 then resumed
+        results["mask"] = first_dropout_mask(epoch=1)
+        results["dropout"] = fit(2, folder / "straight", dropout=0.5)
+        fit(1, folder / "stopped", dropout=0.5)
+        dist.barrier()  # rank 0 has written the checkpoint every rank resumes from
+        torch.manual_seed(123)  # as a fresh process would be: nothing left of the first fit
+        results["resumed"] = fit(2, folder / "stopped", resume=True, dropout=0.5)
         odd = MultiTaskData.concat(
             [*global_batches()[:2], global_batches()[2].subset(torch.arange(1))]
         )
@@ -130,11 +226,10 @@ def _worker(rank: int, size: int, store: str, out: str) -> None:
             Trainer(tiny_model(), TASKS, batch_size=ROWS).fit(odd)
         except RunError as exc:
             results["refusal"] = str(exc)
-        for name in ("db_mtl", "graddrop"):
-            try:
-                Trainer(tiny_model(), TASKS, balancer=build_balancer(name, ["r", "b", "s"]))
-            except ConfigError as exc:
-                results[f"refusal-{name}"] = str(exc)
+        try:
+            Trainer(tiny_model(), TASKS, balancer=Unsummed(["r", "b", "s"]))
+        except ConfigError as exc:
+            results["refusal-unsummed"] = str(exc)
     finally:
         shutdown()
     torch.save(results, f"{out}.{rank}")
@@ -195,15 +290,50 @@ def test_a_batch_without_a_row_for_every_process_is_refused_before_training(two_
     assert second["refusal"] == first["refusal"]
 
 
-@pytest.mark.parametrize("name", ["db_mtl", "graddrop"])
-def test_a_balancer_not_exact_under_data_parallel_training_is_refused(two_processes, name):
+def test_a_balancer_not_exact_under_data_parallel_training_is_refused(two_processes):
     (first, _), _ = two_processes
-    assert first[f"refusal-{name}"] == (
-        f"balancer '{name}' is not exact under data-parallel training (torchrun, 2 processes): "
+    assert first["refusal-unsummed"] == (
+        "balancer 'equal' is not exact under data-parallel training (torchrun, 2 processes): "
         "train it in one process"
     )
-    assert build_balancer(name, ["r", "b", "s"]).data_parallel is False
-    assert build_balancer("mgda", ["r", "b", "s"], mode="params").data_parallel
+    for name in ("db_mtl", "graddrop", "mgda"):  # every registered method is exact
+        assert build_balancer(name, ["r", "b", "s"]).data_parallel
+
+
+def test_a_gradient_not_finite_on_one_process_skips_the_step_on_every_process(two_processes):
+    """DB-MTL and GradDrop check their gradients after the processes agree on them: the step
+    is skipped everywhere (weights 0) and the processes stay in step."""
+    first, second = (results["skipped"] for results in two_processes[0])
+    assert first == second == [[0.0, 0.0, 2.0]] * len(SKIPPED)
+
+
+def test_the_task_affinity_of_two_processes_is_that_of_one(two_processes):
+    """tag, cosine measured by the engine and cosine reused from the balancer: every step's
+    matrix is that of the global batch, on every process."""
+    first, second = (results["affinity"] for results in two_processes[0])
+    assert torch.equal(first, second)
+    alone = affinity()
+    assert alone.isfinite().all() and (alone - alone.transpose(1, 2)).abs()[0].max() > 1e-2
+    torch.testing.assert_close(first, alone, atol=1e-5, rtol=0)
+
+
+def test_each_process_draws_its_own_dropout_masks(two_processes):
+    """Rank k's row j is not given rank 0's row j mask (one seed for all would do that)."""
+    first, second = (results["mask"] for results in two_processes[0])
+    assert first.shape[0] == 11 and second.shape[0] == 10
+    assert not torch.equal(first[:10], second)
+    assert epoch_seed(5, 2, 0) == epoch_seed(5, 2) != epoch_seed(5, 2, 1) != epoch_seed(5, 3, 1)
+
+
+def test_a_run_stopped_and_resumed_by_two_processes_equals_an_uninterrupted_one(two_processes):
+    """Dropout on: one epoch, then resumed for one more by processes whose random state was
+    disturbed, ends where two epochs straight end (each process redraws its own masks of
+    every epoch from the seed, the epoch and its rank)."""
+    (first, second), _ = two_processes
+    assert torch.equal(first["dropout"], second["dropout"])
+    assert torch.equal(first["resumed"], second["resumed"])
+    assert torch.equal(first["resumed"], first["dropout"])
+    assert first["mask"].any() and not first["mask"].all()  # the dropout did drop
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -217,6 +347,7 @@ ENV = {
 DYING = """
 import os, sys
 from pathlib import Path
+from typing import ClassVar
 from polytask.training.trainer import Trainer
 from polytask.cli import main
 
@@ -292,3 +423,70 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
     assert sorted(p.name for p in runs.iterdir()) == ["baselines", "synthetic"]
     assert len(list((runs / "baselines").iterdir())) == 3
     assert_same_test_metrics(runs / "synthetic", alone)
+
+
+class FakeLauncher:
+    """Stands for the ``torchrun`` process ``train --nproc`` starts: records its command."""
+
+    commands: ClassVar[list[list[str]]] = []
+
+    def __init__(self, command: list[str]) -> None:
+        self.commands.append(command)
+
+    def __enter__(self) -> FakeLauncher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def wait(self) -> int:
+        return 3
+
+
+def run_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["polytask", "train", *args])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return int(exc.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def test_nproc_runs_torchrun_with_the_other_options(monkeypatch, capsys, config_file, tmp_path):
+    """``polytask train CONFIG --nproc 2 ...`` runs torch's launcher on the same command line
+    and exits with its exit code."""
+    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
+    FakeLauncher.commands.clear()
+    code, err = run_train(
+        monkeypatch, capsys, str(config_file), "--nproc", "2", "--no-baselines", "--resume",
+        "--output", str(tmp_path / "elsewhere"),
+    )  # fmt: skip
+    assert code == 3, err
+    assert FakeLauncher.commands == [
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "polytask", "train", str(config_file), "--no-baselines", "--resume",
+            "--output", str(tmp_path / "elsewhere"),
+        ]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nproc", "message"),
+    [
+        ("0", "error: --nproc: the number of processes must be at least 1, got 0"),
+        ("-2", "error: --nproc: the number of processes must be at least 1, got -2"),
+        ("500", "row(s) cannot be split over 500 processes (every process needs at least one row)"),
+        ("2 --seeds 1,2", "error: --seeds: not with --nproc; train one seed per data-parallel run"),
+    ],
+)
+def test_nproc_that_cannot_run_is_refused_before_launching(
+    monkeypatch, capsys, config_file, nproc, message
+):
+    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
+    FakeLauncher.commands.clear()
+    code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", *nproc.split())
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert message in " ".join(lines[0].split())
+    assert FakeLauncher.commands == []  # nothing launched

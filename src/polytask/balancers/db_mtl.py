@@ -12,6 +12,7 @@ from polytask.balancers._common import LOG_EPS, reorder
 from polytask.balancers.base import Balancer, Kind, Step, check_finite, unscaled
 from polytask.balancers.engine import check_mode, task_jacobians
 from polytask.balancers.registry import register_balancer
+from polytask.distributed import all_reduce_sum, finite_flags, world
 
 
 @register_balancer("db_mtl", "db-mtl")
@@ -32,11 +33,18 @@ class DualBalancing(Balancer):
     backward whose result on the shared part is corrected to ``Σ α_i·ĝ_i``. In features mode the
     average is over per-sample representation gradients (as the authors' code does); it restarts
     when the batch shape changes. Absent tasks keep their average and step count.
+
+    Under ``torchrun`` (:mod:`polytask.distributed`) it equals one process on the global batch:
+    in ``params`` mode the T×P per-task gradients are summed over the processes (one
+    collective) before they are checked and averaged, so every process holds the global
+    averages, and the combined update is added by rank 0 alone while every process removes
+    its own part of ``∇Σ log Lᵢ`` (the trainer then sums the gradients); in ``features`` mode
+    each process averages its own rows (the average is per sample), a restart when the global
+    batch shape changes and the finiteness check are agreed by one collective of T + 1 flags,
+    and the squared norms ``‖ĝᵢ‖²`` are summed over the processes (one more collective).
     """
 
     kind: ClassVar[Kind] = "jacobian"
-    #: Its running averages of per-task gradients are not summed over processes (yet).
-    data_parallel = False
     nonnegative_losses = True
 
     def __init__(
@@ -69,16 +77,35 @@ class DualBalancing(Balancer):
         log_losses = torch.log(values + LOG_EPS)
 
         blocks = task_jacobians(list(log_losses.unbind()), inputs)
-        grads = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
-        check_finite("gradient", names, grads)  # before the running averages take them in
+        # this process's part of the per-task gradients (all of them in one process)
+        local = torch.cat([block.reshape(len(names), -1) for block in blocks], dim=1).detach()
+        here = world()
+        grads = local
+        if self.mode == "params" and here.size > 1:  # the global per-task gradients
+            grads = all_reduce_sum(local.clone())
+        restart = self._restarts(grads)
+        if self.mode == "features" and here.size > 1:  # agreed by every process
+            flags = all_reduce_sum(
+                torch.cat([torch.tensor([float(restart)]), finite_flags(local).cpu()])
+            )
+            restart = bool(flags[0] > 0)  # the global batch changed shape
+            check_finite("gradient", names, flags[1:])
+        else:
+            check_finite("gradient", names, grads)  # before the running averages take them in
         rows = torch.tensor([self._position[n] for n in names])
         # the true gradients, averaged in (at least) float32: half precision would underflow
-        averaged = self._average(rows, unscaled(grads, scale))
-        norms = averaged.norm(dim=1)
+        averaged = self._average(rows, unscaled(grads, scale), restart)
+        if self.mode == "features" and here.size > 1:  # the rows are spread over processes
+            norms = all_reduce_sum(averaged.pow(2).sum(dim=1)).sqrt()
+        else:
+            norms = averaged.norm(dim=1)
         alpha = norms.max() / (norms + 1e-8)
-        # what Σ log L's (scaled) backward adds, fixed up to the (scaled) Σ αᵢ ĝᵢ
+        # what Σ log L's (scaled) backward adds, fixed up to the (scaled) Σ αᵢ ĝᵢ; in params
+        # mode under torchrun rank 0 alone adds Σ αᵢ ĝᵢ (global), each removing its own part
         scaled = (alpha @ averaged) * torch.as_tensor(scale).to(averaged)
-        correction = scaled - grads.sum(0).to(averaged.dtype)
+        if self.mode == "params" and not here.is_main:
+            scaled = torch.zeros_like(scaled)
+        correction = scaled - local.sum(0).to(averaged.dtype)
 
         if self.mode == "features":
             torch.autograd.backward(
@@ -99,10 +126,15 @@ class DualBalancing(Balancer):
                         p.grad.add_(piece)
         return alpha
 
-    def _average(self, rows: Tensor, grads: Tensor) -> Tensor:
-        """Fold ``grads`` (one row per present task) into the running averages; return theirs."""
-        size = (len(self.task_names), grads.shape[1])
-        if self.buffer is None or self.buffer.shape != size:
+    def _restarts(self, grads: Tensor) -> bool:
+        """Whether the running averages start over: none yet, or the gradients changed shape."""
+        return self.buffer is None or self.buffer.shape != (len(self.task_names), grads.shape[1])
+
+    def _average(self, rows: Tensor, grads: Tensor, restart: bool) -> Tensor:
+        """Fold ``grads`` (one row per present task) into the running averages, started over
+        with ``restart``; return theirs."""
+        if restart or self.buffer is None:
+            size = (len(self.task_names), grads.shape[1])
             self.buffer = torch.zeros(size, dtype=grads.dtype, device=grads.device)
             self.steps.zero_()
         self.buffer = self.buffer.to(grads.device)

@@ -16,6 +16,7 @@ from polytask.balancers.base import Balancer, Kind, Step, check_finite
 from polytask.balancers.engine import GramianEngine, Mode
 from polytask.balancers.registry import register_balancer
 from polytask.balancers.rng import generator_state, load_generator_state, seeded_generator
+from polytask.distributed import all_reduce_blocks, finite_flags, world
 
 
 def sign_masks(signals: Tensor, generator: torch.Generator, eps: float = 1e-7) -> Tensor:
@@ -74,13 +75,20 @@ class GradDrop(Balancer):
     shared ``.grad`` corrected to the masked sum. Neither suits DDP's overlapping all-reduce
     (both write ``.grad`` outside a backward).
     ``leak`` ∈ [0, 1] lets each task's gradient through regardless of the mask.
+
+    Under ``torchrun`` (:mod:`polytask.distributed`) it equals one process on the global batch:
+    every process draws the same uniforms (the generator's state is the same everywhere) and
+    takes its signs from the global per-task gradients. In ``features`` mode the signals are a
+    sum over samples, so the T×d signals are summed over the processes (one collective, with
+    the finiteness flags) and each process masks its own rows; in ``params`` mode the T×P
+    blocks are summed over the processes (one collective), nothing is held, and the masked sum
+    of the global blocks is added by rank 0 alone while every process removes its own part of
+    ``Σᵢ∇Lᵢ`` (the trainer then sums the gradients).
     """
 
     randomized = True
 
     kind: ClassVar[Kind] = "jacobian"
-    #: Its sign purity is taken from one process's per-task gradients (not yet summed).
-    data_parallel = False
 
     def __init__(
         self,
@@ -101,13 +109,19 @@ class GradDrop(Balancer):
     def step(self, step: Step) -> Tensor:
         names, losses, values, shared_params, features = step[:5]
         ones = torch.ones(len(names), dtype=torch.float64)
-        blocks, held = self.engine.gradients(losses, shared_params, features)
-        check_finite("gradient", names, blocks)
+        here = world()
+        hold = False if here.size > 1 else None  # under torchrun: the ordinary backward
+        blocks, held = self.engine.gradients(losses, shared_params, features, hold)
         total = values.sum()
         if self.mode == "features":
             assert features is not None
             grads = blocks[0]
             signals = (features.detach().sign().unsqueeze(0) * grads).sum(1)
+            if here.size > 1:  # the global signals (a sum over samples), checked alike
+                signals, flags = all_reduce_blocks([signals, finite_flags(grads).to(signals)])
+                check_finite("gradient", names, flags)
+            else:
+                check_finite("gradient", names, blocks)
             combined = dropped(grads, sign_masks(signals, self.generator), self.leak)
             # Σᵢ Lᵢ already sends Σᵢ ∇ᵢ into features; add the difference to the masked sum.
             torch.autograd.backward(
@@ -115,6 +129,9 @@ class GradDrop(Balancer):
             )
             return ones
         assert shared_params is not None
+        local = blocks  # this process's part of the per-task gradients
+        blocks = all_reduce_blocks(blocks)  # the global ones (the same in one process)
+        check_finite("gradient", names, blocks)
         shared = [p for p in shared_params if p.requires_grad]
         if held is not None:
             ids = {id(p) for p in shared}
@@ -128,9 +145,12 @@ class GradDrop(Balancer):
             return ones
         total.backward()
         with torch.no_grad():
-            for p, block in zip(shared, blocks, strict=True):
+            for p, block, mine in zip(shared, blocks, local, strict=True):
                 masks = sign_masks(block, self.generator)
-                correction = dropped(block.unsqueeze(1), masks, self.leak)[0] - block.sum(0)
+                kept = dropped(block.unsqueeze(1), masks, self.leak)[0]
+                if not here.is_main:  # rank 0 adds the global masked sum, each its own part
+                    kept = torch.zeros_like(kept)
+                correction = kept - mine.sum(0)
                 p.grad = correction if p.grad is None else p.grad + correction
         return ones
 

@@ -20,6 +20,12 @@
 A task or pair whose value is undefined at a step (a task without labels in the batch, a zero
 gradient, a non-positive loss) is left out of that step's average; a pair never measured is
 NaN (``null`` in ``metrics.json``).
+
+Under ``torchrun`` (:mod:`polytask.distributed`) each step's matrix is that of the global batch
+on every process, so the affinity equals one process's: the Gramian engine sums the cosines'
+Gramian over the processes (as for the balancers); ``tag`` sums the per-task gradients it steps
+along (one collective of the T×P blocks) and the processes' loss sums and labelled counts
+before and after each lookahead (one collective of (T + 2)×T numbers).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from polytask.balancers.engine import GramianEngine
 from polytask.balancers.weighting import GramianBalancer
 from polytask.balancers.wrappers import Wrapper
 from polytask.config import AffinityConfig
+from polytask.distributed import all_reduce_blocks, all_reduce_sum
 from polytask.errors import ConfigError
 from polytask.tasks import Task
 from polytask.training.observers import StepObserver, StepView
@@ -213,6 +220,7 @@ def lookahead(view: StepView, names: Sequence[str]) -> Tensor:
     lr = shared_lr(view.optimizer, shared)
     engine = GramianEngine("params", reuse_jacobian=False)
     blocks, _ = engine.gradients([view.losses[n] for n in names], shared, None, hold=False)
+    blocks = all_reduce_blocks(blocks)  # under torchrun, the global batch's gradients
     by_id = {id(p): name for name, p in view.model.named_parameters()}
     keys = [by_id[id(p)] for p in shared]
     tasks = {t.name: t for t in view.tasks}
@@ -220,36 +228,41 @@ def lookahead(view: StepView, names: Sequence[str]) -> Tensor:
     view.model.eval()
     try:
         with torch.no_grad():
-            before = task_losses(view, tasks, names, {})
-            rows = []
+            sums = [task_sums(view, tasks, names, {})]
             for i in range(len(names)):
                 moved = {
                     key: p.detach() - lr * block[i]
                     for key, p, block in zip(keys, shared, blocks, strict=True)
                 }
-                after = task_losses(view, tasks, names, moved)
-                rows.append(1.0 - after / before)
+                sums.append(task_sums(view, tasks, names, moved))
     finally:
         view.model.train(was_training)
-    matrix = torch.stack(rows)
+    counts = torch.stack([view.batch.masks[n].sum() for n in names]).to(sums[0])
+    # one read-back; under torchrun the sums and counts of every process in one collective
+    table = all_reduce_sum(torch.stack([counts, *sums]).cpu())
+    losses = table[1:] / table[0]  # NaN (0/0) for a task without labels in the batch
+    before = losses[0]
+    matrix = 1.0 - losses[1:] / before
     matrix[:, ~(before > 0)] = math.nan
     return matrix
 
 
-def task_losses(
+def task_sums(
     view: StepView, tasks: Mapping[str, Task], names: Sequence[str], params: dict[str, Tensor]
 ) -> Tensor:
-    """The losses of ``names`` (task weights applied) on the step's batch, with ``params`` in
-    place of the model's own (functionally: the model is not modified); NaN for a task
-    without labels in the batch."""
+    """The losses of ``names`` (task weights applied) summed over the labelled rows of the
+    step's batch, in float64, with ``params`` in place of the model's own (functionally: the
+    model is not modified); divided by the labelled counts they are the losses."""
     batch = view.batch
     outputs = torch.func.functional_call(view.model, params, (batch.inputs,), strict=False)
     values = []
     for name in names:
         task = tasks[name]
-        loss = task.loss_value(outputs[name], batch.targets[name], batch.masks[name])
-        values.append(math.nan if loss is None else float(loss) * task.weight)
-    return torch.tensor(values, dtype=torch.float64)
+        # labelled=1: the sum, not the mean (0 without labels)
+        loss = task.loss_value(outputs[name], batch.targets[name], batch.masks[name], 1)
+        assert loss is not None
+        values.append(loss.double() * task.weight)
+    return torch.stack(values)
 
 
 def shared_lr(optimizer: torch.optim.Optimizer, shared: Sequence[Tensor]) -> float:

@@ -50,11 +50,14 @@ and the step's losses are kept on the device and read once per epoch):
 Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process's rows of the
 global batch), a step adds four collectives: the T labelled counts (a host read-back, before
 the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
-block, GradNorm's last-layer blocks) and the model's gradients with their presence flags (one
-buffer, read back once for the flags). A fit adds one, before its first step: every process
-must take the same number of steps per epoch (:func:`~polytask.distributed.agreed`). A batch
-marked ``sharded`` (streamed data, whose processes read disjoint shards) already holds this
-process's rows and is not cut.
+block, GradNorm's last-layer blocks, DB-MTL's and GradDrop's per-task gradients or signals;
+DB-MTL in ``features`` mode adds a second one) and the model's gradients with their presence
+flags (one buffer, read back once for the flags). A measured affinity step adds its own (tag:
+two). A fit adds one, before its first step: every process must take the same number of steps
+per epoch (:func:`~polytask.distributed.agreed`). A batch marked ``sharded`` (streamed data,
+whose processes read disjoint shards) already holds this process's rows and is not cut. Each
+process seeds torch's random state (dropout) at the start of every epoch from the seed, the
+epoch and its rank (:func:`epoch_seed`), so a resumed run draws what an uninterrupted one draws.
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
@@ -436,7 +439,7 @@ class Trainer:
 
     def _train_epoch(self, source: BatchSource, epoch: int, bar: Progress | None) -> EpochLog:
         started = time.perf_counter()
-        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout etc.: repeatable on resume
+        torch.manual_seed(epoch_seed(self.seed, epoch, world().rank))  # dropout: per process
         self.model.train()
         names = [t.name for t in self.tasks]
         # the detached losses are kept per task (on their device, no host sync per step) and
@@ -638,6 +641,21 @@ def _thin(values: list[float], count: int) -> list[float]:
         return values
     step = len(values) / count
     return [values[int(i * step)] for i in range(count)]
+
+
+RANK_STRIDE = 0x9E37_79B9_7F4A_7C15
+"""What separates the seeds of two processes' random streams (an odd 64-bit constant)."""
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of torch's global random state (dropout masks) for ``epoch`` on process
+    ``rank``, set at the start of every epoch: a function of the three alone, so the random
+    state of every process at the start of an epoch is known without storing it, and a run
+    resumed from the checkpoint of epoch k draws what an uninterrupted one draws from epoch
+    k + 1 on. A single process (and rank 0) gets ``seed·1000003 + epoch``; every other rank a
+    stream of its own (the same seed would give row k of every process the same mask)."""
+    base = seed * 1_000_003 + epoch
+    return base if rank == 0 else (base + rank * RANK_STRIDE) % 2**64
 
 
 def smallest_batch(source: BatchSource) -> int | None:
