@@ -262,13 +262,20 @@ def test_a_loader_of_batches_of_the_users_trains_as_the_stream(data):
     assert torch.equal(trained[0], trained[1])
 
 
+class Unsummed(EqualWeights):
+    """A method declaring it is not exact under data-parallel training."""
+
+    name = "unsummed"
+    data_parallel = False
+
+
 def test_a_balancer_that_is_not_data_parallel_is_refused_under_ddp(data, monkeypatch):
     names = [t.name for t in data.tasks]
     model = build_network(penguins().model, data.preprocessor, data.tasks)
-    module = MultiTaskModule(model, data.tasks, build_balancer("db_mtl", names))
+    module = MultiTaskModule(model, data.tasks, Unsummed(names))
     module.on_fit_start()  # one process: fine
     monkeypatch.setattr("polytask.lightning.world", lambda: World(0, 2))
-    with pytest.raises(ConfigError, match="balancer 'db_mtl' is not exact under data-parallel"):
+    with pytest.raises(ConfigError, match="balancer 'unsummed' is not exact under data-parallel"):
         module.on_fit_start()
 
 
