@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polytask.config import Config, load_config, parse_config
-from polytask.errors import ConfigError, DataError, PolytaskError
+from polytask.errors import ConfigError, DataError, FailedOnRankZero, PolytaskError
 
 app = typer.Typer(
     add_completion=False,
@@ -188,19 +188,25 @@ def train(
 
 
 def launch_command(config: Path, nproc: int, passed: list[str]) -> list[str]:
-    """The ``torchrun`` command ``polytask train CONFIG --nproc N`` runs: torch's own launcher,
-    ``N`` processes on this machine (a free rendezvous port), the other options passed on."""
+    """The ``torchrun`` arguments ``polytask train CONFIG --nproc N`` runs: torch's own
+    launcher, ``N`` processes on this machine (a free rendezvous port), the other options
+    passed on."""
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc-per-node", str(nproc), "-m", "polytask", "train", str(config), *passed,
+        "--standalone", "--nproc-per-node", str(nproc),
+        "-m", "polytask", "train", str(config), *passed,
     ]  # fmt: skip
 
 
 def _launch(path: Path, config: Config, nproc: int, passed: list[str]) -> int:
     """``train --nproc N``: refuse a process count the data cannot feed (every process needs
     a row of every global batch: the refusal the processes would give, before any starts),
-    then run :func:`launch_command`; its exit code."""
-    import subprocess
+    then run torch's launcher in this process on :func:`launch_command`. Its exit code: 0, or
+    2 when every failed process failed on a user error (each printed its one line), else 1;
+    torchrun's own failure report is left out (the processes' output says what failed)."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
 
     from polytask.data.prepare import prepare_data
     from polytask.distributed import shard_rows
@@ -215,11 +221,21 @@ def _launch(path: Path, config: Config, nproc: int, passed: list[str]) -> int:
         rows = smallest_batch(source)  # the baselines' batches are among these
         if rows is not None:
             shard_rows(rows, 0, nproc)
-    with subprocess.Popen(launch_command(path, nproc, passed)) as launcher:
-        try:
-            return launcher.wait()
-        except KeyboardInterrupt:  # torchrun got it too: it stops the processes
-            return launcher.wait()
+    agent = logging.getLogger("torch.distributed.elastic")  # its failure report: ours below
+    level = agent.level
+    agent.setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(launch_command(path, nproc, passed)))
+    except ChildFailedError as failed:
+        codes = {rank: failure.exitcode for rank, failure in sorted(failed.failures.items())}
+        if set(codes.values()) == {2}:  # user errors, each already printed in one line
+            return 2
+        shown = ", ".join(f"rank {rank}: exit code {code}" for rank, code in codes.items())
+        errors.print(f"[bold red]error:[/] --nproc {nproc}: processes failed ({shown})")
+        return 1
+    finally:
+        agent.setLevel(level)
+    return 0
 
 
 def _train_seeds(config: Config, seeds: list[int], source: str, markdown: Path | None) -> None:
@@ -730,6 +746,8 @@ def main() -> None:
     warnings.showwarning = _show_warning
     try:
         app()
+    except FailedOnRankZero:  # rank 0 says why (torchrun)
+        sys.exit(2)
     except PolytaskError as exc:
         # escaped: a message may hold brackets, e.g. "pip install polytask[text]"
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

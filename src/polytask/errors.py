@@ -28,6 +28,11 @@ class RunError(PolytaskError):
     """A run directory is missing, incomplete or corrupt."""
 
 
+class FailedOnRankZero(RunError):
+    """Under ``torchrun``: rank 0 failed with a user error, which rank 0 itself reports (the
+    command line of the other processes exits 2 without repeating it)."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""`` when none is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

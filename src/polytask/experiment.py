@@ -25,7 +25,7 @@ from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import BatchSource, ShuffledBatches
 from polytask.device import check_precision, resolve_device
 from polytask.distributed import broadcast_object, world
-from polytask.errors import ConfigError, RunError
+from polytask.errors import ConfigError, FailedOnRankZero, RunError
 from polytask.evaluation.delta_m import delta_m, metric_directions, relative_changes
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network, count_parameters
@@ -121,7 +121,7 @@ def run_experiment(
         if problem is not None:
             raise problem
         if message is not None:
-            raise RunError(f"rank 0: {message}")
+            raise FailedOnRankZero(f"rank 0: {message}")
         if run is None:
             run = RunDir(path)
         return _run(

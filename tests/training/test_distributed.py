@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 from polytask import cli
 from polytask.balancers import EqualWeights, build_balancer
@@ -426,21 +427,24 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path, cli_run):
 
 
 class FakeLauncher:
-    """Stands for the ``torchrun`` process ``train --nproc`` starts: records its command."""
+    """Stands for torch's launcher (``torch.distributed.run.run``) that ``train --nproc`` runs:
+    records its arguments and ends with the exit codes of ``FakeLauncher.codes`` by rank."""
 
-    commands: ClassVar[list[list[str]]] = []
+    arguments: ClassVar[list[list[str]]] = []
+    codes: ClassVar[dict[int, int]] = {}
 
-    def __init__(self, command: list[str]) -> None:
-        self.commands.append(command)
+    @classmethod
+    def install(cls, monkeypatch, codes: dict[int, int]) -> None:
+        cls.arguments.clear()
+        cls.codes = codes
+        monkeypatch.setattr("torch.distributed.run.run", cls.run)
 
-    def __enter__(self) -> FakeLauncher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def wait(self) -> int:
-        return 3
+    @classmethod
+    def run(cls, args) -> None:
+        cls.arguments.append([*vars(args).items()])
+        failures = {r: ProcessFailure(r, 100 + r, c, "<N/A>") for r, c in cls.codes.items() if c}
+        if failures:
+            raise ChildFailedError("polytask", failures)
 
 
 def run_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -452,22 +456,33 @@ def run_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return 0, capsys.readouterr().err
 
 
-def test_nproc_runs_torchrun_with_the_other_options(monkeypatch, capsys, config_file, tmp_path):
-    """``polytask train CONFIG --nproc 2 ...`` runs torch's launcher on the same command line
-    and exits with its exit code."""
-    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
-    FakeLauncher.commands.clear()
+@pytest.mark.parametrize(
+    ("codes", "expected", "line"),
+    [
+        ({0: 0, 1: 0}, 0, None),
+        ({0: 2, 1: 2}, 2, None),  # user errors: each process printed its line
+        ({0: 0, 1: -9}, 1, "error: --nproc 2: processes failed (rank 1: exit code -9)"),
+    ],
+)
+def test_nproc_runs_torchrun_with_the_other_options(
+    monkeypatch, capsys, config_file, tmp_path, codes, expected, line
+):
+    """``polytask train CONFIG --nproc 2 ...`` runs torch's launcher on the same command line;
+    its exit code says how the processes ended, and a crash is one line naming the ranks."""
+    FakeLauncher.install(monkeypatch, codes)
     code, err = run_train(
         monkeypatch, capsys, str(config_file), "--nproc", "2", "--no-baselines", "--resume",
         "--output", str(tmp_path / "elsewhere"),
     )  # fmt: skip
-    assert code == 3, err
-    assert FakeLauncher.commands == [
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2", "-m", "polytask", "train", str(config_file), "--no-baselines", "--resume",
-            "--output", str(tmp_path / "elsewhere"),
-        ]
+    assert code == expected, err
+    shown = [" ".join(x.split()) for x in err.splitlines() if x.strip()]
+    assert shown == ([line] if line else [])
+    (arguments,) = FakeLauncher.arguments
+    given = dict(arguments)
+    assert given["standalone"] and given["nproc_per_node"] == "2" and given["module"]
+    assert [given["training_script"], *given["training_script_args"]] == [
+        "polytask", "train", str(config_file), "--no-baselines", "--resume",
+        "--output", str(tmp_path / "elsewhere"),
     ]  # fmt: skip
 
 
@@ -483,10 +498,9 @@ def test_nproc_runs_torchrun_with_the_other_options(monkeypatch, capsys, config_
 def test_nproc_that_cannot_run_is_refused_before_launching(
     monkeypatch, capsys, config_file, nproc, message
 ):
-    monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
-    FakeLauncher.commands.clear()
+    FakeLauncher.install(monkeypatch, {0: 0})
     code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", *nproc.split())
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert message in " ".join(lines[0].split())
-    assert FakeLauncher.commands == []  # nothing launched
+    assert FakeLauncher.arguments == []  # nothing launched
