@@ -15,6 +15,7 @@ folder's files (weights, plots, config, ``metrics.json``) are logged as artifact
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -72,6 +73,8 @@ def require_mlflow(tracking_uri: str) -> Any:
             import sqlalchemy  # noqa: F401
     except ImportError:
         raise missing_extra("mlflow", "mlflow") from None
+    # its INFO lines on creating a database's tables are not the user's business
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return mlflow
 
 
