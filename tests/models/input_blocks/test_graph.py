@@ -133,7 +133,7 @@ def test_the_encoding_ignores_atom_order_rotation_and_translation(fitted, edges)
     rng = np.random.default_rng(1)
     moved = table(
         [
-            row(atoms, order=rng.permutation(SLOTS), rotate=rotation(i), shift=(1.5, -4.0, 2.5))
+            row(atoms, order=rng.permutation(SLOTS), rotate=rotation(i), shift=(15.0, -40.0, 25.0))
             for i, atoms in enumerate(molecules)
         ]
     )

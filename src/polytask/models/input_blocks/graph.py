@@ -174,7 +174,9 @@ def molecular_graph(
         raise ValueError(f"edges must be 'bonds' or 'radius', not {edges!r}")
     n, slots = numbers.shape
     present = numbers > 0
-    distances = torch.cdist(positions, positions)
+    # from the differences, not cdist's |x|² + |y|² − 2x·y, which loses precision far from the
+    # origin (a translated molecule would not keep its distances)
+    distances = (positions.unsqueeze(2) - positions.unsqueeze(1)).norm(dim=-1)
     bonded = bond_matrix(numbers, distances)
     if edges == "bonds":
         linked = bonded
