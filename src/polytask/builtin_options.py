@@ -116,6 +116,21 @@ class TextOptions(Options):
     max_length: StrictInt = Field(DEFAULT_MAX_LENGTH, ge=2)
 
 
+class GraphOptions(Options):
+    """Molecules as graphs (``graph``, needs the ``[graph]`` extra). ``prefix``: the atom
+    columns are ``<prefix>NN_number``, ``<prefix>NN_x``, ``_y``, ``_z`` (NN = 00, 01, …;
+    atomic number 0 = no atom); ``edges``: ``bonds`` (covalent radii) or ``radius`` (every
+    pair closer than ``cutoff`` Å, which is also the range of the Gaussian distance features);
+    the Gilmer et al. MPNN's width ``dim``, ``message_steps`` and ``set2set_steps``."""
+
+    prefix: str = Field("atom", min_length=1)
+    edges: Literal["bonds", "radius"] = "bonds"
+    cutoff: Number = Field(5.0, gt=0, allow_inf_nan=False)
+    dim: StrictInt = Field(64, ge=1)
+    message_steps: StrictInt = Field(3, ge=1)
+    set2set_steps: StrictInt = Field(3, ge=1)
+
+
 # -- task types (tasks[*].type) -------------------------------------------------------------
 
 
@@ -142,6 +157,7 @@ BUILTIN: dict[OptionRegistry, dict[str, type[Options]]] = {
         "cnn": CNNOptions,
         "gru": GRUOptions,
         "text": TextOptions,
+        "graph": GraphOptions,
     },
     TASK_OPTIONS: {
         "binary": BinaryOptions,

@@ -46,6 +46,13 @@ INPUTS = ("numeric", "categorical")
 OPSET = 17
 EXPORTABLE_BLOCKS = ("tabular", "cnn", "gru")
 """Input blocks whose inputs ``preprocess.json`` can describe (text needs its encoder)."""
+UNEXPORTABLE = {
+    "text": "a fine-tuned sentence transformer needs its tokenizer, which the ONNX model cannot "
+    "carry",
+    "graph": "it builds each batch's molecular graph, whose numbers of atoms and bonds depend on "
+    "the data, inside the model; a traced ONNX graph would fix them",
+}
+"""Why these input blocks cannot be exported."""
 TOLERANCE = 1e-4
 """Largest difference between onnxruntime's and torch's outputs accepted at export (float32
 kernels differ in their summation order; the tests check 1e-5 on real rows)."""
@@ -123,10 +130,10 @@ def _check_exportable(run: LoadedRun) -> None:
     block = run.config.model.encoder.type
     features = run.preprocessor
     if block not in EXPORTABLE_BLOCKS or features.fine_tune:
+        why = UNEXPORTABLE.get(block, "preprocess.json cannot describe its inputs")
         raise RunError(
-            f"model.encoder.type: the input block '{block}' cannot be exported to ONNX (a "
-            "fine-tuned sentence transformer needs its tokenizer, which the ONNX model cannot "
-            f"carry); export supports {list(EXPORTABLE_BLOCKS)}"
+            f"model.encoder.type: the input block '{block}' cannot be exported to ONNX ({why}); "
+            f"export supports {list(EXPORTABLE_BLOCKS)}"
         )
     if features.text:
         raise RunError(

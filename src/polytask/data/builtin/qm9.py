@@ -11,6 +11,11 @@ the ZPVE) are not used.
 Targets: the 11 properties of the usual multi-task QM9 benchmark (μ, α, HOMO, LUMO, ⟨R²⟩, ZPVE,
 U0, U, H, G, Cv). Fixed split (seed 0): 110,000 train, 10,000 validation, the rest test.
 ``qm9_small`` keeps 10,000 / 2,000 / 2,000 of those rows for quick runs.
+
+``qm9_graph`` / ``qm9_graph_small``: the same molecules, targets and split rows, with the atoms
+themselves as inputs instead of descriptors, for ``model.encoder: {type: graph}``: per atom slot
+``atomNN_number`` (atomic number), ``atomNN_x``, ``_y``, ``_z`` (Å, the qm9pack geometry) for
+NN = 00…28 (QM9 molecules have at most 29 atoms), in the file's atom order, 0 = no atom.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from polytask.data.fetch import PackageFiles
+from polytask.errors import DataError
 
 MEMBERS = tuple(f"qm9pack/data/qm9_part{i}.csv" for i in (1, 2, 3))
 TARGETS = {
@@ -56,10 +62,18 @@ DESCRIPTORS = [
     "radius_of_gyration",
     "max_distance",
 ]
+MAX_ATOMS = 29
+ATOMIC_NUMBERS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 SIZES = {"train": 110_000, "validation": 10_000}
 SMALL = {"train": 10_000, "validation": 2_000, "test": 2_000}
 _NUMBER = re.compile(r"-?\d+\.?\d*(?:[eE][-+]?\d+)?")
 _RING = re.compile(r"%\d\d|(?<![A-Za-z\[])\d")
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
+
+
+def atom_columns(slots: int = MAX_ATOMS) -> list[str]:
+    """``atom00_number, atom00_x, atom00_y, atom00_z, atom01_number, …`` for ``slots`` atoms."""
+    return [f"atom{i:02d}_{f}" for i in range(slots) for f in ("number", "x", "y", "z")]
 
 
 def _geometry(xyz: str) -> tuple[float, float]:
@@ -90,13 +104,35 @@ def descriptors(raw: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def convert(files: Mapping[str, bytes]) -> pd.DataFrame:
-    columns = ["Index", "SMILES", "N_atoms", "Stoichiometry", "XYZ_Ang"]
-    columns += [f"Rot{a}_GHz" for a in "ABC"] + list(TARGETS)
-    raw = pd.concat(
+def atoms(raw: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`atom_columns` of each molecule from its ``Elements`` and ``XYZ_Ang`` (Å)."""
+    table = np.zeros((len(raw), MAX_ATOMS, 4), dtype=np.float32)
+    for row, (elements, xyz) in enumerate(zip(raw["Elements"], raw["XYZ_Ang"], strict=True)):
+        symbols = _SYMBOL.findall(str(elements))
+        coords = np.asarray(_NUMBER.findall(str(xyz)), dtype=np.float32)
+        unknown = set(symbols) - set(ATOMIC_NUMBERS)
+        if not symbols or unknown or len(coords) != 3 * len(symbols):
+            raise DataError(f"qm9pack row {row + 1}: cannot read atoms {elements!r} at {xyz!r}")
+        if len(symbols) > MAX_ATOMS:
+            raise DataError(f"qm9pack row {row + 1}: {len(symbols)} atoms, more than {MAX_ATOMS}")
+        numbers = [ATOMIC_NUMBERS[e] for e in symbols]
+        coords = coords.reshape(-1, 3)
+        table[row, : len(numbers), 0] = numbers
+        table[row, : len(numbers), 1:] = coords
+    return pd.DataFrame(table.reshape(len(raw), -1), columns=atom_columns())
+
+
+def _read(files: Mapping[str, bytes], inputs: list[str]) -> pd.DataFrame:
+    columns = ["Index", "SMILES", *inputs, *TARGETS]
+    return pd.concat(
         [pd.read_csv(io.BytesIO(files[m]), usecols=columns) for m in MEMBERS], ignore_index=True
     )
-    frame = descriptors(raw)
+
+
+def _with_targets_and_split(inputs: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """``inputs`` after the index and SMILES, then the targets and the fixed seeded split (the
+    same rows for every converter: it depends on the number of molecules only)."""
+    frame = inputs
     frame.insert(0, "smiles", raw["SMILES"].astype(str))
     frame.insert(0, "index", raw["Index"].astype(int))
     for source, name in TARGETS.items():
@@ -110,6 +146,19 @@ def convert(files: Mapping[str, bytes]) -> pd.DataFrame:
     frame["split"] = split
     frame["order"] = np.argsort(order)  # rank in the seeded permutation, used by subsample()
     return frame
+
+
+def convert(files: Mapping[str, bytes]) -> pd.DataFrame:
+    """The descriptor table (``qm9``)."""
+    columns = ["N_atoms", "Stoichiometry", "XYZ_Ang", *(f"Rot{a}_GHz" for a in "ABC")]
+    raw = _read(files, columns)
+    return _with_targets_and_split(descriptors(raw), raw)
+
+
+def convert_graph(files: Mapping[str, bytes]) -> pd.DataFrame:
+    """The atom table (``qm9_graph``)."""
+    raw = _read(files, ["Elements", "XYZ_Ang"])
+    return _with_targets_and_split(atoms(raw), raw)
 
 
 def subsample(frame: pd.DataFrame, sizes: Mapping[str, int] = SMALL) -> pd.DataFrame:
@@ -128,5 +177,16 @@ QM9 = PackageFiles(
     members=MEMBERS,
     convert=convert,
 )
+QM9_GRAPH = PackageFiles(
+    cache_name="qm9_graph",
+    package=QM9.package,
+    version=QM9.version,
+    filename=QM9.filename,
+    sha256=QM9.sha256,
+    members=MEMBERS,
+    convert=convert_graph,
+)
 TASKS = [{"name": name, "type": "regression", "target": name} for name in TARGETS.values()]
 FEATURES = {"numeric": DESCRIPTORS}
+GRAPH_FEATURES = {"numeric": atom_columns()}
+GRAPH_MODEL = {"encoder": {"type": "graph"}}
