@@ -75,7 +75,7 @@ from polytask.training.step import (
     masked_losses,
     shard,
 )
-from polytask.training.trainer import TrainingDiverged, smallest_batch
+from polytask.training.trainer import TrainingDiverged, epoch_seed, smallest_batch
 
 __all__ = ["BatchStream", "MultiTaskDataModule", "MultiTaskModule", "ShardedBatch", "from_config"]
 
@@ -112,8 +112,9 @@ class MultiTaskModule(L.LightningModule):
     one parameter group per task head at ``lr × lr_multipliers[task]`` (default 1), the shared
     parameters at ``lr`` and the balancer's parameters at ``lr`` without weight decay.
     ``grad_clip``: the largest norm of the model's gradients (no clipping when ``None``).
-    ``seed``: each epoch reseeds torch with ``seed·1000003 + epoch`` (1-based) before its
-    first step, as the Trainer does, so that dropout repeats."""
+    ``seed``: each epoch reseeds torch before its first step from the seed, the epoch (from 1)
+    and the process's rank, as the Trainer does (:func:`~polytask.training.trainer.epoch_seed`),
+    so that dropout repeats and each process draws its own masks."""
 
     def __init__(
         self,
@@ -208,7 +209,7 @@ class MultiTaskModule(L.LightningModule):
         if isinstance(step, Batch):  # counted on the device: a synchronisation per task
             step = ShardedBatch.local(step)
         if batch_idx == 0:  # dropout draws as the Trainer's (after the loader's own draw)
-            torch.manual_seed(self.seed * 1_000_003 + self.current_epoch + 1)
+            torch.manual_seed(epoch_seed(self.seed, self.current_epoch + 1, world().rank))
         batch = step.batch
         outputs, representation = self.model.forward_with_representation(batch.inputs)
         losses = global_losses(masked_losses(outputs, batch, self.tasks, step.labelled))
