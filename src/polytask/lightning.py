@@ -92,9 +92,10 @@ class ShardedBatch:
     def of(batch: Batch) -> ShardedBatch:
         """This process's rows of the global ``batch`` (all of them in one process)."""
         here = world()
-        if here.size > 1:
-            batch = shard(batch, here.rank, here.size)
-        return ShardedBatch.local(batch)
+        if here.size <= 1:
+            return ShardedBatch.local(batch)
+        labelled = labelled_counts(batch, list(batch.masks), whole=True)  # no collective
+        return ShardedBatch(shard(batch, here.rank, here.size), labelled)
 
     @staticmethod
     def local(batch: Batch) -> ShardedBatch:

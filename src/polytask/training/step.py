@@ -34,12 +34,14 @@ def shard(batch: Batch, rank: int, size: int) -> Batch:
     )
 
 
-def labelled_counts(batch: Batch, names: Sequence[str]) -> dict[str, int]:
-    """The labelled entries of each task of ``names`` in ``batch``, counted where the masks
-    are (on the host before the batch moves: no device synchronisation); summed over the
-    processes under data-parallel training (one small collective)."""
+def labelled_counts(batch: Batch, names: Sequence[str], *, whole: bool = False) -> dict[str, int]:
+    """The global labelled entries of each task of ``names``, counted where the masks are (on
+    the host before the batch moves: no device synchronisation). ``whole``: ``batch`` is the
+    global batch every process holds, so its counts are the global ones; otherwise it is this
+    process's part and, under data-parallel training, the counts are summed over the processes
+    (one small collective)."""
     labelled = {name: int(batch.masks[name].sum()) for name in names}
-    if world().size > 1:
+    if world().size > 1 and not whole:
         counts = all_reduce_sum(torch.tensor(list(labelled.values()), dtype=torch.int64))
         labelled = dict(zip(labelled, counts.tolist(), strict=True))
     return labelled

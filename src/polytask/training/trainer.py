@@ -48,16 +48,18 @@ and the step's losses are kept on the device and read once per epoch):
    reading a learned balancer parameter back for the weights is one more).
 
 Under ``torchrun`` (:mod:`polytask.distributed`; the step works on this process's rows of the
-global batch), a step adds four collectives: the T labelled counts (a host read-back, before
-the losses), the T loss values, the balancer's own sum (the Gramian engine's T×T matrix or T×P
-block, GradNorm's last-layer blocks, DB-MTL's and GradDrop's per-task gradients or signals;
-DB-MTL in ``features`` mode adds a second one) and the model's gradients with their presence
-flags (one buffer, read back once for the flags). A measured affinity step adds its own (tag:
-two). A fit adds one, before its first step: every process must take the same number of steps
-per epoch (:func:`~polytask.distributed.agreed`). A batch marked ``sharded`` (streamed data,
-whose processes read disjoint shards) already holds this process's rows and is not cut. Each
-process seeds torch's random state (dropout) at the start of every epoch from the seed, the
-epoch and its rank (:func:`epoch_seed`), so a resumed run draws what an uninterrupted one draws.
+global batch), a step adds three collectives: the T loss values, the balancer's own sum (the
+Gramian engine's T×T matrix or T×P block, GradNorm's last-layer blocks, DB-MTL's and GradDrop's
+per-task gradients or signals; DB-MTL in ``features`` mode adds a second one) and the model's
+gradients with their presence flags (one buffer, read back once for the flags). A measured
+affinity step adds its own (tag: two). The T labelled counts are counted on the global batch,
+which every process holds, so they need none; streamed batches (each process holds only its
+rows) add a fourth for them, a host read-back before the losses. A fit adds one, before its
+first step: every process must take the same number of steps per epoch
+(:func:`~polytask.distributed.agreed`). A batch marked ``sharded`` (streamed data, whose
+processes read disjoint shards) already holds this process's rows and is not cut. Each process
+seeds torch's random state (dropout) at the start of every epoch from the seed, the epoch and
+its rank (:func:`epoch_seed`), so a resumed run draws what an uninterrupted one draws.
 
 Exceptions, which read back more: DB-MTL (its running gradient averages and weights are on the
 device), GradDrop (its gradient check), and the ``losses_from`` and ``update_every`` wrappers
@@ -252,10 +254,13 @@ class Trainer:
         global labelled count with the global value, and the model's gradients are summed over
         the processes after the backward (:mod:`polytask.training.step`)."""
         here = world()
-        if here.size > 1 and not batch.sharded:
+        names = [t.name for t in self.tasks]
+        # labels counted before the batch moves: on the host, so no device synchronisation;
+        # on the global batch when this process holds it, so no collective either
+        whole = here.size > 1 and not batch.sharded
+        labelled = labelled_counts(batch, names, whole=whole)
+        if whole:
             batch = shard(batch, here.rank, here.size)
-        # labels counted before the batch moves: on the host, so no device synchronisation
-        labelled = labelled_counts(batch, [t.name for t in self.tasks])
         batch = to_device(batch, self.device)
         with self.precision.autocast():
             outputs, representation = self.model.forward_with_representation(batch.inputs)
