@@ -39,6 +39,23 @@ def train_in_child(config_path: str, barrier, results) -> None:
         results.put(("error", repr(exc), messages))
 
 
+def two_at_once(target, config) -> list[tuple]:
+    """Run ``target(config, barrier, results)`` in two spawned processes that start together;
+    what each put in ``results``, checked to start with ``"ok"``."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    children = [
+        context.Process(target=target, args=(str(config), barrier, results)) for _ in range(2)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=240) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert [o[0] for o in outcomes] == ["ok", "ok"], outcomes
+    return outcomes
+
+
 @pytest.mark.slow
 def test_two_trainings_share_the_baseline_cache(tmp_path):
     table = tmp_path / "table.csv"
@@ -50,18 +67,7 @@ def test_two_trainings_share_the_baseline_cache(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
 
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    children = [
-        context.Process(target=train_in_child, args=(str(config), barrier, results))
-        for _ in range(2)
-    ]
-    for child in children:
-        child.start()
-    outcomes = [results.get(timeout=240) for _ in children]
-    for child in children:
-        child.join(timeout=60)
-    assert [o[0] for o in outcomes] == ["ok", "ok"], outcomes
+    outcomes = two_at_once(train_in_child, config)
     assert len({o[1] for o in outcomes}) == 2  # two run folders
     messages = [m for o in outcomes for m in o[2]]
     assert sum("reused" in m for m in messages) == 2, messages  # each baseline trained once

@@ -5,7 +5,6 @@ same time, and a ``torchrun`` job, which rank 0 alone tracks."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..test_concurrency import two_at_once
 from .test_tracked_run import tracked_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -55,18 +55,7 @@ def test_two_runs_share_the_default_mlflow_store_at_the_same_time(tmp_path):
     raw["evaluation"] = {}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    children = [
-        context.Process(target=train_in_child, args=(str(config), barrier, results))
-        for _ in range(2)
-    ]
-    for child in children:
-        child.start()
-    outcomes = [results.get(timeout=240) for _ in children]
-    for child in children:
-        child.join(timeout=60)
-    assert [o[0] for o in outcomes] == ["ok", "ok"], outcomes
+    outcomes = two_at_once(train_in_child, config)
 
     database = tmp_path / "runs" / "mlflow.db"
     with sqlite3.connect(database) as connection:

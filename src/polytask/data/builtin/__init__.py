@@ -109,38 +109,40 @@ _DATASETS = [
     ),
 ]
 
+_QM9 = (qm9.QM9, qm9.FEATURES, {})  # the fetched table, its features, its model section
+_QM9_GRAPH = (qm9.QM9_GRAPH, qm9.GRAPH_FEATURES, qm9.GRAPH_MODEL)
 _DATASETS += [
     BuiltinDataset(
         name=name,
-        fetch=qm9.QM9,
+        fetch=fetch,
         description=description,
         licence="MIT (qm9pack); QM9 by Ramakrishnan et al., CC BY 4.0",
         tasks=qm9.TASKS,
-        features=qm9.FEATURES,
+        features=features,
         split={"column": "split"},
         clean=clean,
+        model=model,
     )
-    for name, description, clean in (
-        ("qm9", "QM9 molecules (130,831): 11 DFT properties from 15 descriptors", None),
-        ("qm9_small", "QM9 subsample: 10,000 / 2,000 / 2,000 molecules, same tasks", qm9.subsample),
-    )
-]
-
-_DATASETS += [
-    BuiltinDataset(
-        name=name,
-        fetch=qm9.QM9_GRAPH,
-        description=description,
-        licence="MIT (qm9pack); QM9 by Ramakrishnan et al., CC BY 4.0",
-        tasks=qm9.TASKS,
-        features=qm9.GRAPH_FEATURES,
-        split={"column": "split"},
-        clean=clean,
-        model=qm9.GRAPH_MODEL,
-    )
-    for name, description, clean in (
-        ("qm9_graph", "QM9 molecules as graphs (atoms + 3-D positions; needs [graph])", None),
-        ("qm9_graph_small", "qm9_graph subsample: the molecules of qm9_small", qm9.subsample),
+    for name, description, clean, (fetch, features, model) in (
+        ("qm9", "QM9 molecules (130,831): 11 DFT properties from 15 descriptors", None, _QM9),
+        (
+            "qm9_small",
+            "QM9 subsample: 10,000 / 2,000 / 2,000 molecules, same tasks",
+            qm9.subsample,
+            _QM9,
+        ),
+        (
+            "qm9_graph",
+            "QM9 molecules as graphs (atoms + 3-D positions; needs [graph])",
+            None,
+            _QM9_GRAPH,
+        ),
+        (
+            "qm9_graph_small",
+            "qm9_graph subsample: the molecules of qm9_small",
+            qm9.subsample,
+            _QM9_GRAPH,
+        ),
     )
 ]
 
