@@ -11,7 +11,7 @@ from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError
 from polytask.models.base import MultiTaskModel
 from polytask.models.heads import mlp
-from polytask.models.input_blocks import input_block
+from polytask.models.input_blocks import input_block, input_gate
 from polytask.models.registry import build_model
 from polytask.models.tabular import TabularEncoder
 from polytask.tasks import Task
@@ -28,6 +28,7 @@ def build_network(
     """
     n_numeric, cardinalities = len(features.numeric), features.cardinalities
     first_block = input_block(config.encoder, features, config.trunk[0], dropout=config.dropout)
+    block_gate = input_gate(config.encoder, features)
 
     def body() -> nn.Module:
         first = first_block()
@@ -41,6 +42,8 @@ def build_network(
         return mlp(in_features, config.head, out_features, dropout=config.dropout)
 
     def gate(n_experts: int) -> nn.Module:
+        if block_gate is not None:  # the input block's own (e.g. over molecules)
+            return block_gate(n_experts)
         if not n_numeric and not cardinalities:
             raise ConfigError(
                 f"model.arch '{config.arch}' gates on the tabular features, but the data has "

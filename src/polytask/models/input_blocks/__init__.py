@@ -19,6 +19,7 @@ from polytask.models.input_blocks.base import (
     INPUT_BLOCKS,
     InputBlock,
     input_block,
+    input_gate,
     register_input_block,
 )
 from polytask.models.input_blocks.cnn import CNNOptions, ConvEncoder, image_shape
@@ -47,6 +48,7 @@ __all__ = [
     "TextOptions",
     "image_shape",
     "input_block",
+    "input_gate",
     "molecular_graph",
     "molecule_layout",
     "register_input_block",

@@ -44,6 +44,7 @@ from polytask.builtin_options import GraphOptions
 from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError, DataError
 from polytask.models.input_blocks.base import BlockFactory, register_input_block
+from polytask.models.parts import GateFactory
 from polytask.models.tabular import TabularEncoder
 
 ELEMENTS = (1, 6, 7, 8, 9)
@@ -247,49 +248,22 @@ class GilmerMPNN(nn.Module):
         return self.set2set(out, graph.batch, dim_size=graph.num_graphs)
 
 
-class GraphEncoder(nn.Module):
-    """The ``graph`` input block: the atom columns of ``inputs["numeric"]`` back to raw values,
-    the graph batch built on their device, :class:`GilmerMPNN`, joined with the other features
-    (:class:`~polytask.models.tabular.TabularEncoder`, when there are any) and projected to
-    ``out_features`` + ReLU + dropout."""
+class AtomColumns(nn.Module):
+    """Reads a batch's molecules back from the standardised atom columns of
+    ``inputs["numeric"]`` (``z·std + mean`` with the fitted statistics of ``layout``'s columns);
+    :meth:`rest` is the table's other features."""
 
-    def __init__(
-        self,
-        layout: MoleculeLayout,
-        mean: Sequence[float],
-        std: Sequence[float],
-        cardinalities: Sequence[int],
-        out_features: int,
-        *,
-        edges: str = "bonds",
-        cutoff: float = 5.0,
-        dim: int = 64,
-        message_steps: int = 3,
-        set2set_steps: int = 3,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, layout: MoleculeLayout, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        self.prefix, self.edges, self.cutoff = layout.prefix, edges, float(cutoff)
+        self.prefix = layout.prefix
         columns = torch.tensor(layout.columns, dtype=torch.long)
         self.register_buffer("columns", columns, persistent=False)
         self.register_buffer("other", torch.tensor(layout.other, dtype=torch.long), False)
         stats = torch.tensor([mean, std], dtype=torch.float64)[:, columns]
         self.register_buffer("mean", stats[0].float(), persistent=False)
         self.register_buffer("std", stats[1].float(), persistent=False)
-        self.mpnn = GilmerMPNN(
-            NODE_FEATURES,
-            EDGE_FEATURES,
-            dim=dim,
-            message_steps=message_steps,
-            set2set_steps=set2set_steps,
-        )
-        has_tabular = len(layout.other) > 0 or len(cardinalities) > 0
-        self.tabular = TabularEncoder(len(layout.other), cardinalities, []) if has_tabular else None
-        width = self.mpnn.out_features + (self.tabular.out_features if self.tabular else 0)
-        self.project = nn.Sequential(nn.Linear(width, out_features), nn.ReLU(), nn.Dropout(dropout))
-        self.out_features = out_features
 
-    def atoms(self, numeric: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, numeric: Tensor) -> tuple[Tensor, Tensor]:
         """``(numbers (N, K) long, positions (N, K, 3))`` from the standardised columns; a
         DataError for an atomic number outside :data:`ELEMENTS` or a molecule without atoms."""
         raw = numeric.float()[:, self.columns] * self.std + self.mean  # (N, K, 4)
@@ -312,6 +286,87 @@ class GraphEncoder(nn.Module):
             )
         return numbers, raw[..., 1:]
 
+    def rest(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The inputs without the atom columns."""
+        return {"numeric": inputs["numeric"][:, self.other], "categorical": inputs["categorical"]}
+
+
+def other_features(layout: MoleculeLayout, cardinalities: Sequence[int]) -> TabularEncoder | None:
+    """The encoder of the table's features besides the atoms (``None`` when there are none)."""
+    if not layout.other and not cardinalities:
+        return None
+    return TabularEncoder(len(layout.other), cardinalities, [])
+
+
+class ElementCountGate(nn.Module):
+    """The gate of ``mmoe``/``cgc``/``ple`` over molecules: linear logits over the number of
+    atoms of each element in :data:`ELEMENTS` (which, unlike the raw atom columns, do not change
+    with atom order, rotation or translation) and the table's other features."""
+
+    def __init__(
+        self,
+        layout: MoleculeLayout,
+        mean: Sequence[float],
+        std: Sequence[float],
+        cardinalities: Sequence[int],
+        n_experts: int,
+    ) -> None:
+        super().__init__()
+        self.reader = AtomColumns(layout, mean, std)
+        self.register_buffer("elements", torch.tensor(ELEMENTS), persistent=False)
+        self.tabular = other_features(layout, cardinalities)
+        width = len(ELEMENTS) + (self.tabular.out_features if self.tabular else 0)
+        self.linear = nn.Linear(width, n_experts)
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        numbers, _ = self.reader(inputs["numeric"])
+        counts = (numbers.unsqueeze(-1) == self.elements).sum(dim=1)
+        parts = [counts.to(self.linear.weight.dtype)]
+        if self.tabular is not None:
+            parts.append(self.tabular(self.reader.rest(inputs)))
+        return self.linear(torch.cat(parts, dim=-1))
+
+
+class GraphEncoder(nn.Module):
+    """The ``graph`` input block: the atom columns of ``inputs["numeric"]`` back to raw values,
+    the graph batch built on their device, :class:`GilmerMPNN`, joined with the other features
+    (:class:`~polytask.models.tabular.TabularEncoder`, when there are any) and projected to
+    ``out_features`` + ReLU + dropout."""
+
+    def __init__(
+        self,
+        layout: MoleculeLayout,
+        mean: Sequence[float],
+        std: Sequence[float],
+        cardinalities: Sequence[int],
+        out_features: int,
+        *,
+        edges: str = "bonds",
+        cutoff: float = 5.0,
+        dim: int = 64,
+        message_steps: int = 3,
+        set2set_steps: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.edges, self.cutoff = edges, float(cutoff)
+        self.reader = AtomColumns(layout, mean, std)
+        self.mpnn = GilmerMPNN(
+            NODE_FEATURES,
+            EDGE_FEATURES,
+            dim=dim,
+            message_steps=message_steps,
+            set2set_steps=set2set_steps,
+        )
+        self.tabular = other_features(layout, cardinalities)
+        width = self.mpnn.out_features + (self.tabular.out_features if self.tabular else 0)
+        self.project = nn.Sequential(nn.Linear(width, out_features), nn.ReLU(), nn.Dropout(dropout))
+        self.out_features = out_features
+
+    def atoms(self, numeric: Tensor) -> tuple[Tensor, Tensor]:
+        """The raw atoms of the standardised columns (:class:`AtomColumns`)."""
+        return self.reader(numeric)
+
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         numeric = inputs["numeric"]
         numbers, positions = self.atoms(numeric)
@@ -320,8 +375,7 @@ class GraphEncoder(nn.Module):
         graph = graph._replace(x=graph.x.to(dtype), edge_attr=graph.edge_attr.to(dtype))
         parts = [self.mpnn(graph)]
         if self.tabular is not None:
-            rest = {"numeric": numeric[:, self.other], "categorical": inputs["categorical"]}
-            parts.append(self.tabular(rest))
+            parts.append(self.tabular(self.reader.rest(inputs)))
         return self.project(torch.cat(parts, dim=-1))
 
 
@@ -350,4 +404,10 @@ def graph_block(
     return block
 
 
-register_input_block("graph", GraphOptions, graph_block)
+def graph_gate(options: GraphOptions, features: FeaturePreprocessor) -> GateFactory:
+    layout = molecule_layout(options.prefix, features)
+    mean, std, cardinalities = list(features.mean), list(features.std), features.cardinalities
+    return lambda n_experts: ElementCountGate(layout, mean, std, cardinalities, n_experts)
+
+
+register_input_block("graph", GraphOptions, graph_block, gate=graph_gate)
