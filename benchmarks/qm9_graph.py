@@ -52,11 +52,18 @@ Log = Callable[[str], None]
 
 
 def configs(
-    epochs: int, batch_size: int, lr: float, dim: int, tasks: Sequence[str] | None = None
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    dim: int,
+    tasks: Sequence[str] | None = None,
+    counts: bool = False,
 ) -> dict[str, Config]:
-    """The graph and descriptor configs on one training budget (``tasks``: keep only these)."""
+    """The graph and descriptor configs on one training budget (``tasks``: keep only these;
+    ``counts``: the graph block joins the element counts to its readout)."""
     training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": 0}
-    graph_model = {"trunk": [dim], "head": [], "encoder": {"type": "graph", "dim": dim}}
+    encoder = {"type": "graph", "dim": dim, **({"counts": True} if counts else {})}
+    graph_model = {"trunk": [dim], "head": [], "encoder": encoder}
     graph = get_builtin(GRAPH).config(model=graph_model, training=training)
     descriptors = load_config(ROOT / "examples" / "configs" / f"{DESCRIPTORS}.yaml")
     raw = {**descriptors.model_dump(mode="json", exclude_unset=True), "training": training}
@@ -79,11 +86,12 @@ def run(
     dim: int = 32,
     balancers: Sequence[str] = BALANCERS,
     tasks: Sequence[str] | None = None,
+    counts: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """Train every missing run and return :func:`collect`'s results."""
     output = Path(output)
-    chosen = configs(epochs, batch_size, lr, dim, tasks)
+    chosen = configs(epochs, batch_size, lr, dim, tasks, counts)
     for name, config in chosen.items():
         source = (
             zoo.subsampled_source(config, train_rows, output / "data", log) if train_rows else None
@@ -178,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=32, help="the MPNN width (published: 64)")
     parser.add_argument("--balancers", default=",".join(BALANCERS))
     parser.add_argument("--tasks", default=None, help="keep only these tasks (comma-separated)")
+    parser.add_argument(
+        "--counts", action="store_true", help="the graph block joins element counts (not published)"
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/qm9-graph"))
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="tables from existing JSON")
@@ -197,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dim=args.dim,
             balancers=[b for b in args.balancers.split(",") if b],
             tasks=args.tasks.split(",") if args.tasks else None,
+            counts=args.counts,
         )
         print(f"finished in {time.perf_counter() - started:.0f} s ({machine()})")
     for name, block in collected["inputs"].items():
@@ -210,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = (
             f"Budget: {args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g} (Adam), no "
             f"early stopping, {rows} (the same seeded ones for both inputs; validation and "
-            f"test 2,000 each); MPNN width {args.dim}; seeds {args.seeds}. "
+            f"test 2,000 each); MPNN width {args.dim}"
+            f"{', element counts joined (counts: true)' if args.counts else ''}; "
+            f"seeds {args.seeds}. "
             f"Machine: {machine()}. {_wall(collected)}"
         )
         SECTION.write(args.markdown, markdown(collected, command, meta))

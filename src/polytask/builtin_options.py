@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from polytask.config import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_MODEL, Number
 from polytask.options import (
@@ -121,7 +121,8 @@ class GraphOptions(Options):
     columns are ``<prefix>NN_number``, ``<prefix>NN_x``, ``_y``, ``_z`` (NN = 00, 01, …;
     atomic number 0 = no atom); ``edges``: ``bonds`` (covalent radii) or ``radius`` (every
     pair closer than ``cutoff`` Å, which is also the range of the Gaussian distance features);
-    the Gilmer et al. MPNN's width ``dim``, ``message_steps`` and ``set2set_steps``."""
+    the Gilmer et al. MPNN's width ``dim``, ``message_steps`` and ``set2set_steps``; ``counts``:
+    join each molecule's element counts to the readout (off: the published encoder)."""
 
     prefix: str = Field("atom", min_length=1)
     edges: Literal["bonds", "radius"] = "bonds"
@@ -129,6 +130,7 @@ class GraphOptions(Options):
     dim: StrictInt = Field(64, ge=1)
     message_steps: StrictInt = Field(3, ge=1)
     set2set_steps: StrictInt = Field(3, ge=1)
+    counts: StrictBool = False
 
 
 # -- task types (tasks[*].type) -------------------------------------------------------------

@@ -19,7 +19,7 @@ from polytask.data.features import FeaturePreprocessor
 from polytask.errors import ConfigError, DataError
 from polytask.models.build import build_network
 from polytask.models.input_blocks import GraphEncoder, GraphOptions, molecular_graph
-from polytask.models.input_blocks.graph import graph_block, molecule_layout
+from polytask.models.input_blocks.graph import element_counts, graph_block, molecule_layout
 from polytask.tasks import task_from_dict
 
 from ...test_cli import assert_clean_error, run_cli
@@ -125,9 +125,11 @@ def test_the_block_reads_the_raw_atoms_back_from_standardised_columns(fitted):
 # --- invariance -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("edges", ["bonds", "radius"])
-def test_the_encoding_ignores_atom_order_rotation_and_translation(fitted, edges):
-    block = encoder(fitted, edges=edges).eval()
+@pytest.mark.parametrize(
+    "options", [{"edges": "bonds"}, {"edges": "radius"}, {"counts": True}], ids=str
+)
+def test_the_encoding_ignores_atom_order_rotation_and_translation(fitted, options):
+    block = encoder(fitted, **options).eval()
     molecules = [atoms for atoms, _ in MOLECULES.values()]
     base = table([row(atoms) for atoms in molecules])
     rng = np.random.default_rng(1)
@@ -142,6 +144,25 @@ def test_the_encoding_ignores_atom_order_rotation_and_translation(fitted, edges)
         after = block(fitted.transform(moved))
     assert torch.allclose(before, after, atol=1e-5)
     assert (before[0] - before[1]).abs().max() > 1e-3  # the molecules still differ
+
+
+def test_counts_join_the_element_counts_to_the_readout(fitted):
+    """``counts: true``: the projection reads the 5 element counts right after the readout
+    (with the readout's weights zeroed, the block is ``relu(W·counts + b)``)."""
+    numbers = torch.tensor([[8, 1, 1, 0], [6, 1, 1, 1]])
+    assert element_counts(numbers).tolist() == [[2, 0, 0, 1, 0], [3, 1, 0, 0, 0]]
+    block = encoder(fitted, counts=True).eval()
+    linear = block.project[0]
+    readout = encoder(fitted).project[0].in_features
+    assert linear.in_features == readout + 5
+    with torch.no_grad():
+        linear.weight[:, :readout] = 0
+    molecules = [atoms for atoms, _ in MOLECULES.values()]
+    inputs = fitted.transform(table([row(atoms) for atoms in molecules]))
+    counts = torch.tensor([[2, 0, 0, 1, 0], [4, 1, 0, 0, 0], [3, 0, 1, 0, 0], [1, 1, 1, 0, 0]])
+    expected = torch.relu(counts.float() @ linear.weight[:, readout:].T + linear.bias)
+    with torch.no_grad():
+        assert torch.allclose(block(inputs), expected, atol=1e-6)
 
 
 # --- architectures and training --------------------------------------------------------------

@@ -25,8 +25,10 @@ multi-task QM9 benchmarks of Nash-MTL (Navon et al. 2022) and FAMO (Liu et al. 2
 ``Linear(nodes → dim)`` + ReLU, ``message_steps`` rounds of one shared ``NNConv`` (edge network
 ``Linear(edge → 128) → ReLU → Linear(128 → dim²)``, mean aggregation) + ReLU + one shared
 ``GRU(dim, dim)``, then ``Set2Set(dim, set2set_steps)``. The block ends with ``Linear(2·dim [+
-tabular] → out_features)`` + ReLU (the example's ``lin1``), joined first with the table's other
-numeric and categorical features, if any.
+counts] [+ tabular] → out_features)`` + ReLU (the example's ``lin1``), joined first with the
+table's other numeric and categorical features, if any. ``counts: true`` (not in the published
+encoder) also joins each molecule's element counts: Set2Set's readout is an attention-weighted
+mean, blind to the molecule's size, which extensive targets (energies, heat capacity) grow with.
 """
 
 from __future__ import annotations
@@ -298,6 +300,13 @@ def other_features(layout: MoleculeLayout, cardinalities: Sequence[int]) -> Tabu
     return TabularEncoder(len(layout.other), cardinalities, [])
 
 
+def element_counts(numbers: Tensor) -> Tensor:
+    """``(N, 5)``: the atoms of each element of :data:`ELEMENTS` in each molecule of
+    ``numbers`` (long ``(N, K)``, 0 = no atom)."""
+    elements = torch.tensor(ELEMENTS, device=numbers.device)
+    return (numbers.unsqueeze(-1) == elements).sum(dim=1)
+
+
 class ElementCountGate(nn.Module):
     """The gate of ``mmoe``/``cgc``/``ple`` over molecules: linear logits over the number of
     atoms of each element in :data:`ELEMENTS` (which, unlike the raw atom columns, do not change
@@ -313,15 +322,13 @@ class ElementCountGate(nn.Module):
     ) -> None:
         super().__init__()
         self.reader = AtomColumns(layout, mean, std)
-        self.register_buffer("elements", torch.tensor(ELEMENTS), persistent=False)
         self.tabular = other_features(layout, cardinalities)
         width = len(ELEMENTS) + (self.tabular.out_features if self.tabular else 0)
         self.linear = nn.Linear(width, n_experts)
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         numbers, _ = self.reader(inputs["numeric"])
-        counts = (numbers.unsqueeze(-1) == self.elements).sum(dim=1)
-        parts = [counts.to(self.linear.weight.dtype)]
+        parts = [element_counts(numbers).to(self.linear.weight.dtype)]
         if self.tabular is not None:
             parts.append(self.tabular(self.reader.rest(inputs)))
         return self.linear(torch.cat(parts, dim=-1))
@@ -329,9 +336,9 @@ class ElementCountGate(nn.Module):
 
 class GraphEncoder(nn.Module):
     """The ``graph`` input block: the atom columns of ``inputs["numeric"]`` back to raw values,
-    the graph batch built on their device, :class:`GilmerMPNN`, joined with the other features
-    (:class:`~polytask.models.tabular.TabularEncoder`, when there are any) and projected to
-    ``out_features`` + ReLU + dropout."""
+    the graph batch built on their device, :class:`GilmerMPNN`, joined with the element counts
+    (``counts``) and the other features (:class:`~polytask.models.tabular.TabularEncoder`, when
+    there are any) and projected to ``out_features`` + ReLU + dropout."""
 
     def __init__(
         self,
@@ -346,10 +353,11 @@ class GraphEncoder(nn.Module):
         dim: int = 64,
         message_steps: int = 3,
         set2set_steps: int = 3,
+        counts: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.edges, self.cutoff = edges, float(cutoff)
+        self.edges, self.cutoff, self.counts = edges, float(cutoff), counts
         self.reader = AtomColumns(layout, mean, std)
         self.mpnn = GilmerMPNN(
             NODE_FEATURES,
@@ -360,6 +368,7 @@ class GraphEncoder(nn.Module):
         )
         self.tabular = other_features(layout, cardinalities)
         width = self.mpnn.out_features + (self.tabular.out_features if self.tabular else 0)
+        width += len(ELEMENTS) if counts else 0
         self.project = nn.Sequential(nn.Linear(width, out_features), nn.ReLU(), nn.Dropout(dropout))
         self.out_features = out_features
 
@@ -374,6 +383,8 @@ class GraphEncoder(nn.Module):
         dtype = self.mpnn.embed.weight.dtype
         graph = graph._replace(x=graph.x.to(dtype), edge_attr=graph.edge_attr.to(dtype))
         parts = [self.mpnn(graph)]
+        if self.counts:
+            parts.append(element_counts(numbers).to(dtype))
         if self.tabular is not None:
             parts.append(self.tabular(self.reader.rest(inputs)))
         return self.project(torch.cat(parts, dim=-1))
@@ -398,6 +409,7 @@ def graph_block(
             dim=options.dim,
             message_steps=options.message_steps,
             set2set_steps=options.set2set_steps,
+            counts=options.counts,
             dropout=dropout,
         )
 
