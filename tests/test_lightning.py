@@ -310,10 +310,11 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
     assert "pip install 'polytask[lightning]'" in message and "\n" not in message
 
 
-DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and params mode
-    "uncertainty": {},
+DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and params mode;
+    "uncertainty": {},  # DB-MTL's own collectives (its per-task gradient averages)
     "mgda": {"mode": "features"},
     "pcgrad": {"mode": "params", "seed": 1},
+    "db_mtl": {"mode": "params"},
 }
 DDP_SCRIPT = """
 import sys, warnings
