@@ -149,20 +149,18 @@ def train(
 
     if output is not None:
         loaded = loaded.model_copy(update={"output_dir": str(output)})
+    if markdown is not None and seeds is None:
+        raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
     if nproc is not None:
         if launched_size() > 1:
             raise ConfigError("--nproc: already running under torchrun; drop --nproc")
         if seeds is not None:
             raise ConfigError("--seeds: not with --nproc; train one seed per data-parallel run")
-        if markdown is not None:
-            raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
         passed = [*(["--no-baselines"] if no_baselines else []), *(["--resume"] if resume else [])]
         if output is not None:
             passed += ["--output", str(output)]
         raise typer.Exit(_launch(config, loaded, nproc, passed))
     if seeds is None:
-        if markdown is not None:
-            raise ConfigError("--markdown: only with --seeds (it writes the per-task verdicts)")
         if launched_size() > 1:
             _run_distributed(loaded, baselines=not no_baselines, resume=resume)
         else:
