@@ -5,6 +5,7 @@ import json
 import math
 import shutil
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,6 +25,17 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def train_through_cli(config: Path) -> None:
+    """``polytask train CONFIG`` in this process, for a module-scoped fixture (no
+    ``monkeypatch`` there); fails unless it exits 0."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["polytask", "train", str(config)])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert not exc.code
 
 
 def assert_clean_error(code: int, err: str, *fragments: str) -> None:
@@ -47,12 +59,7 @@ def trained_once(tmp_path_factory):
     synthetic_frame().to_csv(table, index=False)
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(config_dict(str(table), output_dir=str(folder / "runs"))))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["polytask", "train", str(config)])
-        try:
-            cli.main()
-        except SystemExit as exc:
-            assert not exc.code
+    train_through_cli(config)
     return folder / "runs" / "synthetic"
 
 

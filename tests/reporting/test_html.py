@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import shutil
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from polytask import cli
 from polytask.errors import ConfigError
 from polytask.reporting.html import png_problem, render_report, write_report
 
 from ..conftest import config_dict, synthetic_frame
-from ..test_cli import assert_clean_error, run_cli
+from ..test_cli import assert_clean_error, run_cli, train_through_cli
 from ..test_lazy_imports import heavy_after
 
 matplotlib.use("Agg")
@@ -100,12 +98,7 @@ def run_once(tmp_path_factory) -> Path:
     raw["training"]["epochs"] = 2
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["polytask", "train", str(config)])
-        try:
-            cli.main()
-        except SystemExit as exc:
-            assert not exc.code
+    train_through_cli(config)
     return folder / "runs" / "synthetic"
 
 
