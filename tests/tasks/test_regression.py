@@ -36,3 +36,14 @@ def test_large_representable_targets_train_and_decode_finitely():
     target, _ = task.encode(frame)
     assert torch.isfinite(target).all()
     assert task.decode(target)["v"] == pytest.approx([1e30, 2e30, 3e30], rel=1e-5)
+
+
+def test_a_constant_target_is_an_error_like_a_binary_task_with_one_class():
+    """Nothing to learn, and Δm would compare noise around the constant (a tiny baseline MAE
+    makes its relative change explode): one line naming the task, column and value."""
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.0, np.nan, 0.0]})
+    with pytest.raises(DataError, match=r"t\.csv: regression task 'ab' column 'b' has a single "):
+        RegressionTask(name="ab", columns=("a", "b")).fit(frame, "t.csv")
+    assert RegressionTask(name="a", columns=("a",)).fit(frame).std == (
+        pytest.approx(0.8165, abs=1e-4),
+    )

@@ -104,7 +104,15 @@ class RegressionTask(Task):
                 f"column's standard deviation overflows; {max(rows.size, 1)} such row(s)); "
                 "rescale the target (e.g. log) or drop the row"
             )
-        std = np.where(std > 0, std, 1.0)
+        constant = np.flatnonzero(std == 0)
+        if constant.size:  # as a binary task with one class: nothing to learn, and Δm would
+            j = int(constant[0])  # compare noise around a constant (its relative change explodes)
+            raise DataError(
+                f"{source}: regression task '{self.name}' column '{self.columns[j]}' has a "
+                f"single value ({mean[j]:g}) in all {int(counts[j])} labelled training rows: "
+                "there is nothing to learn, and its relative change would dominate Δm; drop the "
+                "task or the column"
+            )
         return dataclasses.replace(self, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
     def _scale(self) -> tuple[Tensor, Tensor]:
