@@ -3,9 +3,11 @@ study and one baseline cache."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -34,6 +36,23 @@ def write_config(tmp_path: Path, rows: int, epochs: int, **auto) -> Path:
     return path
 
 
+def finished_and_running(database: Path) -> bool:
+    """Whether the study holds a finished trial and a running one that has reported an epoch.
+
+    Read with ``sqlite3`` (milliseconds, unlike ``optuna.load_study``) so that the moment is seen
+    even on a busy machine; a locked or missing database reads as "not yet"."""
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.5)) as db:
+            complete = db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+            running = db.execute(
+                "SELECT count(*) FROM trials WHERE state = 'RUNNING' AND trial_id IN "
+                "(SELECT trial_id FROM trial_intermediate_values)"
+            ).fetchone()
+    except sqlite3.Error:
+        return False
+    return complete[0] > 0 and running[0] > 0
+
+
 def study_of(tmp_path: Path) -> optuna.Study:
     url = f"sqlite:///{tmp_path / 'runs' / 'synthetic-auto' / 'study.db'}"
     return optuna.load_study(study_name="synthetic", storage=url)
@@ -53,31 +72,34 @@ def test_two_workers_then_kill_9_then_resume_keeps_the_study_whole(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         start_new_session=True,  # its own process group: the workers die with it
     )
-    interrupted: list = []
+    database = tmp_path / "runs" / "synthetic-auto" / "study.db"
+    killed = False
     deadline = time.monotonic() + 120
     try:
-        while not interrupted and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while not killed and time.monotonic() < deadline:
+            time.sleep(0.02)
             if process.poll() is not None:
                 pytest.fail(f"the study ended before it could be killed: {process.stderr.read()}")
-            try:
-                trials = study_of(tmp_path).get_trials(deepcopy=False)
-            except Exception:  # the study does not exist yet
+            if not finished_and_running(database):
                 continue
-            complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
-            if complete and running:
-                finished = {t.number: t.value for t in complete}
+            # Freeze the job, and kill it only if the moment is still there once it is frozen.
+            os.killpg(process.pid, signal.SIGSTOP)
+            if finished_and_running(database):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                time.sleep(0.2)  # the workers are gone too
-                interrupted = [
-                    t for t in study_of(tmp_path).get_trials() if t.state == TrialState.RUNNING
-                ]
+                killed = True
+            else:
+                os.killpg(process.pid, signal.SIGCONT)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert interrupted, "no moment with a finished and a running trial"
+            process.wait()
+    assert killed, "no moment with a finished and a running trial"
+    time.sleep(0.2)  # the workers are gone too
+    trials = study_of(tmp_path).get_trials()
+    finished = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+    interrupted = [t for t in trials if t.state == TrialState.RUNNING]
+    assert interrupted  # the trial seen running when the job was frozen
 
     result = run_auto(load_config(config), AutoOptions(resume=True, final=False))
     study = study_of(tmp_path)
