@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +304,174 @@ def test_each_process_reads_its_own_row_groups_in_step(tmp_path):
     assert abs(len(first) - len(second)) <= 50  # balanced within a row group
     with pytest.raises(RunError, match="process 14 reads 1 of the 15 row groups"):
         StreamingBatches(data.streamed, 40, 0, 16)
+
+
+@pytest.fixture
+def small_sample(monkeypatch):
+    monkeypatch.setattr(streaming, "MEDIAN_SAMPLE_ROWS", 40)
+
+
+def test_a_summary_gathered_chunk_by_chunk_does_not_depend_on_the_order_chunks_come_in(
+    small_sample,
+):
+    """Moments are folded in chunk position order; the median sample keeps the values of
+    smallest priority, ties cut by the sample's size broken by value."""
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(30, 2)) * 1e3 + 7.0 for _ in range(3)]
+    values[1][::4, 1] = np.nan
+    priority = [np.full(30, 0.5) for _ in range(3)]  # every value tied at the sample's edge
+    colours = [pa.table({"c": rng.choice(["b", "a", f"c{i}"], size=30)}) for i in range(3)]
+    built = []
+    for order in ([0, 1, 2], [2, 0, 1]):
+        builder = streaming.SummaryBuilder(["x", "y"], ["c"])
+        for i in order:
+            builder.add((i, 0), values[i], priority[i], colours[i])
+        built.append(builder.summary(colours[0].schema, {}))
+    first, second = built
+    for name in ("count", "mean", "m2", "missing"):
+        assert getattr(first, name).tobytes() == getattr(second, name).tobytes()
+    every = np.concatenate(values)
+    assert first.count.tolist() == [90, 90 - 8] and first.missing.tolist() == [False, True]
+    np.testing.assert_allclose(first.mean, np.nanmean(every, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(first.m2 / first.count, np.nanvar(every, axis=0), rtol=1e-12)
+    for j in range(2):  # 40 of the values, all of one priority: the smallest
+        smallest = np.sort(every[~np.isnan(every[:, j]), j])[:40]
+        assert np.sort(first.samples[j]).tolist() == smallest.tolist()
+        assert np.sort(second.samples[j]).tolist() == smallest.tolist()
+    assert first.categories["c"].tolist() == ["a", "b", "c0", "c1", "c2"]
+    assert second.categories["c"].tolist() == first.categories["c"].tolist()
+
+
+def test_sample_ties_at_the_edge_keep_the_smallest_values(small_sample):
+    builder = streaming.SummaryBuilder(["x"], [])
+    builder.add((0, 0), -np.arange(60.0)[:, None], np.full(60, 0.5), pa.table({}))
+    builder.add(
+        (1, 0), np.arange(60.0)[:, None], np.r_[np.zeros(10), np.full(50, 0.5)], pa.table({})
+    )
+    kept = sorted(builder.samples[0].tolist())
+    assert kept == sorted([*range(10), *(-np.arange(30.0, 60.0))])  # priority 0, then by value
+
+
+class _Threads:
+    """``size`` processes simulated by threads of this one: :meth:`_Process.gather` passes each
+    one's value through pickle, as ``torch.distributed.all_gather_object`` does."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: list[bytes] = [b""] * size
+        self.barrier = threading.Barrier(size, timeout=60)  # a hang fails the test
+
+    def run(self, config, reads: dict) -> list:
+        """:func:`prepare_data` in every simulated process: its result or its error; the row
+        groups each one's first pass read in ``reads[rank]``."""
+        results: list = [None] * self.size
+
+        def run(rank: int) -> None:
+            reads[rank] = []
+            try:
+                results[rank] = prepare_data(config, _Process(rank, self.size, self))
+            except Exception as exc:
+                results[rank] = exc
+
+        threads = [
+            threading.Thread(target=run, args=(r,), name=f"rank{r}") for r in range(self.size)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+
+@dataclass(frozen=True)
+class _Process:
+    rank: int
+    size: int
+    threads: _Threads
+
+    def gather(self, value):
+        self.threads.values[self.rank] = pickle.dumps(value)
+        self.threads.barrier.wait()
+        found = [pickle.loads(v) for v in self.threads.values]
+        self.threads.barrier.wait()  # every one has read them before the next gather
+        return found
+
+
+def _recording_first_pass_reads(monkeypatch) -> dict:
+    """The row groups each thread's first passes read (those read with every column): by
+    rank for the threads of :class:`_Threads`, else under -1."""
+    reads: dict[int, list[int]] = {-1: []}
+    chunks = ParquetStream.chunks
+
+    def recording(self, columns, order=None):
+        for number, chunk in chunks(self, columns, order):
+            if columns == self.columns:
+                name = threading.current_thread().name
+                reads[int(name[4:]) if name.startswith("rank") else -1].append(number)
+            yield number, chunk
+
+    monkeypatch.setattr(ParquetStream, "chunks", recording)
+    return reads
+
+
+def _same_data(ours, theirs) -> None:
+    """Two prepared streamed tables hold the same fitted statistics, tasks, split codes and
+    encoded labels, bit for bit."""
+    assert ours.preprocessor.to_dict() == theirs.preprocessor.to_dict()  # floats exactly
+    assert [t.to_dict() for t in ours.tasks] == [t.to_dict() for t in theirs.tasks]
+    a, b = ours.streamed, theirs.streamed
+    assert [c.tobytes() for c in a.codes] == [c.tobytes() for c in b.codes]
+    assert a.train_counts == b.train_counts and a.dtypes == b.dtypes
+    for name in a.targets:
+        assert a.targets[name].equal(b.targets[name]) and a.masks[name].equal(b.masks[name])
+    for split in ("validation", "test"):
+        x, y = getattr(ours, split), getattr(theirs, split)
+        assert all(x.inputs[k].equal(y.inputs[k]) for k in ("numeric", "categorical"))
+
+
+def test_processes_read_shares_of_the_first_pass_and_end_equal_to_one(
+    tmp_path, monkeypatch, small_sample
+):
+    """Three processes (threads here; two gloo processes in the slow test below): each
+    process's first pass reads only its share of the row groups, and every process ends
+    with the statistics, splits and labels of one process, bit for bit (chunks of 23 rows:
+    several per row group, whose moments are folded in file order; a median sample of 40)."""
+    monkeypatch.setattr(streaming, "READ_ROWS", 23)
+    reads = _recording_first_pass_reads(monkeypatch)
+    frame = _frame(seed=7)
+    path = _write(frame, tmp_path, row_group=100)
+    config = parse_config(_config(path, split={"key": "id"}))
+    one = prepare_data(config)
+    groups = len(ParquetStream(str(path)).groups)
+    assert reads[-1] == sorted(reads[-1]) and set(reads[-1]) == set(range(groups))
+    assert len(reads[-1]) > groups  # several chunks in a row group
+    found = _Threads(3).run(config, reads)
+    shares = streaming.first_pass_shares(ParquetStream(str(path)), 3)
+    for rank, data in enumerate(found):
+        assert sorted(set(reads[rank])) == shares[rank]  # its share only, each group once
+        _same_data(data, one)
+    assert sorted(g for share in shares for g in share) == list(range(groups))
+    assert min(len(s) for s in shares) >= 2  # (the premise: every process reads groups)
+
+    bad = frame.copy()  # errors in a row group of process 1, then in a later one of process 0
+    early = shares[1][0]
+    late = next(g for g in shares[0] if g > early)
+    bad.loc[early * 100 + 17, "x1"] = np.inf
+    bad.loc[late * 100 + 3, "x2"] = -np.inf
+    config = parse_config(_config(_write(bad, tmp_path / "bad", row_group=100)))
+    with pytest.raises(DataError) as alone:
+        prepare_data(config)
+    assert f"numeric feature 'x1' row {early * 100 + 18} holds an infinite value" in str(
+        alone.value
+    )
+    errors = _Threads(3).run(config, reads)
+    assert [type(e) for e in errors] == [DataError] * 3
+    assert [str(e) for e in errors] == [str(alone.value)] * 3  # the same line on every one
+    no_labels = frame.assign(spend=np.nan)  # found after the pass: on every process alike
+    config = parse_config(_config(_write(no_labels, tmp_path / "labels", row_group=100)))
+    errors = _Threads(3).run(config, reads)
+    assert all(isinstance(e, DataError) for e in errors) and len(set(map(str, errors))) == 1
+    assert "task 'spend' has no labels at all" in str(errors[0])
 
 
 def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Tensor]:
