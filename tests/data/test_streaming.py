@@ -35,7 +35,7 @@ from polytask.data.streaming import (
     hash_fractions,
     step_rows,
 )
-from polytask.distributed import agreed, shutdown
+from polytask.distributed import agreed, shutdown, world
 from polytask.errors import ConfigError, DataError, RunError
 from polytask.models import HardSharing
 from polytask.tasks import BinaryTask, RegressionTask
@@ -260,12 +260,15 @@ def test_every_process_takes_the_same_steps_and_its_own_rows_once():
     assert (step_rows([5, 300], 20) < 1).any()
 
 
-def _three_files(folder: Path) -> Path:
-    """The rows of :func:`_frame` in three files of 420, 180 and 60 rows, row groups of 50
-    (uneven shards for two processes)."""
-    frame = _frame(660, seed=6)
+THREE_FILES = (("a", slice(0, 420)), ("b", slice(420, 600)), ("c", slice(600, 660)))
+
+
+def _three_files(folder: Path, frame: pd.DataFrame | None = None) -> Path:
+    """The rows of :func:`_frame` (or of ``frame``, as many) in three files of 420, 180 and 60
+    rows, row groups of 50 (uneven shards for two processes)."""
+    frame = _frame(660, seed=6) if frame is None else frame
     folder.mkdir()
-    for name, part in (("a", slice(0, 420)), ("b", slice(420, 600)), ("c", slice(600, 660))):
+    for name, part in THREE_FILES:
         frame.iloc[part].to_parquet(folder / f"{name}.parquet", row_group_size=50, index=False)
     return folder
 
@@ -501,19 +504,23 @@ def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Te
 
 
 def _streaming_worker(rank: int, size: int, folder: str) -> None:
-    """One process of a streamed run under two gloo processes: records the row groups it read
-    while training, the rows of each of its steps, its feature statistics and its result."""
+    """One process of a streamed run under two gloo processes: records the row groups its
+    first pass read and those it read while training, the rows of each of its steps, its
+    feature statistics and its result; then the error a bad table gives it."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     store = f"file://{folder}/store"
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
     read: list[tuple[str, int, int]] = []
     chunks, step, prepare = ParquetStream.chunks, Trainer.step, experiment.prepare_data
+    passes: list[int] = []  # the row groups the first passes read, chunk by chunk
     found: dict = {"read": read, "steps": [], "sharded": set()}
 
-    def recording(self, columns, order=None):  # epochs read in a given order, passes do not
+    def recording(self, columns, order=None):  # the first pass reads every column
         for number, chunk in chunks(self, columns, order):
-            if order is not None:
+            if columns == self.columns:
+                passes.append(number)
+            elif order is not None:  # epochs read in a given order, the evaluation pass not
                 read.append((Path(chunk.path).name, chunk.start, len(chunk.table)))
             yield number, chunk
 
@@ -522,9 +529,12 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
         found["sharded"].add(batch.sharded)
         return step(self, batch)
 
-    def preparing(config):
-        data = prepare(config)
+    def preparing(config, processes):
+        data = prepare(config, processes)
+        found["first_pass"] = passes.copy()
         found["features"] = json.dumps(data.preprocessor.to_dict(), sort_keys=True)
+        found["group_train_rows"] = data.streamed.group_train_rows()
+        found["train_counts"] = data.streamed.train_counts
         return data
 
     ParquetStream.chunks, Trainer.step = recording, counting  # type: ignore[method-assign]
@@ -541,6 +551,12 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
             agreed(3 + rank, "steps per epoch")
         except RunError as exc:
             found["disagreement"] = str(exc)
+        bad = parse_config(json.loads((Path(folder) / "bad.json").read_text()))
+        try:
+            prepare(bad, world())
+        except DataError as exc:
+            found["error"] = str(exc)
+        found["bad_pass"] = passes[len(found["first_pass"]) :]
     finally:
         shutdown()
     (Path(folder) / f"rank{rank}.json").write_text(
@@ -550,15 +566,31 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
-    """``data.streaming`` under two gloo processes, three files of uneven sizes: each process
-    reads only its own row groups (together every training row group, once per epoch), both
-    take the same number of steps, every step's rows sum to at most the batch size, both
-    computed the same feature statistics, the run ends with finite metrics, and rank 0 alone
-    wrote it."""
+    """``data.streaming`` under two gloo processes, three files of uneven sizes: each process's
+    first pass reads only its share of the row groups, and both end with the statistics and
+    per-group training rows of one process, bit for bit; each process reads only its own row
+    groups while training (together every training row group, once per epoch), both take the
+    same number of steps, every step's rows sum to at most the batch size, the run ends with
+    finite metrics, and rank 0 alone wrote it. A bad value in a row group of process 1's share
+    (and another in a later group of process 0's) gives both the line one process gives."""
     raw = _config(_three_files(tmp_path / "parts"), split={"key": "id"}, shuffle_buffer=64)
     raw["training"].update(epochs=2, batch_size=40)
     raw["output_dir"] = str(tmp_path / "runs")
     (tmp_path / "config.json").write_text(json.dumps(raw))
+    stream = ParquetStream(str(tmp_path / "parts"))
+    shares = streaming.first_pass_shares(stream, 2)
+    early = shares[1][0]
+    late = next(g for g in shares[0] if g > early)
+    offsets = {f"{name}.parquet": part.start for name, part in THREE_FILES}
+    bad = _frame(660, seed=6)
+    for group, column in ((early, "x1"), (late, "x2")):
+        row = offsets[Path(stream.groups[group].path).name] + stream.starts[group] + 7
+        bad.loc[row, column] = np.inf
+    bad_raw = _config(_three_files(tmp_path / "bad", bad), split={"key": "id"})
+    (tmp_path / "bad.json").write_text(json.dumps(bad_raw))
+    where = f"{Path(stream.groups[early].path).name}: numeric feature 'x1' row"
+    with pytest.raises(DataError, match=f"{where} {stream.starts[early] + 8} holds an") as alone:
+        prepare_data(parse_config(bad_raw))
     # forked: the processes start with what this one imported (spawning re-imports it all)
     mp.start_processes(
         _streaming_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork"
@@ -579,6 +611,17 @@ def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     assert len(mine | theirs) == sum(1 for n in data.streamed.group_train_rows() if n)
     assert len(groups) == 15
     assert first["features"] == second["features"]
+    assert first["features"] == json.dumps(data.preprocessor.to_dict(), sort_keys=True)
+    assert first["group_train_rows"] == second["group_train_rows"]
+    assert first["group_train_rows"] == data.streamed.group_train_rows()
+    assert first["train_counts"] == second["train_counts"] == data.streamed.train_counts
+    assert sorted(set(first["first_pass"])) == shares[0]  # its share only, each group once
+    assert sorted(set(second["first_pass"])) == shares[1]
+    assert len(first["first_pass"]) == len(shares[0])  # (a group of 50 rows: one chunk)
+    assert sorted(shares[0] + shares[1]) == list(range(15))
+    assert first["error"] == second["error"] == str(alone.value)
+    assert set(first["bad_pass"]) <= set(shares[0]) and late in first["bad_pass"]
+    assert set(second["bad_pass"]) <= set(shares[1]) and early in second["bad_pass"]
     values = [v for task in first["test"].values() for v in task.values()]
     assert values and all(math.isfinite(v) for v in values)
     assert first["test"] == second["test"]
