@@ -13,13 +13,14 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.split.column`` works as in memory (validation carved by the hash when it names none).
 * **One pass** checks every row's feature values and gathers, over the training rows, what
   :meth:`FeaturePreprocessor.fit_summary` fits: per numeric column count, mean and sum of
-  squared deviations (merged batch by batch in float64), whether values are missing, the
-  distinct categories; the medians that impute missing values come from a sample of at most
-  :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows of smallest hash: a
-  uniform sample; exact below that size). The label columns of every row are kept (Arrow
-  arrays) so that tasks are fitted exactly as in memory, then encoded once: each row's
-  targets and masks stay in memory (a few bytes per row and task), as does its split code (a
-  byte); epochs read and encode the feature columns only.
+  squared deviations (merged batch by batch in float64, in file order), whether values are
+  missing, the distinct categories; the medians that impute missing values come from a
+  sample of at most :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows
+  of smallest hash, ties broken by value: a uniform sample; exact below that size). The
+  label columns of every row are kept (Arrow arrays) so that tasks are fitted exactly as in
+  memory, then encoded once: each row's targets and masks stay in memory (a few bytes per
+  row and task), as does its split code (a byte); epochs read and encode the feature columns
+  only.
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
@@ -27,10 +28,14 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``; row groups without a training row are not read.
-* **Under torchrun** each process reads only its own row groups (:func:`deal_row_groups`) and
-  yields its part of each global batch (:func:`step_rows`: the same number of steps on every
-  process); the two passes above are made by every process, so every process fits the same
-  statistics and holds the same validation and test rows.
+* **Under torchrun** the first pass is shared (:func:`read_first_pass`): each process reads
+  its share of the row groups (:func:`first_pass_shares`), the parts are gathered and combined
+  in file order on every process (the moments folded chunk by chunk by position), so every
+  process fits the statistics one process would, bit for bit, and raises the same error (that
+  of the earliest row group). The second pass is made by every process, so every process
+  holds the same validation and test rows. While training, each process reads only its own
+  row groups (:func:`deal_row_groups`) and yields its part of each global batch
+  (:func:`step_rows`: the same number of steps on every process).
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
