@@ -355,6 +355,26 @@ def test_sample_ties_at_the_edge_keep_the_smallest_values(small_sample):
     assert kept == sorted([*range(10), *(-np.arange(30.0, 60.0))])  # priority 0, then by value
 
 
+def test_a_first_pass_travels_between_processes_compactly_and_whole():
+    """Pickled (as ``all_gather_object`` does), a first pass keeps every chunk's label table,
+    dictionaries differing between chunks included, and sends each chunk's rows only, not
+    the whole buffers its slices share."""
+    colour = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0] * 1000, pa.int32()), ["a", "b"])
+    other = pa.DictionaryArray.from_arrays(pa.array([1, 0], pa.int32()), ["c", "a"])
+    schema = pa.schema([("y", colour.type), ("v", pa.float64())])
+    whole = pa.table({"y": colour, "v": np.arange(3000.0)}, schema=schema)
+    tail = pa.table({"y": other, "v": [1.5, None]}, schema=schema)
+    chunks = [whole.slice(i, 300) for i in range(0, 3000, 300)]
+    found = streaming.FirstPass({}, {0: chunks, 1: [], 4: [tail, tail.slice(0, 0)]}, set(), {})
+    sent = pickle.dumps(found)
+    assert len(sent) < 2 * whole.nbytes  # pickling each slice would copy 10 x the buffers
+    back = pickle.loads(sent)
+    assert list(back.labels) == [0, 1, 4] and [len(t) for t in back.labels[4]] == [2, 0]
+    for ours, theirs in zip(back.label_tables(), found.label_tables(), strict=True):
+        assert ours.equals(theirs) and ours.schema == theirs.schema
+    assert back.labels[4][0].column("y").to_pylist() == ["a", "c"]
+
+
 class _Threads:
     """``size`` processes simulated by threads of this one: :meth:`_Process.gather` passes each
     one's value through pickle, as ``torch.distributed.all_gather_object`` does."""

@@ -469,6 +469,35 @@ class FirstPass:
         """The label columns of every chunk read, in file order."""
         return [table for number in sorted(self.labels) for table in self.labels[number]]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (gathered from other processes) with the label tables as one Arrow IPC
+        stream: a chunk's table may be a slice of its row group's buffers, which pickle would
+        copy whole for every chunk."""
+        state = dict(self.__dict__)
+        tables = [table for found in self.labels.values() for table in found]
+        layout = [
+            (number, [len(t.to_batches()) for t in found]) for number, found in self.labels.items()
+        ]
+        sink = pa.BufferOutputStream()
+        if tables:
+            with pa.ipc.new_stream(sink, tables[0].schema) as writer:
+                for table in tables:
+                    for batch in table.to_batches():
+                        writer.write_batch(batch)
+        state["labels"] = (layout, tables[0].schema if tables else None, sink.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        layout, schema, stream = state["labels"]
+        batches = iter(pa.ipc.open_stream(stream)) if schema is not None else iter(())
+        labels = {
+            number: [
+                pa.Table.from_batches([next(batches) for _ in range(n)], schema) for n in counts
+            ]
+            for number, counts in layout
+        }
+        self.__dict__.update({**state, "labels": labels})
+
 
 def first_pass(
     stream: ParquetStream,
