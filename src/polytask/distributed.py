@@ -45,6 +45,10 @@ class World:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value``, in rank order, on every rank (:func:`all_gather_object`)."""
+        return all_gather_object(value)
+
 
 def world() -> World:
     """The current process group's rank and size; ``World(0, 1)`` without one."""
@@ -210,6 +214,17 @@ def broadcast_object(value: T) -> T:
     box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(value: T) -> list[T]:
+    """Every rank's ``value`` (pickled: for objects of these processes only), in rank order,
+    on every rank; ``[value]`` in one process."""
+    size = world().size
+    if size <= 1:
+        return [value]
+    found: list[Any] = [None] * size
+    dist.all_gather_object(found, value)
+    return found
 
 
 def barrier() -> None:

@@ -95,11 +95,11 @@ def run_experiment(
     check_config(config)  # a balancer typo (or a missing device) fails before the data are read
     check_output_dir(output)  # a bad output folder or run name fails before any work
     check_run_name(config.name or "run")
-    data = prepare_data(config)  # bad data fails here, before any folder is made
+    here = world()  # under torchrun, each process reads its share of a streamed first pass
+    data = prepare_data(config, here)  # bad data fails here, before any folder is made
     make_trainer(  # so does a model/balancer mismatch
         config, data, data.tasks, reference=None, progress=False, label="", checkpoint_dir=None
     )
-    here = world()
     if data.streamed is not None:  # and streamed shards that cannot keep the processes in step
         data.streamed.batches(config.training.batch_size, here.rank, here.size)
     with contextlib.ExitStack() as stack:

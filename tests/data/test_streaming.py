@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from polytask.data.streaming import (
     hash_fractions,
     step_rows,
 )
-from polytask.distributed import agreed, shutdown
+from polytask.distributed import agreed, shutdown, world
 from polytask.errors import ConfigError, DataError, RunError
 from polytask.models import HardSharing
 from polytask.tasks import BinaryTask, RegressionTask
@@ -257,12 +260,15 @@ def test_every_process_takes_the_same_steps_and_its_own_rows_once():
     assert (step_rows([5, 300], 20) < 1).any()
 
 
-def _three_files(folder: Path) -> Path:
-    """The rows of :func:`_frame` in three files of 420, 180 and 60 rows, row groups of 50
-    (uneven shards for two processes)."""
-    frame = _frame(660, seed=6)
+THREE_FILES = (("a", slice(0, 420)), ("b", slice(420, 600)), ("c", slice(600, 660)))
+
+
+def _three_files(folder: Path, frame: pd.DataFrame | None = None) -> Path:
+    """The rows of :func:`_frame` (or of ``frame``, as many) in three files of 420, 180 and 60
+    rows, row groups of 50 (uneven shards for two processes)."""
+    frame = _frame(660, seed=6) if frame is None else frame
     folder.mkdir()
-    for name, part in (("a", slice(0, 420)), ("b", slice(420, 600)), ("c", slice(600, 660))):
+    for name, part in THREE_FILES:
         frame.iloc[part].to_parquet(folder / f"{name}.parquet", row_group_size=50, index=False)
     return folder
 
@@ -303,6 +309,194 @@ def test_each_process_reads_its_own_row_groups_in_step(tmp_path):
         StreamingBatches(data.streamed, 40, 0, 16)
 
 
+@pytest.fixture
+def small_sample(monkeypatch):
+    monkeypatch.setattr(streaming, "MEDIAN_SAMPLE_ROWS", 40)
+
+
+def test_a_summary_gathered_chunk_by_chunk_does_not_depend_on_the_order_chunks_come_in(
+    small_sample,
+):
+    """Moments are folded in chunk position order; the median sample keeps the values of
+    smallest priority, ties cut by the sample's size broken by value."""
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(30, 2)) * 1e3 + 7.0 for _ in range(3)]
+    values[1][::4, 1] = np.nan
+    priority = [np.full(30, 0.5) for _ in range(3)]  # every value tied at the sample's edge
+    colours = [pa.table({"c": rng.choice(["b", "a", f"c{i}"], size=30)}) for i in range(3)]
+    built = []
+    for order in ([0, 1, 2], [2, 0, 1]):
+        builder = streaming.SummaryBuilder(["x", "y"], ["c"])
+        for i in order:
+            builder.add((i, 0), values[i], priority[i], colours[i])
+        built.append(builder.summary(colours[0].schema, {}))
+    first, second = built
+    for name in ("count", "mean", "m2", "missing"):
+        assert getattr(first, name).tobytes() == getattr(second, name).tobytes()
+    every = np.concatenate(values)
+    assert first.count.tolist() == [90, 90 - 8] and first.missing.tolist() == [False, True]
+    np.testing.assert_allclose(first.mean, np.nanmean(every, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(first.m2 / first.count, np.nanvar(every, axis=0), rtol=1e-12)
+    for j in range(2):  # 40 of the values, all of one priority: the smallest
+        smallest = np.sort(every[~np.isnan(every[:, j]), j])[:40]
+        assert np.sort(first.samples[j]).tolist() == smallest.tolist()
+        assert np.sort(second.samples[j]).tolist() == smallest.tolist()
+    assert first.categories["c"].tolist() == ["a", "b", "c0", "c1", "c2"]
+    assert second.categories["c"].tolist() == first.categories["c"].tolist()
+
+
+def test_sample_ties_at_the_edge_keep_the_smallest_values(small_sample):
+    builder = streaming.SummaryBuilder(["x"], [])
+    builder.add((0, 0), -np.arange(60.0)[:, None], np.full(60, 0.5), pa.table({}))
+    builder.add(
+        (1, 0), np.arange(60.0)[:, None], np.r_[np.zeros(10), np.full(50, 0.5)], pa.table({})
+    )
+    kept = sorted(builder.samples[0].tolist())
+    assert kept == sorted([*range(10), *(-np.arange(30.0, 60.0))])  # priority 0, then by value
+
+
+def test_a_first_pass_travels_between_processes_compactly_and_whole():
+    """Pickled (as ``all_gather_object`` does), a first pass keeps every chunk's label table,
+    dictionaries differing between chunks included, and sends each chunk's rows only, not
+    the whole buffers its slices share."""
+    colour = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0] * 1000, pa.int32()), ["a", "b"])
+    other = pa.DictionaryArray.from_arrays(pa.array([1, 0], pa.int32()), ["c", "a"])
+    schema = pa.schema([("y", colour.type), ("v", pa.float64())])
+    whole = pa.table({"y": colour, "v": np.arange(3000.0)}, schema=schema)
+    tail = pa.table({"y": other, "v": [1.5, None]}, schema=schema)
+    chunks = [whole.slice(i, 300) for i in range(0, 3000, 300)]
+    found = streaming.FirstPass({}, {0: chunks, 1: [], 4: [tail, tail.slice(0, 0)]}, set(), {})
+    sent = pickle.dumps(found)
+    assert len(sent) < 2 * whole.nbytes  # pickling each slice would copy 10 x the buffers
+    back = pickle.loads(sent)
+    assert list(back.labels) == [0, 1, 4] and [len(t) for t in back.labels[4]] == [2, 0]
+    for ours, theirs in zip(back.label_tables(), found.label_tables(), strict=True):
+        assert ours.equals(theirs) and ours.schema == theirs.schema
+    assert back.labels[4][0].column("y").to_pylist() == ["a", "c"]
+
+
+class _Threads:
+    """``size`` processes simulated by threads of this one: :meth:`_Process.gather` passes each
+    one's value through pickle, as ``torch.distributed.all_gather_object`` does."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: list[bytes] = [b""] * size
+        self.barrier = threading.Barrier(size, timeout=60)  # a hang fails the test
+
+    def run(self, config, reads: dict) -> list:
+        """:func:`prepare_data` in every simulated process: its result or its error; the row
+        groups each one's first pass read in ``reads[rank]``."""
+        results: list = [None] * self.size
+
+        def run(rank: int) -> None:
+            reads[rank] = []
+            try:
+                results[rank] = prepare_data(config, _Process(rank, self.size, self))
+            except Exception as exc:
+                results[rank] = exc
+
+        threads = [
+            threading.Thread(target=run, args=(r,), name=f"rank{r}") for r in range(self.size)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+
+@dataclass(frozen=True)
+class _Process:
+    rank: int
+    size: int
+    threads: _Threads
+
+    def gather(self, value):
+        self.threads.values[self.rank] = pickle.dumps(value)
+        self.threads.barrier.wait()
+        found = [pickle.loads(v) for v in self.threads.values]
+        self.threads.barrier.wait()  # every one has read them before the next gather
+        return found
+
+
+def _recording_first_pass_reads(monkeypatch) -> dict:
+    """The row groups each thread's first passes read (those read with every column): by
+    rank for the threads of :class:`_Threads`, else under -1."""
+    reads: dict[int, list[int]] = {-1: []}
+    chunks = ParquetStream.chunks
+
+    def recording(self, columns, order=None):
+        for number, chunk in chunks(self, columns, order):
+            if columns == self.columns:
+                name = threading.current_thread().name
+                reads[int(name[4:]) if name.startswith("rank") else -1].append(number)
+            yield number, chunk
+
+    monkeypatch.setattr(ParquetStream, "chunks", recording)
+    return reads
+
+
+def _same_data(ours, theirs) -> None:
+    """Two prepared streamed tables hold the same fitted statistics, tasks, split codes and
+    encoded labels, bit for bit."""
+    assert ours.preprocessor.to_dict() == theirs.preprocessor.to_dict()  # floats exactly
+    assert [t.to_dict() for t in ours.tasks] == [t.to_dict() for t in theirs.tasks]
+    a, b = ours.streamed, theirs.streamed
+    assert [c.tobytes() for c in a.codes] == [c.tobytes() for c in b.codes]
+    assert a.train_counts == b.train_counts and a.dtypes == b.dtypes
+    for name in a.targets:
+        assert a.targets[name].equal(b.targets[name]) and a.masks[name].equal(b.masks[name])
+    for split in ("validation", "test"):
+        x, y = getattr(ours, split), getattr(theirs, split)
+        assert all(x.inputs[k].equal(y.inputs[k]) for k in ("numeric", "categorical"))
+
+
+def test_processes_read_shares_of_the_first_pass_and_end_equal_to_one(
+    tmp_path, monkeypatch, small_sample
+):
+    """Three processes (threads here; two gloo processes in the slow test below): each
+    process's first pass reads only its share of the row groups, and every process ends
+    with the statistics, splits and labels of one process, bit for bit (chunks of 23 rows:
+    several per row group, whose moments are folded in file order; a median sample of 40)."""
+    monkeypatch.setattr(streaming, "READ_ROWS", 23)
+    reads = _recording_first_pass_reads(monkeypatch)
+    frame = _frame(seed=7)
+    path = _write(frame, tmp_path, row_group=100)
+    config = parse_config(_config(path, split={"key": "id"}))
+    one = prepare_data(config)
+    groups = len(ParquetStream(str(path)).groups)
+    assert reads[-1] == sorted(reads[-1]) and set(reads[-1]) == set(range(groups))
+    assert len(reads[-1]) > groups  # several chunks in a row group
+    found = _Threads(3).run(config, reads)
+    shares = streaming.first_pass_shares(ParquetStream(str(path)), 3)
+    for rank, data in enumerate(found):
+        assert sorted(set(reads[rank])) == shares[rank]  # its share only, each group once
+        _same_data(data, one)
+    assert sorted(g for share in shares for g in share) == list(range(groups))
+    assert min(len(s) for s in shares) >= 2  # (the premise: every process reads groups)
+
+    bad = frame.copy()  # errors in a row group of process 1, then in a later one of process 0
+    early = shares[1][0]
+    late = next(g for g in shares[0] if g > early)
+    bad.loc[early * 100 + 17, "x1"] = np.inf
+    bad.loc[late * 100 + 3, "x2"] = -np.inf
+    config = parse_config(_config(_write(bad, tmp_path / "bad", row_group=100)))
+    with pytest.raises(DataError) as alone:
+        prepare_data(config)
+    assert f"numeric feature 'x1' row {early * 100 + 18} holds an infinite value" in str(
+        alone.value
+    )
+    errors = _Threads(3).run(config, reads)
+    assert [type(e) for e in errors] == [DataError] * 3
+    assert [str(e) for e in errors] == [str(alone.value)] * 3  # the same line on every one
+    no_labels = frame.assign(spend=np.nan)  # found after the pass: on every process alike
+    config = parse_config(_config(_write(no_labels, tmp_path / "labels", row_group=100)))
+    errors = _Threads(3).run(config, reads)
+    assert all(isinstance(e, DataError) for e in errors) and len(set(map(str, errors))) == 1
+    assert "task 'spend' has no labels at all" in str(errors[0])
+
+
 def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Tensor]:
     """One step of a tiny model on the ``rows`` of ten fixed rows (a process's rows of the
     global batch when ``sharded``); the losses it reports and the parameters after it. Task
@@ -330,19 +524,23 @@ def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Te
 
 
 def _streaming_worker(rank: int, size: int, folder: str) -> None:
-    """One process of a streamed run under two gloo processes: records the row groups it read
-    while training, the rows of each of its steps, its feature statistics and its result."""
+    """One process of a streamed run under two gloo processes: records the row groups its
+    first pass read and those it read while training, the rows of each of its steps, its
+    feature statistics and its result; then the error a bad table gives it."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     store = f"file://{folder}/store"
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
     read: list[tuple[str, int, int]] = []
     chunks, step, prepare = ParquetStream.chunks, Trainer.step, experiment.prepare_data
+    passes: list[int] = []  # the row groups the first passes read, chunk by chunk
     found: dict = {"read": read, "steps": [], "sharded": set()}
 
-    def recording(self, columns, order=None):  # epochs read in a given order, passes do not
+    def recording(self, columns, order=None):  # the first pass reads every column
         for number, chunk in chunks(self, columns, order):
-            if order is not None:
+            if columns == self.columns:
+                passes.append(number)
+            elif order is not None:  # epochs read in a given order, the evaluation pass not
                 read.append((Path(chunk.path).name, chunk.start, len(chunk.table)))
             yield number, chunk
 
@@ -351,9 +549,12 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
         found["sharded"].add(batch.sharded)
         return step(self, batch)
 
-    def preparing(config):
-        data = prepare(config)
+    def preparing(config, processes):
+        data = prepare(config, processes)
+        found["first_pass"] = passes.copy()
         found["features"] = json.dumps(data.preprocessor.to_dict(), sort_keys=True)
+        found["group_train_rows"] = data.streamed.group_train_rows()
+        found["train_counts"] = data.streamed.train_counts
         return data
 
     ParquetStream.chunks, Trainer.step = recording, counting  # type: ignore[method-assign]
@@ -370,6 +571,12 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
             agreed(3 + rank, "steps per epoch")
         except RunError as exc:
             found["disagreement"] = str(exc)
+        bad = parse_config(json.loads((Path(folder) / "bad.json").read_text()))
+        try:
+            prepare(bad, world())
+        except DataError as exc:
+            found["error"] = str(exc)
+        found["bad_pass"] = passes[len(found["first_pass"]) :]
     finally:
         shutdown()
     (Path(folder) / f"rank{rank}.json").write_text(
@@ -379,15 +586,31 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
-    """``data.streaming`` under two gloo processes, three files of uneven sizes: each process
-    reads only its own row groups (together every training row group, once per epoch), both
-    take the same number of steps, every step's rows sum to at most the batch size, both
-    computed the same feature statistics, the run ends with finite metrics, and rank 0 alone
-    wrote it."""
+    """``data.streaming`` under two gloo processes, three files of uneven sizes: each process's
+    first pass reads only its share of the row groups, and both end with the statistics and
+    per-group training rows of one process, bit for bit; each process reads only its own row
+    groups while training (together every training row group, once per epoch), both take the
+    same number of steps, every step's rows sum to at most the batch size, the run ends with
+    finite metrics, and rank 0 alone wrote it. A bad value in a row group of process 1's share
+    (and another in a later group of process 0's) gives both the line one process gives."""
     raw = _config(_three_files(tmp_path / "parts"), split={"key": "id"}, shuffle_buffer=64)
     raw["training"].update(epochs=2, batch_size=40)
     raw["output_dir"] = str(tmp_path / "runs")
     (tmp_path / "config.json").write_text(json.dumps(raw))
+    stream = ParquetStream(str(tmp_path / "parts"))
+    shares = streaming.first_pass_shares(stream, 2)
+    early = shares[1][0]
+    late = next(g for g in shares[0] if g > early)
+    offsets = {f"{name}.parquet": part.start for name, part in THREE_FILES}
+    bad = _frame(660, seed=6)
+    for group, column in ((early, "x1"), (late, "x2")):
+        row = offsets[Path(stream.groups[group].path).name] + stream.starts[group] + 7
+        bad.loc[row, column] = np.inf
+    bad_raw = _config(_three_files(tmp_path / "bad", bad), split={"key": "id"})
+    (tmp_path / "bad.json").write_text(json.dumps(bad_raw))
+    where = f"{Path(stream.groups[early].path).name}: numeric feature 'x1' row"
+    with pytest.raises(DataError, match=f"{where} {stream.starts[early] + 8} holds an") as alone:
+        prepare_data(parse_config(bad_raw))
     # forked: the processes start with what this one imported (spawning re-imports it all)
     mp.start_processes(
         _streaming_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork"
@@ -408,6 +631,17 @@ def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     assert len(mine | theirs) == sum(1 for n in data.streamed.group_train_rows() if n)
     assert len(groups) == 15
     assert first["features"] == second["features"]
+    assert first["features"] == json.dumps(data.preprocessor.to_dict(), sort_keys=True)
+    assert first["group_train_rows"] == second["group_train_rows"]
+    assert first["group_train_rows"] == data.streamed.group_train_rows()
+    assert first["train_counts"] == second["train_counts"] == data.streamed.train_counts
+    assert sorted(set(first["first_pass"])) == shares[0]  # its share only, each group once
+    assert sorted(set(second["first_pass"])) == shares[1]
+    assert len(first["first_pass"]) == len(shares[0])  # (a group of 50 rows: one chunk)
+    assert sorted(shares[0] + shares[1]) == list(range(15))
+    assert first["error"] == second["error"] == str(alone.value)
+    assert set(first["bad_pass"]) <= set(shares[0]) and late in first["bad_pass"]
+    assert set(second["bad_pass"]) <= set(shares[1]) and early in second["bad_pass"]
     values = [v for task in first["test"].values() for v in task.values()]
     assert values and all(math.isfinite(v) for v in values)
     assert first["test"] == second["test"]

@@ -33,11 +33,10 @@ from polytask.data.streaming import (
     VALIDATION,
     Chunk,
     ParquetStream,
+    Processes,
     StreamedTable,
-    SummaryBuilder,
     check_streamable,
-    release_memory,
-    split_codes,
+    read_first_pass,
 )
 from polytask.data.tables import check_not_empty, read_table
 from polytask.errors import ConfigError, DataError, did_you_mean
@@ -131,11 +130,14 @@ def load_source(source: str, planted: PlantedConfig | None = None) -> tuple[pd.D
     return read_table(source), source
 
 
-def prepare_data(config: Config) -> PreparedData:
+def prepare_data(config: Config, processes: Processes | None = None) -> PreparedData:
     """Read, split, infer features, fit tasks and encoders, encode every split (streamed
-    data: see :mod:`polytask.data.streaming`)."""
+    data: see :mod:`polytask.data.streaming`). ``processes``: those of a ``torchrun`` job,
+    every one calling this function; each then reads only its share of a streamed table's
+    first pass (:func:`~polytask.data.streaming.read_first_pass`); the result is the same on
+    every process, and equal to that of one."""
     if config.data.streaming:
-        return _prepare_streamed(config)
+        return _prepare_streamed(config, processes)
     split = config.data.split
     tables = _read_tables(config)
     for table in tables:
@@ -203,9 +205,10 @@ def _check_fractions(split: SplitConfig) -> None:
         )
 
 
-def _prepare_streamed(config: Config) -> PreparedData:
-    """:func:`prepare_data` for ``data.streaming``: one pass to split, check and summarise,
-    one to encode the validation and test rows; the training rows stay on disk."""
+def _prepare_streamed(config: Config, processes: Processes | None) -> PreparedData:
+    """:func:`prepare_data` for ``data.streaming``: one pass to split, check and summarise
+    (over several ``processes``, each reads its share of it), one to encode the validation
+    and test rows; the training rows stay on disk."""
     check_streamable(config)
     split = config.data.split
     if split.column is None:
@@ -224,24 +227,11 @@ def _prepare_streamed(config: Config) -> PreparedData:
     numeric, categorical = list(encoder.numeric), list(encoder.categorical)
     labels = list(dict.fromkeys(c for spec in config.tasks for c in spec.columns))
     integers = {f.name for f in stream.schema if pa.types.is_integer(f.type)} & set(stream.columns)
-    float_ints: set[str] = set()  # integer columns with missing values: floats in pandas
     integers -= set(stream.nullable)  # unless written with a nullable dtype
-    summaries = {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
-    codes: list[list[np.ndarray]] = [[] for _ in stream.groups]
-    label_parts = []  # and the split column, which error messages look for
     kept_split = [split.column] if split.column is not None and split.column not in labels else []
-    for number, chunk in stream.chunks(stream.columns):
-        found, fractions = split_codes(chunk, split, stream.columns)
-        codes[number].append(found)
-        float_ints |= {c for c in integers if chunk.table.column(c).null_count}
-        label_parts.append(chunk.table.select([*labels, *kept_split]))
-        values = encoder.numeric_values(chunk.frame(numeric, {}), chunk.path)
-        for code, summary in summaries.items():
-            rows = found == code
-            if rows.any():
-                kept = chunk.table.select(categorical).filter(pa.array(rows))
-                summary.add(values[rows], fractions[rows], kept)
-    release_memory()
+    kept = [*labels, *kept_split]  # and the split column, which error messages look for
+    found = read_first_pass(stream, split, encoder, kept, integers, processes)
+    codes, summaries = found.group_codes(len(stream.groups)), found.summaries
     every = np.concatenate([np.concatenate(c) for c in codes if c] or [np.empty(0, np.int8)])
     if every.size == 0:
         raise DataError(f"{source}: the table is empty (no data rows)")
@@ -249,12 +239,12 @@ def _prepare_streamed(config: Config) -> PreparedData:
     if carve == TRAIN:
         summaries[TRAIN].merge(summaries[CARVABLE])
     per_group = [np.concatenate(c) if c else np.empty(0, np.int8) for c in codes]
-    for found in (*per_group, every):
-        found[found == CARVABLE] = carve
-    dtypes = {**dict.fromkeys(float_ints, "float64"), **stream.nullable}
-    label_frame = Chunk(source, 0, pa.concat_tables(label_parts)).frame(
-        [*labels, *kept_split], dtypes
-    )
+    for group in (*per_group, every):
+        group[group == CARVABLE] = carve
+    # integer columns with missing values: floats in pandas
+    dtypes = {**dict.fromkeys(found.null_integers, "float64"), **stream.nullable}
+    label_frame = Chunk(source, 0, pa.concat_tables(found.label_tables())).frame(kept, dtypes)
+    del found, codes
     table = Table(SHARED, source, label_frame, [s.name for s in config.tasks], {})
     for spec in config.tasks:
         _check_labels_exist(table, spec)
@@ -274,7 +264,7 @@ def _prepare_streamed(config: Config) -> PreparedData:
     targets, masks = {}, {}  # every row's labels, encoded once (errors name their rows)
     for task in tasks:
         targets[task.name], masks[task.name] = task.encode(label_frame, source)
-    del table, label_frame, train_labels, label_parts
+    del table, label_frame, train_labels
     train = torch.from_numpy(np.flatnonzero(every == TRAIN))
     train_counts = {
         name: int(mask[train].reshape(len(train), -1).any(dim=1).sum())

@@ -13,13 +13,14 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.split.column`` works as in memory (validation carved by the hash when it names none).
 * **One pass** checks every row's feature values and gathers, over the training rows, what
   :meth:`FeaturePreprocessor.fit_summary` fits: per numeric column count, mean and sum of
-  squared deviations (merged batch by batch in float64), whether values are missing, the
-  distinct categories; the medians that impute missing values come from a sample of at most
-  :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows of smallest hash: a
-  uniform sample; exact below that size). The label columns of every row are kept (Arrow
-  arrays) so that tasks are fitted exactly as in memory, then encoded once: each row's
-  targets and masks stay in memory (a few bytes per row and task), as does its split code (a
-  byte); epochs read and encode the feature columns only.
+  squared deviations (merged batch by batch in float64, in file order), whether values are
+  missing, the distinct categories; the medians that impute missing values come from a
+  sample of at most :data:`MEDIAN_SAMPLE_ROWS` present values per column (those of the rows
+  of smallest hash, ties broken by value: a uniform sample; exact below that size). The
+  label columns of every row are kept (Arrow arrays) so that tasks are fitted exactly as in
+  memory, then encoded once: each row's targets and masks stay in memory (a few bytes per
+  row and task), as does its split code (a byte); epochs read and encode the feature columns
+  only.
 * **A second pass** encodes the validation and test rows, which are held in memory (they are
   usually small; lower ``data.split`` fractions for a big table).
 * **Training** re-reads the table each epoch: row groups in a seeded order, training rows
@@ -27,10 +28,14 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``; row groups without a training row are not read.
-* **Under torchrun** each process reads only its own row groups (:func:`deal_row_groups`) and
-  yields its part of each global batch (:func:`step_rows`: the same number of steps on every
-  process); the two passes above are made by every process, so every process fits the same
-  statistics and holds the same validation and test rows.
+* **Under torchrun** the first pass is shared (:func:`read_first_pass`): each process reads
+  its share of the row groups (:func:`first_pass_shares`), the parts are gathered and combined
+  in file order on every process (the moments folded chunk by chunk by position), so every
+  process fits the statistics one process would, bit for bit, and raises the same error (that
+  of the earliest row group). The second pass is made by every process, so every process
+  holds the same validation and test rows. While training, each process reads only its own
+  row groups (:func:`deal_row_groups`) and yields its part of each global batch
+  (:func:`step_rows`: the same number of steps on every process).
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
@@ -38,6 +43,7 @@ Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import math
@@ -45,7 +51,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -57,11 +63,11 @@ from torch import Tensor
 
 from polytask.config import Config, SplitConfig
 from polytask.data.dataset import Batch, MultiTaskData
-from polytask.data.features import FeatureSummary
+from polytask.data.features import FeaturePreprocessor, FeatureSummary
 from polytask.data.sampling import ShuffleBuffer, epoch_generator
 from polytask.data.splits import SPLITS
 from polytask.data.tables import check_unique_columns
-from polytask.errors import ConfigError, DataError, RunError
+from polytask.errors import ConfigError, DataError, PolytaskError, RunError
 
 READ_ROWS = 65_536
 """Rows per record batch read from Parquet."""
@@ -106,12 +112,14 @@ class ParquetStream:
             self.dataset = ds.dataset(self.files, format="parquet")
             self.groups: list[ds.ParquetFileFragment] = []
             self.starts: list[int] = []  # index of each row group's first row in its file
+            self.sizes: list[int] = []  # rows of each row group
             for fragment in self.dataset.get_fragments():
                 start = 0
                 for group in fragment.split_by_row_group():
                     self.groups.append(group)
                     self.starts.append(start)
-                    start += group.row_groups[0].num_rows
+                    self.sizes.append(group.row_groups[0].num_rows)
+                    start += self.sizes[-1]
         except (pa.ArrowException, OSError) as exc:
             reason = " ".join(str(exc).split())
             raise DataError(f"{source}: cannot be read as Parquet ({reason})") from exc
@@ -281,75 +289,285 @@ def split_codes(
 
 
 class SummaryBuilder:
-    """Gathers a :class:`FeatureSummary` batch by batch; two builders merge into one."""
+    """Gathers a :class:`FeatureSummary` chunk by chunk.
+
+    Each chunk's count, mean and squared deviations are kept by its ``position`` (row group,
+    chunk) and folded in position order by :meth:`moments` (Chan et al.'s pairwise update), so
+    builders of disjoint chunks of one pass (read by different processes) :meth:`combine` into
+    the builder one process reading every chunk would have, bit for bit. The median sample
+    and the distinct categories do not depend on the order the rows come in (ties of sample
+    priority are broken by value). :meth:`merge` adds the rows of another builder as a
+    whole (its moments folded on their own, then merged)."""
 
     def __init__(self, numeric: list[str], categorical: list[str]) -> None:
         p = len(numeric)
-        self.count = np.zeros(p)
-        self.mean = np.zeros(p)
-        self.m2 = np.zeros(p)
+        self.width = p
+        self.chunks: list[tuple[tuple[int, int], np.ndarray]] = []  # position, (3, p) moments
+        self.merged: list[np.ndarray] = []  # the moments of builders merged, in merge order
         self.missing = np.zeros(p, dtype=bool)
         self.samples = [np.empty(0) for _ in range(p)]  # present values, for the medians
         self.priorities = [np.empty(0) for _ in range(p)]
         self.categories: dict[str, list[pa.Array]] = {c: [] for c in categorical}
 
-    def add(self, values: np.ndarray, priority: np.ndarray, categories: pa.Table) -> None:
-        """Rows of numeric ``values`` (NaN = missing), their sample ``priority`` (smallest
-        first) and their categorical columns."""
+    def add(
+        self,
+        position: tuple[int, int],
+        values: np.ndarray,
+        priority: np.ndarray,
+        categories: pa.Table,
+    ) -> None:
+        """The rows of the chunk at ``position`` (row group, chunk of the group): numeric
+        ``values`` (NaN = missing), their sample ``priority`` (smallest first) and their
+        categorical columns."""
         present = ~np.isnan(values)
         count = present.sum(0).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             mean = np.where(present, values, 0.0).sum(0) / np.maximum(count, 1)
             m2 = (np.where(present, values - mean, 0.0) ** 2).sum(0)
-        self._merge(count, mean, m2)
+        self.chunks.append((position, np.stack([count, mean, m2])))
         self.missing |= (~present).any(0)
         for j in range(values.shape[1]):
             self._sample(j, values[present[:, j], j], priority[present[:, j]])
         for name, arrays in self.categories.items():
             arrays.append(pc.unique(_decoded(categories.column(name))))
-            if len(arrays) > 64:  # keep the distinct values only
-                self.categories[name] = [pc.unique(pa.concat_arrays(arrays))]
+            self._compact(name)
+
+    def combine(self, other: SummaryBuilder) -> None:
+        """Add the chunks ``other`` gathered of the same pass (other positions)."""
+        if self.merged or other.merged:
+            raise ValueError("combine builders before merging others into them")
+        self.chunks += other.chunks
+        self._include(other)
 
     def merge(self, other: SummaryBuilder) -> None:
-        """Add the rows ``other`` gathered."""
-        self._merge(other.count, other.mean, other.m2)
+        """Add the rows ``other`` gathered, as a whole: its moments, folded on their own,
+        are merged after this builder's own."""
+        self.merged.append(np.stack(other.moments()))
+        self._include(other)
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per numeric column: count, mean and squared deviations of the present values,
+        folded chunk after chunk in position order, then builder after builder merged."""
+        count, mean, m2 = np.zeros(self.width), np.zeros(self.width), np.zeros(self.width)
+        parts = [m for _, m in sorted(self.chunks, key=lambda c: c[0])] + self.merged
+        for part in parts:
+            count, mean, m2 = _chan(count, mean, m2, part[0], part[1], part[2])
+        return count, mean, m2
+
+    def _include(self, other: SummaryBuilder) -> None:
         self.missing |= other.missing
         for j, (values, priority) in enumerate(zip(other.samples, other.priorities, strict=True)):
             self._sample(j, values, priority)
         for name, arrays in other.categories.items():
             self.categories[name] += arrays
+            self._compact(name)
 
-    def _merge(self, count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
-        """Chan et al.'s pairwise update of count, mean and squared deviations."""
-        total = self.count + count
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            delta = mean - self.mean
-            share = np.where(total > 0, count / np.maximum(total, 1), 0.0)
-            self.mean = self.mean + delta * share
-            self.m2 = self.m2 + m2 + delta**2 * self.count * share
-        self.count = total
+    def _compact(self, name: str) -> None:
+        arrays = self.categories[name]
+        if len(arrays) > 64:  # keep the distinct values only
+            self.categories[name] = [pc.unique(pa.concat_arrays(arrays))]
 
     def _sample(self, j: int, values: np.ndarray, priority: np.ndarray) -> None:
-        """Keep the present values of column ``j`` with the smallest priorities."""
+        """Keep the present values of column ``j`` with the smallest priorities; of values of
+        equal priority cut by the sample's size, the smallest (so the sample does not depend
+        on the order the values come in)."""
         sample = np.concatenate([self.samples[j], values])
         keys = np.concatenate([self.priorities[j], priority])
         if len(keys) > MEDIAN_SAMPLE_ROWS:
             keep = np.argpartition(keys, MEDIAN_SAMPLE_ROWS - 1)[:MEDIAN_SAMPLE_ROWS]
+            edge = keys[keep[-1]]  # the largest priority kept
+            if np.count_nonzero(keys == edge) > np.count_nonzero(keys[keep] == edge):
+                tied = np.flatnonzero(keys == edge)
+                below = np.flatnonzero(keys < edge)
+                tied = tied[np.argsort(sample[tied], kind="stable")]
+                keep = np.concatenate([below, tied[: MEDIAN_SAMPLE_ROWS - len(below)]])
             sample, keys = sample[keep], keys[keep]
         self.samples[j], self.priorities[j] = sample, keys
 
     def summary(self, schema: pa.Schema, dtypes: Mapping[str, str]) -> FeatureSummary:
-        """The summary, with each categorical column's distinct values as pandas gives them."""
+        """The summary, with each categorical column's distinct values as pandas gives them
+        (sorted where Arrow sorts their type)."""
         categories = {}
         for name, arrays in self.categories.items():
             kind = schema.field(name).type
             kind = kind.value_type if pa.types.is_dictionary(kind) else kind
             values = pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], kind)
+            with contextlib.suppress(pa.ArrowNotImplementedError):  # else: first seen first
+                values = values.take(pc.array_sort_indices(values))
             found = values.to_pandas()
             categories[name] = found.astype(dtypes[name]) if name in dtypes else found
-        return FeatureSummary(
-            self.count, self.mean, self.m2, self.missing, self.samples, categories
-        )
+        count, mean, m2 = self.moments()
+        return FeatureSummary(count, mean, m2, self.missing, self.samples, categories)
+
+
+def _chan(
+    count: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    other_count: np.ndarray,
+    other_mean: np.ndarray,
+    other_m2: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chan et al.'s pairwise update: the count, mean and squared deviations of two parts."""
+    total = count + other_count
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        delta = other_mean - mean
+        share = np.where(total > 0, other_count / np.maximum(total, 1), 0.0)
+        mean = mean + delta * share
+        m2 = m2 + other_m2 + delta**2 * count * share
+    return total, mean, m2
+
+
+class Processes(Protocol):
+    """The processes that read a streamed table together (``torchrun``; ``polytask.distributed``'s
+    :class:`~polytask.distributed.World` is one): this one is ``rank`` of ``size``, and
+    ``gather`` gives every process the value each one passed, in rank order (a collective)."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def gather(self, value: Any) -> list[Any]: ...
+
+
+@dataclass
+class FirstPass:
+    """What the first pass gathered from the row groups it read. Per row group (by number):
+    each chunk's split codes and label columns, chunks in file order; the integer columns
+    with a missing value (``null_integers``); a :class:`SummaryBuilder` of the rows of each
+    split code (``TRAIN``, ``CARVABLE``); and the first error met, with its row group's
+    number (the pass read no further)."""
+
+    codes: dict[int, list[np.ndarray]]
+    labels: dict[int, list[pa.Table]]
+    null_integers: set[str]
+    summaries: dict[int, SummaryBuilder]
+    error: tuple[int, PolytaskError] | None = None
+
+    def combine(self, other: FirstPass) -> None:
+        """Add what ``other`` gathered from other row groups; of the two errors, keep the
+        one of the earlier row group (the one a single pass over every group meets)."""
+        self.codes.update(other.codes)
+        self.labels.update(other.labels)
+        self.null_integers |= other.null_integers
+        for code, summary in self.summaries.items():
+            summary.combine(other.summaries[code])
+        if other.error is not None and (self.error is None or other.error[0] < self.error[0]):
+            self.error = other.error
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error[1]
+
+    def group_codes(self, groups: int) -> list[list[np.ndarray]]:
+        """Each of the ``groups`` row groups' chunk codes (none for a group not read)."""
+        return [self.codes.get(number, []) for number in range(groups)]
+
+    def label_tables(self) -> list[pa.Table]:
+        """The label columns of every chunk read, in file order."""
+        return [table for number in sorted(self.labels) for table in self.labels[number]]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (gathered from other processes) with the label tables as one Arrow IPC
+        stream: a chunk's table may be a slice of its row group's buffers, which pickle would
+        copy whole for every chunk."""
+        state = dict(self.__dict__)
+        tables = [table for found in self.labels.values() for table in found]
+        layout = [
+            (number, [len(t.to_batches()) for t in found]) for number, found in self.labels.items()
+        ]
+        sink = pa.BufferOutputStream()
+        if tables:
+            with pa.ipc.new_stream(sink, tables[0].schema) as writer:
+                for table in tables:
+                    for batch in table.to_batches():
+                        writer.write_batch(batch)
+        state["labels"] = (layout, tables[0].schema if tables else None, sink.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        layout, schema, stream = state["labels"]
+        batches = iter(pa.ipc.open_stream(stream)) if schema is not None else iter(())
+        labels = {
+            number: [
+                pa.Table.from_batches([next(batches) for _ in range(n)], schema) for n in counts
+            ]
+            for number, counts in layout
+        }
+        self.__dict__.update({**state, "labels": labels})
+
+
+def first_pass(
+    stream: ParquetStream,
+    split: SplitConfig,
+    encoder: FeaturePreprocessor,
+    labels: list[str],
+    integers: set[str],
+    groups: list[int] | None = None,
+) -> FirstPass:
+    """Read the row ``groups`` (every one, in file order, by default) once: each row's split
+    code (:func:`split_codes`), its ``labels`` columns, which of the ``integers`` columns
+    hold a missing value, and the summary of the encoder's features over the training rows
+    (and the rows a split column may carve). A :class:`~polytask.errors.PolytaskError` (a
+    bad value, key or split name; an unreadable group) ends the pass and is kept in it, for
+    :meth:`FirstPass.raise_error`, so processes reading parts of a table agree on it first."""
+    numeric, categorical = list(encoder.numeric), list(encoder.categorical)
+    found = FirstPass(
+        {}, {}, set(), {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
+    )
+    for number in groups if groups is not None else range(len(stream.groups)):
+        codes, tables = found.codes.setdefault(number, []), found.labels.setdefault(number, [])
+        try:
+            for _, chunk in stream.chunks(stream.columns, [number]):
+                position = (number, len(codes))
+                split_code, fractions = split_codes(chunk, split, stream.columns)
+                codes.append(split_code)
+                found.null_integers |= {c for c in integers if chunk.table.column(c).null_count}
+                tables.append(chunk.table.select(labels))
+                values = encoder.numeric_values(chunk.frame(numeric, {}), chunk.path)
+                for code, summary in found.summaries.items():
+                    rows = split_code == code
+                    if rows.any():
+                        kept = chunk.table.select(categorical).filter(pa.array(rows))
+                        summary.add(position, values[rows], fractions[rows], kept)
+        except PolytaskError as exc:
+            found.error = (number, exc)
+            break
+    release_memory()
+    return found
+
+
+def read_first_pass(
+    stream: ParquetStream,
+    split: SplitConfig,
+    encoder: FeaturePreprocessor,
+    labels: list[str],
+    integers: set[str],
+    processes: Processes | None = None,
+) -> FirstPass:
+    """The :func:`first_pass` over every row group, raising its error. Over several
+    ``processes``, each reads only its share of the row groups (:func:`first_pass_shares`)
+    and the parts are gathered and combined in rank order on every process: every process
+    ends with the same pass, equal to that of one process (moments folded chunk by chunk in
+    file order), and raises the same error, that of the earliest row group."""
+    if processes is None or processes.size <= 1:
+        found = first_pass(stream, split, encoder, labels, integers)
+    else:
+        mine = first_pass_shares(stream, processes.size)[processes.rank]
+        parts = processes.gather(first_pass(stream, split, encoder, labels, integers, mine))
+        found = parts[0]
+        for part in parts[1:]:
+            found.combine(part)
+    found.raise_error()
+    return found
+
+
+def first_pass_shares(stream: ParquetStream, size: int) -> list[list[int]]:
+    """The row groups each of ``size`` processes reads in the first pass: dealt by their rows
+    (:func:`deal_row_groups`; a group without rows is read by none)."""
+    return deal_row_groups(stream.sizes, size)
 
 
 @dataclass
