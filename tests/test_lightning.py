@@ -57,12 +57,13 @@ QUIET = {
 BATCH = 32
 
 
-def penguins(balancer="equal", dropout=0.1, **options):
+def penguins(balancer="equal", dropout=0.1, lr_schedule=None, **options):
     """The penguins config (with dropout, whose draws are then compared too)."""
+    schedule = {} if lr_schedule is None else {"lr_schedule": lr_schedule}
     return parse_config(
         get_builtin("penguins").config(
             model={"trunk": [16], "head": [8], "dropout": dropout},
-            training={"batch_size": BATCH, "seed": 3},
+            training={"batch_size": BATCH, "seed": 3, **schedule},
             balancer={"name": balancer, **options},
         )
     )
@@ -445,21 +446,28 @@ DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and pa
     "mgda": {"mode": "features"},
     "pcgrad": {"mode": "params", "seed": 1},
     "db_mtl": {"mode": "params"},
+    "graddrop": {"mode": "params", "seed": 2},  # its masks from the global T×P blocks
 }
+DDP_SCHEDULE = {"type": "plateau", "patience": 0, "threshold": 0.5}  # some rates fall
 DDP_SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore")
 import lightning as L
 from safetensors.torch import save_file
+import torch
 from polytask.lightning import from_config
-from tests.test_lightning import DDP_METHODS, QUIET, penguins
+from polytask.training.schedules import learning_rates
+from tests.test_lightning import DDP_METHODS, DDP_SCHEDULE, QUIET, penguins
 
 for method, options in DDP_METHODS.items():
-    module, datamodule = from_config(penguins(method, dropout=0.0, **options))
+    config = penguins(method, dropout=0.0, lr_schedule=DDP_SCHEDULE, **options)
+    module, datamodule = from_config(config)
     trainer = L.Trainer(max_epochs=2, **{**QUIET, "devices": 2, "strategy": "ddp"})
     trainer.fit(module, datamodule=datamodule)
     tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
     tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
+    rates = learning_rates(trainer.optimizers[0])
+    tensors |= {f"lr.{k}": torch.tensor([v], dtype=torch.float64) for k, v in rates.items()}
     save_file(tensors, f"{sys.argv[1]}/{method}.{trainer.global_rank}.safetensors")
 """
 
@@ -467,7 +475,8 @@ for method, options in DDP_METHODS.items():
 @pytest.mark.slow
 def test_ddp_on_two_processes_equals_one_process(tmp_path):
     """Lightning's DDP strategy on 2 CPU processes (started together, as a launcher would:
-    LOCAL_RANK set) ends with the parameters and logged values of one process."""
+    LOCAL_RANK set) ends with the parameters, logged values and learning rates (a plateau
+    schedule on every group) of one process."""
     from safetensors.torch import load_file
 
     script = tmp_path / "ddp.py"
@@ -501,11 +510,17 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
         assert saved[0].keys() == saved[1].keys()
         for key in saved[0]:  # the processes agree exactly
             assert torch.equal(saved[0][key], saved[1][key]), (method, key)
-        module, datamodule = from_config(penguins(method, dropout=0.0, **options))
+        config = penguins(method, dropout=0.0, lr_schedule=DDP_SCHEDULE, **options)
+        module, datamodule = from_config(config)
         trainer = fit(module, datamodule)
         for key, value in module.model.state_dict().items():
             torch.testing.assert_close(saved[0][f"model.{key}"], value, atol=1e-5, rtol=1e-5)
-        assert len(trainer.callback_metrics) == len(saved[0]) - len(module.model.state_dict())
+        rates = learning_rates(trainer.optimizers[0])
+        assert {k: float(saved[0][f"lr.{k}"]) for k in rates} == rates
+        assert min(rates.values()) < config.training.lr  # a plateau lowered a rate
+        assert len(trainer.callback_metrics) == (
+            len(saved[0]) - len(module.model.state_dict()) - len(rates)
+        )
         for key, value in trainer.callback_metrics.items():
             torch.testing.assert_close(
                 saved[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
