@@ -243,8 +243,10 @@ def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
 
 
 def test_from_config_names_the_settings_it_does_not_apply_and_takes_the_schedules():
-    raw = get_builtin("penguins").config(
-        training={"lr_schedule": "cosine", "early_stopping": {"patience": 2}}
+    raw = copy.deepcopy(  # config() hands out the built-in's own task list
+        get_builtin("penguins").config(
+            training={"lr_schedule": "cosine", "early_stopping": {"patience": 2}}
+        )
     )
     raw["tasks"][0]["lr_schedule"] = {"type": "step", "step_size": 2}
     with pytest.warns(RuntimeWarning, match="from_config: training.early_stopping not") as seen:

@@ -11,7 +11,8 @@ those with optimizers of their own (FAMO, GradNorm) update them in their backwar
 same global batches, seed and optimizer settings, the module trains exactly as the Trainer does.
 
 Logged (``self.log``, once per epoch): ``train/loss/<task>`` (the mean over the epoch's steps
-with a finite loss) and ``train/weight/<task>`` (the balancer's mean weight), and on the
+with a finite loss), ``train/weight/<task>`` (the balancer's mean weight) and
+``train/lr/<group>`` (each parameter group's learning rate during the epoch), and on the
 validation and test data, computed on the whole split at the epoch's end (as metrics such as
 AUC need), ``val/loss/<task>`` and ``val/<metric>/<task>`` (``test/...`` for the test data).
 
