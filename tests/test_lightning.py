@@ -343,7 +343,7 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
         module = MultiTaskModule(
             model, data.tasks, balancer, lr=1e-2, seed=3, lr_schedules=schedules
         )
-        options = {**QUIET, "enable_checkpointing": True, "callbacks": list(callbacks)}
+        options = {**QUIET, "enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             L.Trainer(max_epochs=3, **options).fit(
