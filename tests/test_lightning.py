@@ -21,7 +21,12 @@ L = pytest.importorskip("lightning")
 
 from polytask.balancers import build_balancer  # noqa: E402
 from polytask.balancers.equal import EqualWeights  # noqa: E402
-from polytask.config import parse_config  # noqa: E402
+from polytask.config import (  # noqa: E402
+    CosineSchedule,
+    PlateauSchedule,
+    StepSchedule,
+    parse_config,
+)
 from polytask.data.builtin import get_builtin  # noqa: E402
 from polytask.data.prepare import prepare_data  # noqa: E402
 from polytask.data.sampling import ShuffledBatches  # noqa: E402
@@ -37,6 +42,7 @@ from polytask.lightning import (  # noqa: E402
 from polytask.models.build import build_network  # noqa: E402
 from polytask.training import Trainer  # noqa: E402
 from polytask.training.optim import parameter_groups  # noqa: E402
+from polytask.training.schedules import learning_rates  # noqa: E402
 
 from .test_layers import SRC  # noqa: E402
 
@@ -51,12 +57,13 @@ QUIET = {
 BATCH = 32
 
 
-def penguins(balancer="equal", dropout=0.1, **options):
+def penguins(balancer="equal", dropout=0.1, lr_schedule=None, **options):
     """The penguins config (with dropout, whose draws are then compared too)."""
+    schedule = {} if lr_schedule is None else {"lr_schedule": lr_schedule}
     return parse_config(
         get_builtin("penguins").config(
             model={"trunk": [16], "head": [8], "dropout": dropout},
-            training={"batch_size": BATCH, "seed": 3},
+            training={"batch_size": BATCH, "seed": 3, **schedule},
             balancer={"name": balancer, **options},
         )
     )
@@ -235,12 +242,136 @@ def test_the_test_split_is_logged_and_from_config_takes_the_config(data):
             assert float(logged[f"test/{metric}/{task.name}"]) == pytest.approx(value, rel=1e-6)
 
 
-def test_from_config_names_the_settings_it_does_not_apply():
-    raw = get_builtin("penguins").config(
-        training={"lr_schedule": "cosine", "early_stopping": {"patience": 2}}
+def test_from_config_names_the_settings_it_does_not_apply_and_takes_the_schedules():
+    raw = copy.deepcopy(  # config() hands out the built-in's own task list
+        get_builtin("penguins").config(
+            training={"lr_schedule": "cosine", "early_stopping": {"patience": 2}}
+        )
     )
-    with pytest.warns(RuntimeWarning, match="training.lr_schedule, training.early_stopping not"):
-        from_config(raw)
+    raw["tasks"][0]["lr_schedule"] = {"type": "step", "step_size": 2}
+    with pytest.warns(RuntimeWarning, match="from_config: training.early_stopping not") as seen:
+        module, _ = from_config(raw)
+    assert not any("lr_schedule" in str(w.message) for w in seen)
+    first = raw["tasks"][0]["name"]
+    assert isinstance(module.lr_schedules.pop(first), StepSchedule)
+    assert module.lr_schedules.keys() == {"shared", *(t.name for t in module.tasks)} - {first}
+    assert all(isinstance(s, CosineSchedule) for s in module.lr_schedules.values())
+
+
+EPOCH_SCHEDULES = {  # a warm-up then a cosine, and a task's own step schedule
+    "shared": CosineSchedule(type="cosine", warmup=1),
+    "species": StepSchedule(type="step", step_size=1, gamma=0.5),
+}
+PLATEAU_SCHEDULES = {  # on penguins both lower their rate after epoch 2 (and 3)
+    "shared": PlateauSchedule(type="plateau", patience=0, threshold=100.0),  # Δm, in points
+    "body_mass": PlateauSchedule(type="plateau", patience=0, threshold=0.5),  # its val loss
+}
+
+
+class RateLog(L.Callback):
+    """Each epoch's learning rate per parameter group, as the Trainer's ``EpochLog.lr``."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self.rates.append(learning_rates(trainer.optimizers[0]))
+
+
+@pytest.mark.parametrize(
+    "schedules", [EPOCH_SCHEDULES, PLATEAU_SCHEDULES], ids=["epoch", "plateau"]
+)
+def test_learning_rate_schedules_follow_the_polytask_trainer(data, schedules):
+    """The schedules step at the end of each epoch, a plateau reading the validation loss of
+    its task or the validation score, as the Trainer's: the same rates epoch by epoch, then
+    the same parameters, with DWA, whose epoch end comes before the validation."""
+    names = [t.name for t in data.tasks]
+    torch.manual_seed(0)
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    twin = copy.deepcopy(model)
+    module = MultiTaskModule(
+        model, data.tasks, build_balancer("dwa", names), lr=1e-2, seed=3, lr_schedules=schedules
+    )
+    rates = RateLog()
+    fit(module, MultiTaskDataModule(data, batch_size=BATCH, seed=3), epochs=3, callbacks=[rates])
+
+    balancer = build_balancer("dwa", names)
+    last = {}  # the Trainer restores its best epoch at the end: its weights after epoch 3
+    reference = Trainer(
+        twin,
+        data.tasks,
+        balancer=balancer,
+        optimizer=torch.optim.Adam(parameter_groups(twin, 1e-2, extra=balancer.parameters())),
+        epochs=3,
+        batch_size=BATCH,
+        seed=3,
+        lr_schedules=schedules,
+        on_epoch=lambda log: last.update(twin.state_dict(keep_vars=False)),
+    )
+    history = reference.fit(data.train["shared"], data.validation)
+    assert rates.rates == [log.lr for log in history]
+    # and the rates after the last epoch's step; the schedules moved the rates of their groups
+    final = learning_rates(module.trainer.optimizers[0])
+    assert final == learning_rates(reference.optimizer)
+    assert all(final[g] < 1e-2 for g in schedules) and final["sex"] == 1e-2
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, last[name]), name
+    assert module.balancer.state_dict() == balancer.state_dict()
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [False, True], ids=["after_val", "epoch_end"])
+def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_train_epoch_end):
+    """DWA's epoch update and the schedules' step are in a checkpoint taken at the end of the
+    epoch's validation (``ModelCheckpoint`` with ``save_on_train_epoch_end=False``) as in one
+    taken at the end of the epoch: a run resumed from epoch 2's ends as the uninterrupted one,
+    and the epoch-2 end is not done twice."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    names = [t.name for t in data.tasks]
+    schedules = {  # the score rises every epoch, from epoch 1's metrics, and body_mass's loss
+        "shared": PlateauSchedule(type="plateau", patience=0, threshold=0.0),  # falls slowly
+        "body_mass": PLATEAU_SCHEDULES["body_mass"],
+        "species": CosineSchedule(type="cosine", warmup=1),
+    }
+
+    def run(callbacks=(), resume=None):
+        torch.manual_seed(0)
+        model = build_network(penguins().model, data.preprocessor, data.tasks)
+        balancer = build_balancer("dwa", names)
+        ends, end = [], balancer.epoch_end
+        balancer.epoch_end = lambda means: (ends.append(means), end(means))
+        module = MultiTaskModule(
+            model, data.tasks, balancer, lr=1e-2, seed=3, lr_schedules=schedules
+        )
+        options = {**QUIET, "enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(max_epochs=3, **options).fit(
+                module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3),
+                ckpt_path=resume,
+            )  # fmt: skip
+        return module, ends
+
+    saving = ModelCheckpoint(
+        tmp_path, "{epoch}", save_top_k=-1, save_on_train_epoch_end=on_train_epoch_end
+    )
+    straight, ends = run([saving])
+    resumed, resumed_ends = run(resume=tmp_path / "epoch=1.ckpt")
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert resumed.balancer.state_dict() == straight.balancer.state_dict()
+    assert len(ends) == 3 and resumed_ends == ends[2:]  # the resumed run: epoch 3's only
+    rates = learning_rates(straight.trainer.optimizers[0])
+    assert learning_rates(resumed.trainer.optimizers[0]) == rates
+    assert rates["shared"] == 1e-2 and rates["body_mass"] < 1e-2
+
+
+def test_a_plateau_schedule_needs_validation(data):
+    names = [t.name for t in data.tasks]
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    module = MultiTaskModule(model, data.tasks, EqualWeights(names), lr_schedules=PLATEAU_SCHEDULES)
+    with pytest.raises(ValueError, match="a plateau learning-rate schedule needs validation data"):
+        fit(module, MultiTaskDataModule(data, batch_size=BATCH), epochs=1, limit_val_batches=0)
 
 
 def test_a_loader_of_batches_of_the_users_trains_as_the_stream(data):
@@ -298,6 +429,8 @@ def test_the_module_checks_its_arguments(data):
         MultiTaskModule(model, data.tasks, lr_multipliers={"sexx": 2.0})
     with pytest.raises(ValueError, match="no output for task 'extra'"):
         MultiTaskModule(model, [*data.tasks, dataclasses.replace(data.tasks[0], name="extra")])
+    with pytest.raises(ValueError, match="lr_schedules: no parameter group named 'trunk'"):
+        MultiTaskModule(model, data.tasks, lr_schedules={"trunk": EPOCH_SCHEDULES["shared"]})
     assert [t.name for t in MultiTaskModule(model, data.tasks).tasks] == names
 
 
@@ -315,21 +448,28 @@ DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and pa
     "mgda": {"mode": "features"},
     "pcgrad": {"mode": "params", "seed": 1},
     "db_mtl": {"mode": "params"},
+    "graddrop": {"mode": "params", "seed": 2},  # its masks from the global T×P blocks
 }
+DDP_SCHEDULE = {"type": "plateau", "patience": 0, "threshold": 0.5}  # some rates fall
 DDP_SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore")
 import lightning as L
 from safetensors.torch import save_file
+import torch
 from polytask.lightning import from_config
-from tests.test_lightning import DDP_METHODS, QUIET, penguins
+from polytask.training.schedules import learning_rates
+from tests.test_lightning import DDP_METHODS, DDP_SCHEDULE, QUIET, penguins
 
 for method, options in DDP_METHODS.items():
-    module, datamodule = from_config(penguins(method, dropout=0.0, **options))
+    config = penguins(method, dropout=0.0, lr_schedule=DDP_SCHEDULE, **options)
+    module, datamodule = from_config(config)
     trainer = L.Trainer(max_epochs=2, **{**QUIET, "devices": 2, "strategy": "ddp"})
     trainer.fit(module, datamodule=datamodule)
     tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
     tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
+    rates = learning_rates(trainer.optimizers[0])
+    tensors |= {f"lr.{k}": torch.tensor([v], dtype=torch.float64) for k, v in rates.items()}
     save_file(tensors, f"{sys.argv[1]}/{method}.{trainer.global_rank}.safetensors")
 """
 
@@ -337,7 +477,8 @@ for method, options in DDP_METHODS.items():
 @pytest.mark.slow
 def test_ddp_on_two_processes_equals_one_process(tmp_path):
     """Lightning's DDP strategy on 2 CPU processes (started together, as a launcher would:
-    LOCAL_RANK set) ends with the parameters and logged values of one process."""
+    LOCAL_RANK set) ends with the parameters, logged values and learning rates (a plateau
+    schedule on every group) of one process."""
     from safetensors.torch import load_file
 
     script = tmp_path / "ddp.py"
@@ -371,11 +512,17 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
         assert saved[0].keys() == saved[1].keys()
         for key in saved[0]:  # the processes agree exactly
             assert torch.equal(saved[0][key], saved[1][key]), (method, key)
-        module, datamodule = from_config(penguins(method, dropout=0.0, **options))
+        config = penguins(method, dropout=0.0, lr_schedule=DDP_SCHEDULE, **options)
+        module, datamodule = from_config(config)
         trainer = fit(module, datamodule)
         for key, value in module.model.state_dict().items():
             torch.testing.assert_close(saved[0][f"model.{key}"], value, atol=1e-5, rtol=1e-5)
-        assert len(trainer.callback_metrics) == len(saved[0]) - len(module.model.state_dict())
+        rates = learning_rates(trainer.optimizers[0])
+        assert {k: float(saved[0][f"lr.{k}"]) for k in rates} == rates
+        assert min(rates.values()) < config.training.lr  # a plateau lowered a rate
+        assert len(trainer.callback_metrics) == (
+            len(saved[0]) - len(module.model.state_dict()) - len(rates)
+        )
         for key, value in trainer.callback_metrics.items():
             torch.testing.assert_close(
                 saved[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5

@@ -11,7 +11,8 @@ those with optimizers of their own (FAMO, GradNorm) update them in their backwar
 same global batches, seed and optimizer settings, the module trains exactly as the Trainer does.
 
 Logged (``self.log``, once per epoch): ``train/loss/<task>`` (the mean over the epoch's steps
-with a finite loss) and ``train/weight/<task>`` (the balancer's mean weight), and on the
+with a finite loss), ``train/weight/<task>`` (the balancer's mean weight) and
+``train/lr/<group>`` (each parameter group's learning rate during the epoch), and on the
 validation and test data, computed on the whole split at the epoch's end (as metrics such as
 AUC need), ``val/loss/<task>`` and ``val/<metric>/<task>`` (``test/...`` for the test data).
 
@@ -29,6 +30,18 @@ it a distributed sampler, and each process's batch is its part of the global bat
 labelled counts are summed over the processes); its validation metrics are then each
 process's, averaged by Lightning (exact for none of the non-additive metrics, such as AUC).
 
+Learning-rate schedules (``lr_schedules``, by parameter-group name, as the Trainer's
+``lr_schedules``: :mod:`polytask.training.schedules`) step once per epoch, as the Trainer steps
+them: after the validation that follows the epoch's last step (in ``on_validation_epoch_end``,
+before a ``ModelCheckpoint`` taken at the validation's end), or at the epoch's end when no
+validation follows it (a plateau then leaves its rate, with a warning). A task's plateau reads
+its validation loss, any other the validation score of model selection (Δm against the first
+epoch's validation metrics, or ``reference``). The epoch's own end (the balancer's
+``epoch_end``, as DWA's) runs after its last step, before that validation. Both are done once
+per epoch, and a checkpoint records which epoch they were done for, with the schedules' and
+the score's state, so resuming from a checkpoint taken at the end of an epoch (after
+validation or after ``on_train_epoch_end``) continues exactly.
+
 Precision: ``32-true`` and ``bf16-mixed`` (the balancer runs outside autocast, on float32
 losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
 (:meth:`Balancer.backward` ``grad_scale``), whose gradients the plugin unscales before it steps.
@@ -42,7 +55,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -50,6 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 try:
     import lightning as L
+    from lightning.pytorch.trainer.states import TrainerFn
 except ImportError:  # the extra is not installed
     raise ImportError(
         "polytask.lightning needs PyTorch Lightning: pip install 'polytask[lightning]'"
@@ -57,17 +71,30 @@ except ImportError:  # the extra is not installed
 
 from polytask.balancers import Balancer, EqualWeights, build_balancer
 from polytask.balancers.base import GradientOverflow
-from polytask.config import Config, load_config, parse_config
+from polytask.config import (
+    Config,
+    CosineSchedule,
+    PlateauSchedule,
+    load_config,
+    parse_config,
+)
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import BatchSource
-from polytask.distributed import shard_rows, world
+from polytask.distributed import broadcast_object, shard_rows, world
 from polytask.errors import ConfigError
+from polytask.evaluation.delta_m import Scores, metric_directions
 from polytask.inference import EVAL_BATCH_SIZE, Evaluation, evaluate_outputs
 from polytask.models.base import MultiTaskModel
 from polytask.models.build import build_network
 from polytask.tasks import Task
 from polytask.training.optim import build_optimizer, parameter_groups
+from polytask.training.schedules import (
+    LrScheduleConfig,
+    LrSchedules,
+    learning_rates,
+    schedules_by_group,
+)
 from polytask.training.step import (
     finish_gradients,
     global_losses,
@@ -75,7 +102,13 @@ from polytask.training.step import (
     masked_losses,
     shard,
 )
-from polytask.training.trainer import TrainingDiverged, epoch_seed, smallest_batch
+from polytask.training.trainer import (
+    TrainingDiverged,
+    choose_selection_rule,
+    epoch_seed,
+    selection_score,
+    smallest_batch,
+)
 
 __all__ = ["BatchStream", "MultiTaskDataModule", "MultiTaskModule", "ShardedBatch", "from_config"]
 
@@ -115,7 +148,12 @@ class MultiTaskModule(L.LightningModule):
     ``grad_clip``: the largest norm of the model's gradients (no clipping when ``None``).
     ``seed``: each epoch reseeds torch before its first step from the seed, the epoch (from 1)
     and the process's rank, as the Trainer does (:func:`~polytask.training.trainer.epoch_seed`),
-    so that dropout repeats and each process draws its own masks."""
+    so that dropout repeats and each process draws its own masks.
+    ``lr_schedules``: a learning-rate schedule per parameter-group name (``shared``, a task's
+    name, ``balancer``), stepped once per epoch (module docstring); a cosine without ``epochs``
+    lasts the ``lightning.Trainer``'s ``max_epochs``. ``reference`` (validation metrics per
+    task, such as single-task baselines'; default: the first epoch's) and ``delta_m_average``
+    define the validation score that a plateau schedule of a group other than a task's reads."""
 
     def __init__(
         self,
@@ -130,6 +168,9 @@ class MultiTaskModule(L.LightningModule):
         lr_multipliers: Mapping[str, float] | None = None,
         grad_clip: float | None = None,
         seed: int = 0,
+        lr_schedules: Mapping[str, LrScheduleConfig] | None = None,
+        reference: Scores | None = None,
+        delta_m_average: Literal["per_task", "per_metric"] = "per_task",
     ) -> None:
         super().__init__()
         names = [t.name for t in tasks]
@@ -148,6 +189,15 @@ class MultiTaskModule(L.LightningModule):
         unknown = [n for n in (lr_multipliers or {}) if n not in names]
         if unknown:
             raise ValueError(f"lr_multipliers: no task {unknown[0]!r}; tasks are {names}")
+        groups = [
+            g["name"] for g in parameter_groups(model, lr, lr_multipliers, balancer.parameters())
+        ]
+        unknown = [n for n in (lr_schedules or {}) if groups.count(n) != 1]
+        if unknown:
+            raise ValueError(
+                f"lr_schedules: no parameter group named {unknown[0]!r} (or several); the "
+                f"optimizer's groups are {groups}"
+            )
         self.automatic_optimization = False  # the balancer does the backward pass
         self.model = model
         self.tasks = list(tasks)
@@ -159,7 +209,12 @@ class MultiTaskModule(L.LightningModule):
         self.lr_multipliers = dict(lr_multipliers or {})
         self.grad_clip = grad_clip
         self.seed = seed
+        self.lr_schedules = dict(lr_schedules or {})
+        self.reference = reference
+        self.delta_m_average = delta_m_average
         self._shared = list(model.shared_parameters())
+        self._schedules: LrSchedules | None = None  # built with the optimizer
+        self._reset_fit_state()
         self._losses: dict[str, list[Tensor]] = {}
         self._loss_steps: dict[str, list[int]] = {}
         self._weights: dict[str, list[float]] = {}
@@ -167,6 +222,18 @@ class MultiTaskModule(L.LightningModule):
         self._outputs: dict[str, list[Tensor]] = {}
         self._targets: dict[str, list[Tensor]] = {}
         self._masks: dict[str, list[Tensor]] = {}
+        self._epoch_log: dict[str, float] = {}
+        self._lr: dict[str, float] = {}
+
+    def _reset_fit_state(self) -> None:
+        """What a fit carries from epoch to epoch besides the weights, the optimizer's and the
+        balancer's state; a checkpoint holds it (:meth:`on_save_checkpoint`)."""
+        self._trained_epoch = -1  # the last epoch (Lightning's, from 0) whose end has run
+        self._scheduled_epoch = -1  # the last epoch whose schedules have stepped
+        self._resumed_schedules: dict[str, Any] | None = None  # loaded at on_train_start
+        self._reference: Scores | None = self.reference  # the validation score's reference
+        self._reference_loss: dict[str, float] | None = None
+        self._rule: Any = None  # the score's rule, chosen at the first validation
 
     def forward(self, inputs: Any) -> dict[str, Tensor]:
         """The model's raw output per task."""
@@ -176,16 +243,50 @@ class MultiTaskModule(L.LightningModule):
         groups = parameter_groups(
             self.model, self.lr, self.lr_multipliers, self.balancer.parameters()
         )
-        return build_optimizer(
+        optimizer = build_optimizer(
             self.optimizer_name,
             groups,
             lr=self.lr,
             weight_decay=self.weight_decay,
             momentum=self.momentum,
         )
+        self._schedules = LrSchedules(
+            optimizer, self.lr_schedules, epochs=self._epochs(), tasks=[t.name for t in self.tasks]
+        )
+        return optimizer
+
+    def _epochs(self) -> int:
+        """The training's epochs (the ``lightning.Trainer``'s ``max_epochs``): a cosine
+        schedule's default length."""
+        epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if epochs is not None and epochs >= 1:
+            return epochs
+        endless = [
+            name
+            for name, spec in self.lr_schedules.items()
+            if isinstance(spec, CosineSchedule) and spec.epochs is None
+        ]
+        if endless:
+            raise ValueError(
+                f"lr_schedules: the cosine schedule of '{endless[0]}' lasts the training's "
+                "epochs, but lightning.Trainer has no max_epochs; give it one, or the schedule "
+                "its epochs"
+            )
+        return 1
 
     # -- training ------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before a checkpoint is restored: a new fit starts afresh
+            self._reset_fit_state()
+
     def on_fit_start(self) -> None:
+        schedules = self._schedules
+        if (
+            schedules is not None
+            and schedules.needs_validation
+            and not self.trainer.enable_validation
+        ):
+            raise ValueError("a plateau learning-rate schedule needs validation data")
         here = world()
         if here.size > 1 and not self.balancer.data_parallel:
             raise ConfigError(
@@ -197,11 +298,18 @@ class MultiTaskModule(L.LightningModule):
                 for p in self.balancer.parameters():  # in place: the optimizer keeps them
                     p.data = p.data.to(self.device)
 
+    def on_train_start(self) -> None:
+        if self._resumed_schedules is not None:  # after the optimizer's restored rates
+            assert self._schedules is not None
+            self._schedules.load_state_dict(self._resumed_schedules)
+            self._resumed_schedules = None
+
     def on_train_epoch_start(self) -> None:
         self._losses = {t.name: [] for t in self.tasks}
         self._loss_steps = {t.name: [] for t in self.tasks}
         self._weights = {t.name: [] for t in self.tasks}
         self._steps = 0
+        self._lr = learning_rates(self.trainer.optimizers[0])  # the rates during the epoch
 
     def training_step(self, step: ShardedBatch | Batch, batch_idx: int) -> None:
         """One step on this process's rows: ``step`` comes from :class:`BatchStream`; a plain
@@ -242,7 +350,24 @@ class MultiTaskModule(L.LightningModule):
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or progress.current.ready == self.trainer.num_training_batches:
+            self._end_training_epoch()  # before the validation (and a checkpoint) that follows
+
     def on_train_epoch_end(self) -> None:
+        self._end_training_epoch()  # unless the last step did (an epoch cut short: max_steps)
+        if self._scheduled_epoch != self.current_epoch:  # no validation followed the epoch
+            self._step_schedules(None)
+        for name, value in self._epoch_log.items():  # none when the epoch ended before a resume
+            self._log(name, value)
+        self._epoch_log = {}
+
+    def _end_training_epoch(self) -> None:
+        """The epoch's training losses and weights, and the balancer's ``epoch_end``: once per
+        epoch, after its last step."""
+        if self._trained_epoch == self.current_epoch:
+            return
         means: dict[str, float] = {}
         bad_steps: set[int] = set()
         for name, kept in self._losses.items():
@@ -262,11 +387,50 @@ class MultiTaskModule(L.LightningModule):
                 "non-finite loss. Lower the learning rate or clip the gradients (grad_clip)"
             )
         self.balancer.epoch_end({n: v for n, v in means.items() if math.isfinite(v)})
-        for name, value in means.items():
-            self._log(f"train/loss/{name}", value)
+        self._trained_epoch = self.current_epoch
+        self._epoch_log = {f"train/loss/{name}": value for name, value in means.items()}
         for name, weights in self._weights.items():
             if weights:
-                self._log(f"train/weight/{name}", sum(weights) / len(weights))
+                self._epoch_log[f"train/weight/{name}"] = sum(weights) / len(weights)
+        self._epoch_log |= {f"train/lr/{name}": lr for name, lr in self._lr.items()}
+
+    def _step_schedules(self, evaluation: Evaluation | None) -> None:
+        """Step the learning-rate schedules at the end of the epoch, with the validation that
+        followed it (``None``: none did); once per epoch."""
+        assert self._schedules is not None
+        val_loss = {} if evaluation is None else dict(evaluation.loss)
+        score = math.nan
+        if evaluation is not None and self._reads_score():
+            score = self._score(evaluation)
+        if world().size > 1:  # every process steps alike: rank 0's values
+            val_loss, score = broadcast_object((val_loss, score))
+        self._schedules.step(val_loss, score)
+        self._scheduled_epoch = self.current_epoch
+
+    def _reads_score(self) -> bool:
+        """Whether a plateau schedule watches the validation score (a group not a task's)."""
+        names = {t.name for t in self.tasks}
+        return any(
+            isinstance(spec, PlateauSchedule) and group not in names
+            for group, spec in self.lr_schedules.items()
+        )
+
+    def _score(self, evaluation: Evaluation) -> float:
+        """The epoch's validation score, as the Trainer's model selection computes it."""
+        if self._reference is None:
+            self._reference = evaluation.metrics
+        if self._reference_loss is None:
+            self._reference_loss = dict(evaluation.loss)
+        if self._rule is None:
+            self._rule = choose_selection_rule(
+                metric_directions(self.tasks), self._reference, self._reference_loss,
+                origin="the reference" if self.reference is not None else "epoch 1",
+                label="lightning",
+            )  # fmt: skip
+        return selection_score(
+            self.current_epoch + 1, evaluation, self._rule, self._reference,
+            self.delta_m_average, label="lightning",
+        )  # fmt: skip
 
     # -- validation and test ---------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -276,7 +440,15 @@ class MultiTaskModule(L.LightningModule):
         self._keep_outputs(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val")
+        evaluation = self._log_evaluation("val")
+        trainer = self.trainer
+        if (
+            trainer.state.fn == TrainerFn.FITTING
+            and not trainer.sanity_checking
+            and self._trained_epoch == self.current_epoch  # the epoch's last step was taken
+            and self._scheduled_epoch != self.current_epoch
+        ):
+            self._step_schedules(evaluation)  # before a checkpoint at the validation's end
 
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
@@ -313,14 +485,15 @@ class MultiTaskModule(L.LightningModule):
             self._targets[task.name].append(batch.targets[task.name].cpu())
             self._masks[task.name].append(batch.masks[task.name].cpu())
 
-    def _log_evaluation(self, split: str) -> None:
+    def _log_evaluation(self, split: str) -> Evaluation | None:
         if not any(self._outputs.values()):
-            return
+            return None
         evaluation = self.evaluation()
         for task in self.tasks:
             self._log(f"{split}/loss/{task.name}", evaluation.loss[task.name])
             for metric, value in evaluation.metrics[task.name].items():
                 self._log(f"{split}/{metric}/{task.name}", value)
+        return evaluation
 
     def _log(self, name: str, value: float) -> None:
         # every process holds the same global value: the sync averages equal numbers
@@ -329,10 +502,27 @@ class MultiTaskModule(L.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["polytask_balancer"] = self.balancer.state_dict()
+        schedules = self._resumed_schedules
+        if self._schedules is not None and schedules is None:
+            schedules = self._schedules.state_dict()
+        checkpoint["polytask_fit"] = {
+            "trained_epoch": self._trained_epoch,
+            "scheduled_epoch": self._scheduled_epoch,
+            "schedules": schedules or {},
+            "reference": self._reference,
+            "reference_loss": self._reference_loss,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "polytask_balancer" in checkpoint:
             self.balancer.load_state_dict(checkpoint["polytask_balancer"])
+        state = checkpoint.get("polytask_fit", {})
+        self._trained_epoch = state.get("trained_epoch", -1)
+        self._scheduled_epoch = state.get("scheduled_epoch", -1)
+        self._resumed_schedules = dict(state.get("schedules", {}))  # once the optimizer is
+        if state.get("reference") is not None:
+            self._reference = state["reference"]
+        self._reference_loss = state.get("reference_loss")
 
     def _scaler(self) -> torch.amp.GradScaler | None:
         """The precision plugin's gradient scaler (``16-mixed``), if any."""
@@ -423,8 +613,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         return self._ordered(self.data.test)
 
     def _epoch(self) -> int:
-        """The epoch a training pass draws: the Lightning trainer's, from 1."""
-        return self.trainer.current_epoch + 1 if self.trainer is not None else 1
+        """The epoch a training pass draws, from 1: the epochs the Lightning trainer has
+        finished training, plus one. Not ``current_epoch + 1``: resumed from a checkpoint taken
+        at ``on_train_epoch_end``, the trainer opens the first pass before it counts that epoch
+        as completed (its ``current_epoch``) but after it was counted as processed."""
+        if self.trainer is None:
+            return 1
+        return self.trainer.fit_loop.epoch_progress.current.processed + 1
 
     def _ordered(self, data: MultiTaskData) -> DataLoader:
         return DataLoader(_OrderedBatches(data, self.eval_batch_size), batch_size=None)
@@ -436,7 +631,9 @@ def from_config(
     """The module and data module that ``polytask train`` would train from ``config`` (a
     parsed :class:`Config`, a mapping, or a YAML file): the prepared data, the network
     (``model``), the balancer (``balancer``) and the ``training`` optimizer settings, batch
-    size and seed. The epochs, device and precision are the ``lightning.Trainer``'s to set."""
+    size and seed, and the learning-rate schedules (``training.lr_schedule``, each task's
+    ``lr_schedule``). The epochs, device and precision are the ``lightning.Trainer``'s to set;
+    early stopping is its ``EarlyStopping`` callback's."""
     if isinstance(config, str | Path):
         config = load_config(config)
     elif not isinstance(config, Config):
@@ -445,17 +642,15 @@ def from_config(
     left = [
         key
         for key, value in (
-            ("training.lr_schedule", training.lr_schedule),
             ("training.early_stopping", training.early_stopping),
             ("evaluation.affinity", config.evaluation.affinity),
-            *((f"tasks.{t.name}.lr_schedule", t.lr_schedule) for t in config.tasks),
         )
         if value is not None
     ]
     if left:
         warnings.warn(
-            f"from_config: {', '.join(left)} not applied under Lightning (use its callbacks: "
-            "LearningRateMonitor with configure_optimizers' schedulers, EarlyStopping)",
+            f"from_config: {', '.join(left)} not applied under Lightning (for early stopping, "
+            "use its EarlyStopping callback on a logged metric)",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -464,6 +659,16 @@ def from_config(
     model = build_network(config.model, data.preprocessor, data.tasks)
     names = [t.name for t in data.tasks]
     balancer = build_balancer(config.balancer.name, names, **config.balancer.options)
+    multipliers = {t.name: t.lr_multiplier for t in config.tasks}
+    groups = parameter_groups(model, training.lr, multipliers, balancer.parameters())
+    try:
+        schedules = schedules_by_group(
+            [g["name"] for g in groups],
+            training.lr_schedule,
+            {t.name: t.lr_schedule for t in config.tasks if t.name in names},
+        )
+    except ValueError as exc:
+        raise ConfigError(f"lr_schedule: {exc}") from exc
     module = MultiTaskModule(
         model,
         data.tasks,
@@ -472,9 +677,11 @@ def from_config(
         lr=training.lr,
         weight_decay=training.weight_decay,
         momentum=training.momentum,
-        lr_multipliers={t.name: t.lr_multiplier for t in config.tasks},
+        lr_multipliers=multipliers,
         grad_clip=training.grad_clip,
         seed=training.seed,
+        lr_schedules=schedules,
+        delta_m_average=config.evaluation.delta_m,
     )
     datamodule = MultiTaskDataModule(
         data,

@@ -368,76 +368,19 @@ class Trainer:
             selection.stale += 1
 
     def _choose_selection_rule(self) -> _SelectionRule:
-        """Validation Δm over the metrics with a usable reference; else the mean relative
-        decrease of the validation loss; else the last epoch. Warns when it is not plain Δm."""
+        """The rule of :func:`choose_selection_rule`, fixed at the first validation."""
         assert self.reference is not None and self._reference_loss is not None
-        metrics: dict[str, dict[str, Direction]] = {}
-        left_out = []
-        for task, directions in self._directions.items():
-            for metric, direction in directions.items():
-                problem = reference_problem(self.reference.get(task, {}).get(metric))
-                if problem is None:
-                    metrics.setdefault(task, {})[metric] = direction
-                else:
-                    left_out.append(f"'{task}' {metric} ({problem})")
-        losses = {
-            task: loss
-            for task, loss in self._reference_loss.items()
-            if task in self._directions and reference_problem(loss) is None
-        }
         origin = "the baselines' validation metrics" if self._given_reference else "epoch 1"
-        prefix = f"model selection ({self.label})"
-        if metrics:
-            rule = _SelectionRule("delta_m", metrics=metrics)
-            if left_out:
-                _warn(
-                    f"{prefix}: left out of validation Δm, as a relative change from {origin} "
-                    f"is undefined: {', '.join(left_out)}"
-                )
-        elif losses:
-            rule = _SelectionRule("loss", losses=losses)
-            _warn(
-                f"{prefix}: validation Δm is undefined (a relative change from {origin} is "
-                f"undefined for {', '.join(left_out) or 'every metric'}); selecting by the mean "
-                "validation loss instead (its relative decrease from epoch 1)"
-            )
-        else:
-            rule = _SelectionRule("last_epoch")
-            _warn(
-                f"{prefix}: neither validation Δm nor the validation loss is defined (no "
-                "validation labels?); keeping the last epoch"
-            )
-        self._selection_rule = rule
-        return rule
+        self._selection_rule = choose_selection_rule(
+            self._directions, self.reference, self._reference_loss, origin=origin, label=self.label
+        )
+        return self._selection_rule
 
     def _score(self, epoch: int, evaluation: Evaluation, rule: _SelectionRule) -> float:
-        """The epoch's selection score under ``rule`` (higher is better); NaN, with a warning,
-        when one of its values is undefined."""
-        if rule.by == "last_epoch":
-            return math.nan
-        if rule.by == "loss":
-            values = {(task, "loss"): evaluation.loss[task] for task in rule.losses}
-        else:
-            values = {
-                (task, metric): evaluation.metrics[task][metric]
-                for task, metrics in rule.metrics.items()
-                for metric in metrics
-            }
-        undefined = [f"'{t}' {m} is {v}" for (t, m), v in values.items() if not _finite(v)]
-        if undefined:
-            _warn(
-                f"model selection ({self.label}): epoch {epoch} cannot be scored "
-                f"({', '.join(undefined)}); it is not selected"
-            )
-            return math.nan
-        if rule.by == "loss":
-            decrease = [
-                100.0 * (ref - evaluation.loss[task]) / abs(ref)
-                for task, ref in rule.losses.items()
-            ]
-            return sum(decrease) / len(decrease)
         assert self.reference is not None
-        return delta_m(evaluation.metrics, self.reference, rule.metrics, self.delta_m_average)
+        return selection_score(
+            epoch, evaluation, rule, self.reference, self.delta_m_average, label=self.label
+        )
 
     def _copy_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -627,6 +570,90 @@ class _SelectionRule:
     by: Literal["delta_m", "loss", "last_epoch"]
     metrics: dict[str, dict[str, Direction]] = field(default_factory=dict)
     losses: dict[str, float] = field(default_factory=dict)
+
+
+def choose_selection_rule(
+    directions: Mapping[str, Mapping[str, Direction]],
+    reference: Scores,
+    reference_loss: Mapping[str, float],
+    *,
+    origin: str,
+    label: str,
+) -> _SelectionRule:
+    """How epochs are scored: validation Δm against ``reference`` (``origin`` says what it is)
+    over the metrics of ``directions`` with a usable reference; else the mean relative decrease
+    of the validation loss from ``reference_loss`` (epoch 1's); else none (the last epoch is
+    kept). Warns when it is not plain Δm."""
+    metrics: dict[str, dict[str, Direction]] = {}
+    left_out = []
+    for task, by_metric in directions.items():
+        for metric, direction in by_metric.items():
+            problem = reference_problem(reference.get(task, {}).get(metric))
+            if problem is None:
+                metrics.setdefault(task, {})[metric] = direction
+            else:
+                left_out.append(f"'{task}' {metric} ({problem})")
+    losses = {
+        task: loss
+        for task, loss in reference_loss.items()
+        if task in directions and reference_problem(loss) is None
+    }
+    prefix = f"model selection ({label})"
+    if metrics:
+        if left_out:
+            _warn(
+                f"{prefix}: left out of validation Δm, as a relative change from {origin} "
+                f"is undefined: {', '.join(left_out)}"
+            )
+        return _SelectionRule("delta_m", metrics=metrics)
+    if losses:
+        _warn(
+            f"{prefix}: validation Δm is undefined (a relative change from {origin} is "
+            f"undefined for {', '.join(left_out) or 'every metric'}); selecting by the mean "
+            "validation loss instead (its relative decrease from epoch 1)"
+        )
+        return _SelectionRule("loss", losses=losses)
+    _warn(
+        f"{prefix}: neither validation Δm nor the validation loss is defined (no "
+        "validation labels?); keeping the last epoch"
+    )
+    return _SelectionRule("last_epoch")
+
+
+def selection_score(
+    epoch: int,
+    evaluation: Evaluation,
+    rule: _SelectionRule,
+    reference: Scores,
+    average: Literal["per_task", "per_metric"] = "per_task",
+    *,
+    label: str,
+) -> float:
+    """The epoch's selection score under ``rule`` (higher is better; Δm against ``reference``
+    averaged ``average``); NaN, with a warning, when one of its values is undefined."""
+    if rule.by == "last_epoch":
+        return math.nan
+    if rule.by == "loss":
+        values = {(task, "loss"): evaluation.loss[task] for task in rule.losses}
+    else:
+        values = {
+            (task, metric): evaluation.metrics[task][metric]
+            for task, metrics in rule.metrics.items()
+            for metric in metrics
+        }
+    undefined = [f"'{t}' {m} is {v}" for (t, m), v in values.items() if not _finite(v)]
+    if undefined:
+        _warn(
+            f"model selection ({label}): epoch {epoch} cannot be scored "
+            f"({', '.join(undefined)}); it is not selected"
+        )
+        return math.nan
+    if rule.by == "loss":
+        decrease = [
+            100.0 * (ref - evaluation.loss[task]) / abs(ref) for task, ref in rule.losses.items()
+        ]
+        return sum(decrease) / len(decrease)
+    return delta_m(evaluation.metrics, reference, rule.metrics, average)
 
 
 def _warn(message: str) -> None:
