@@ -150,3 +150,13 @@ def test_overflowing_regression_target_names_task_column_and_row(tmp_path, split
     raw["data"]["split"] = split  # in the training rows, or wherever the seed puts it
     with pytest.raises(DataError, match=r"t\.csv \(\w+ rows\): task 'spend' column 'spend' row 31"):
         prepare_data(parse_config(raw))
+
+
+def test_a_builtin_config_is_a_copy():
+    """Editing the mapping ``config()`` returns leaves the built-in dataset as it was."""
+    dataset = get_builtin("penguins")
+    config = dataset.config()
+    config["tasks"][0]["name"] = "edited"
+    config["features"]["drop"].append("edited")
+    assert dataset.config()["tasks"][0]["name"] != "edited"
+    assert "edited" not in dataset.config()["features"]["drop"]

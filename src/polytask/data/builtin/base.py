@@ -3,6 +3,7 @@ plus the config sections (tasks, features, split) that make it a multi-task prob
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -58,7 +59,8 @@ class BuiltinDataset:
         return cached_rows(self.fetch)
 
     def config(self, **overrides: Any) -> dict[str, Any]:
-        """A complete config mapping for this dataset (sections in ``overrides`` replace ours)."""
+        """A complete config mapping for this dataset (sections in ``overrides`` replace ours),
+        a copy: editing it leaves the dataset as it was."""
         config: dict[str, Any] = {
             "name": self.name,
             "data": {"source": self.name, "split": self.split},
@@ -70,4 +72,4 @@ class BuiltinDataset:
         if self.model and "model" in overrides:  # keep the encoder the data needs
             overrides = {**overrides, "model": {**self.model, **overrides["model"]}}
         config.update(overrides)
-        return config
+        return copy.deepcopy(config)
