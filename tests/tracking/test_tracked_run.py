@@ -1,4 +1,5 @@
-"""One small run tracked by TensorBoard and MLflow at once (stopped in epoch 2 and resumed),
+"""One small run tracked by TensorBoard and MLflow at once (stopped as it tracks epoch 2, then
+resumed),
 read back with their own readers (TensorBoard's ``EventAccumulator``, MLflow's
 ``MlflowClient``): every tracked value equals ``metrics.json``. Then the MLflow stores that
 cannot be used (in this module: MLflow is imported by one process).
@@ -24,7 +25,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from polytask.config import parse_config
 from polytask.experiment import run_experiment
-from polytask.training.trainer import Trainer
+from polytask.tracking.build import Tracking
 
 from ..conftest import config_dict, synthetic_frame
 from ..test_cli import assert_clean_error, run_cli
@@ -48,31 +49,35 @@ def tracked_config(folder: Path, **logging) -> dict:
     return raw
 
 
-def killed_in_epoch(killed: int):
-    """``Trainer._train_epoch`` that stops the process (a ^C) at the start of epoch ``killed``
-    of the multi-task model: the epochs before are checkpointed and tracked."""
-    train_epoch = Trainer._train_epoch
+def killed_while_tracking(killed: int):
+    """``Tracking.log_epoch`` that stops the process (a ^C) before it logs epoch ``killed``
+    (the first time): the epoch is trained and validated but neither tracked nor checkpointed,
+    so the resumed run trains and tracks it again (a run that checkpointed it first would never
+    track it)."""
+    log_epoch = Tracking.log_epoch
+    done = []
 
-    def train(self, source, epoch, bar):
-        if epoch == killed and self.label == "multi-task":
+    def log(self, epoch, scalars, images):
+        if epoch == killed and not done:
+            done.append(epoch)
             raise KeyboardInterrupt
-        return train_epoch(self, source, epoch, bar)
+        return log_epoch(self, epoch, scalars, images)
 
-    return train
+    return log
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict, str]:
-    """The run folder, its metrics.json and the MLflow tracking URI of a run stopped in epoch 2,
-    then resumed: the values read back come from both processes (two event files, one MLflow
-    run continued)."""
+    """The run folder, its metrics.json and the MLflow tracking URI of a run stopped as it
+    tracked epoch 2, then resumed: the values read back come from both processes (two event
+    files, one MLflow run continued)."""
     folder = tmp_path_factory.mktemp("tracked")
     uri = (folder / "mlruns").as_uri()
     config = parse_config(tracked_config(folder, tensorboard=True, mlflow={"tracking_uri": uri}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses it otherwise
         with patch.context() as kill:
-            kill.setattr(Trainer, "_train_epoch", killed_in_epoch(2))
+            kill.setattr(Tracking, "log_epoch", killed_while_tracking(2))
             with pytest.raises(KeyboardInterrupt):
                 run_experiment(config)
         _, _, interrupted = mlflow_run(uri)

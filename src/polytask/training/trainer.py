@@ -164,8 +164,10 @@ class Trainer:
     and ``precision`` (``fp32``, ``bf16``, ``fp16``): see the module docstring.
     ``lr_schedules`` maps optimizer parameter-group names to learning-rate schedules, stepped
     once per epoch after validation (:mod:`polytask.training.schedules`). ``on_epoch`` sees each
-    finished epoch's log (after validation and the checkpoint); an exception it raises stops
-    the fit (``polytask auto`` prunes a trial that way)."""
+    finished epoch's log (after validation, before the epoch's checkpoint, so that a process
+    stopped between the two trains the epoch again when resumed and ``on_epoch`` sees it again,
+    rather than never: what it tracks misses no epoch); an exception it raises stops the fit
+    (``polytask auto`` prunes a trial that way)."""
 
     def __init__(
         self,
@@ -334,10 +336,10 @@ class Trainer:
                     self._validate(log, validation, selection)
                 self.schedules.step(log.val_loss, log.score)
                 self.history.append(log)
+                if self.on_epoch is not None:  # before the checkpoint: see the docstring
+                    self.on_epoch(log)
                 if self.checkpoint_dir is not None and world().is_main:
                     self._save(epoch, selection)
-                if self.on_epoch is not None:
-                    self.on_epoch(log)
         if validation is not None and self.best_epoch is not None:
             self.model.load_state_dict(selection.weights)
         return self.history
