@@ -7,8 +7,11 @@ commands that need them, so a config error is reported at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -222,18 +225,64 @@ def _launch(path: Path, config: Config, nproc: int, passed: list[str]) -> int:
     agent = logging.getLogger("torch.distributed.elastic")  # its failure report: ours below
     level = agent.level
     agent.setLevel(logging.CRITICAL)
-    try:
-        run(parse_args(launch_command(path, nproc, passed)))
-    except ChildFailedError as failed:
-        codes = {rank: failure.exitcode for rank, failure in sorted(failed.failures.items())}
-        if set(codes.values()) == {2}:  # user errors, each already printed in one line
-            return 2
-        shown = ", ".join(f"rank {rank}: exit code {code}" for rank, code in codes.items())
-        errors.print(f"[bold red]error:[/] --nproc {nproc}: processes failed ({shown})")
-        return 1
-    finally:
-        agent.setLevel(level)
+    with tempfile.TemporaryDirectory(prefix="polytask-errors-") as folder:
+        # the processes' user errors: rank 0 prints its own, the others leave theirs here
+        # (OMP_NUM_THREADS: torchrun's own default of 1, set so that it prints no banner)
+        added = {ERROR_FOLDER: folder, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        saved = {name: os.environ.get(name) for name in added}
+        os.environ.update(added)
+        try:
+            run(parse_args(launch_command(path, nproc, passed)))
+        except ChildFailedError as failed:
+            codes = {rank: failure.exitcode for rank, failure in sorted(failed.failures.items())}
+            _show_other_ranks_errors(Path(folder))
+            if set(codes.values()) == {2}:  # user errors, each already shown in one line
+                return 2
+            shown = ", ".join(f"rank {rank}: exit code {code}" for rank, code in codes.items())
+            errors.print(f"[bold red]error:[/] --nproc {nproc}: processes failed ({shown})")
+            return 1
+        finally:
+            agent.setLevel(level)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     return 0
+
+
+ERROR_FOLDER = "POLYTASK_ERROR_FOLDER"
+"""Set by ``train --nproc`` for its processes: where each writes its user error
+(``rank<N>.txt``). Rank 0 also prints its own; the others print nothing, and ``--nproc`` shows
+those that differ from rank 0's (most errors are the same on every process: the same data)."""
+
+
+def _show_other_ranks_errors(folder: Path) -> None:
+    """The user errors of ranks other than 0 that rank 0 did not print, one line each."""
+    found = {
+        int(path.stem.removeprefix("rank")): path.read_text(encoding="utf-8")
+        for path in folder.glob("rank*.txt")
+        if path.stem.removeprefix("rank").isdigit()
+    }
+    for rank, message in sorted(found.items()):
+        if rank != 0 and message != found.get(0):
+            errors.print(
+                f"[bold red]error:[/] rank {rank}: {escape(message)}", highlight=False,
+                soft_wrap=True,
+            )  # fmt: skip
+
+
+def _report_error(message: str) -> None:
+    """A user error as one line on stderr; under ``train --nproc``, kept for the launcher as
+    well, and printed by rank 0 alone (:data:`ERROR_FOLDER`)."""
+    folder, rank = os.environ.get(ERROR_FOLDER), os.environ.get("RANK")
+    if folder and rank is not None and rank.isdigit():
+        with contextlib.suppress(OSError):  # the launcher shows what rank 0 printed anyway
+            (Path(folder) / f"rank{rank}.txt").write_text(message, encoding="utf-8")
+        if rank != "0":
+            return
+    # escaped: a message may hold brackets, e.g. "pip install polytask[text]"
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _train_seeds(config: Config, seeds: list[int], source: str, markdown: Path | None) -> None:
@@ -747,8 +796,7 @@ def main() -> None:
     except FailedOnRankZero:  # rank 0 says why (torchrun)
         sys.exit(2)
     except PolytaskError as exc:
-        # escaped: a message may hold brackets, e.g. "pip install polytask[text]"
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _report_error(str(exc))
         sys.exit(2)
 
 

@@ -432,16 +432,28 @@ class FakeLauncher:
 
     arguments: ClassVar[list[list[str]]] = []
     codes: ClassVar[dict[int, int]] = {}
+    messages: ClassVar[dict[int, str]] = {}  # the user error each rank leaves
+    environment: ClassVar[dict[str, str | None]] = {}  # what the processes would inherit
 
     @classmethod
-    def install(cls, monkeypatch, codes: dict[int, int]) -> None:
+    def install(
+        cls, monkeypatch, codes: dict[int, int], messages: dict[int, str] | None = None
+    ) -> None:
         cls.arguments.clear()
-        cls.codes = codes
+        cls.codes, cls.messages = codes, messages or {}
         monkeypatch.setattr("torch.distributed.run.run", cls.run)
 
     @classmethod
     def run(cls, args) -> None:
         cls.arguments.append([*vars(args).items()])
+        cls.environment = {n: os.environ.get(n) for n in (cli.ERROR_FOLDER, "OMP_NUM_THREADS")}
+        for rank, message in cls.messages.items():  # as cli.main does in each process
+            monkeypatch = pytest.MonkeyPatch()
+            monkeypatch.setenv("RANK", str(rank))
+            try:
+                cli._report_error(message)
+            finally:
+                monkeypatch.undo()
         failures = {r: ProcessFailure(r, 100 + r, c, "<N/A>") for r, c in cls.codes.items() if c}
         if failures:
             raise ChildFailedError("polytask", failures)
@@ -460,7 +472,7 @@ def run_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     ("codes", "expected", "line"),
     [
         ({0: 0, 1: 0}, 0, None),
-        ({0: 2, 1: 2}, 2, None),  # user errors: each process printed its line
+        ({0: 2, 1: 2}, 2, None),  # user errors: rank 0 printed its line
         ({0: 0, 1: -9}, 1, "error: --nproc 2: processes failed (rank 1: exit code -9)"),
     ],
 )
@@ -484,6 +496,31 @@ def test_nproc_runs_torchrun_with_the_other_options(
         "polytask", "train", str(config_file), "--no-baselines", "--resume",
         "--output", str(tmp_path / "elsewhere"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("messages", "lines"),
+    [
+        ({0: "data: bad", 1: "data: bad"}, ["error: data: bad"]),  # the same: printed once
+        ({0: "data: bad", 1: "other"}, ["error: data: bad", "error: rank 1: other"]),
+        ({1: "shard: gone"}, ["error: rank 1: shard: gone"]),  # rank 0 had none
+    ],
+)
+def test_nproc_shows_a_user_error_of_the_processes_once(
+    monkeypatch, capsys, config_file, messages, lines
+):
+    """Under ``--nproc`` rank 0 prints its user error; the others leave theirs to the launcher,
+    which shows those that differ from rank 0's (not the same line once per process)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(cli.ERROR_FOLDER, raising=False)
+    FakeLauncher.install(monkeypatch, dict.fromkeys(messages, 2), messages)
+    code, err = run_train(monkeypatch, capsys, str(config_file), "--nproc", "2")
+    assert code == 2
+    assert [" ".join(x.split()) for x in err.splitlines() if x.strip()] == lines
+    folder = FakeLauncher.environment[cli.ERROR_FOLDER]
+    assert folder is not None and not Path(folder).exists()  # gone with the launch
+    assert FakeLauncher.environment["OMP_NUM_THREADS"] == "1"  # torchrun's default: no banner
+    assert cli.ERROR_FOLDER not in os.environ and "OMP_NUM_THREADS" not in os.environ
 
 
 @pytest.mark.parametrize(
