@@ -374,6 +374,14 @@ def test_a_plateau_schedule_needs_validation(data):
         fit(module, MultiTaskDataModule(data, batch_size=BATCH), epochs=1, limit_val_batches=0)
 
 
+def test_a_warm_up_as_long_as_the_training_is_an_error(data):
+    names = [t.name for t in data.tasks]
+    model = build_network(penguins().model, data.preprocessor, data.tasks)
+    module = MultiTaskModule(model, data.tasks, EqualWeights(names), lr_schedules=EPOCH_SCHEDULES)
+    with pytest.raises(ValueError, match="the 1 warm-up epochs of 'shared' leave none of"):
+        fit(module, MultiTaskDataModule(data, batch_size=BATCH), epochs=1, limit_val_batches=0)
+
+
 def test_a_loader_of_batches_of_the_users_trains_as_the_stream(data):
     names = [t.name for t in data.tasks]
     batches = list(ShuffledBatches(data.train["shared"], BATCH).epoch(3, 1))

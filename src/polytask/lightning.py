@@ -260,6 +260,12 @@ class MultiTaskModule(L.LightningModule):
         schedule's default length."""
         epochs = self.trainer.max_epochs if self._trainer is not None else None
         if epochs is not None and epochs >= 1:
+            for name, spec in self.lr_schedules.items():
+                if spec.warmup >= epochs:
+                    raise ValueError(
+                        f"lr_schedules: the {spec.warmup} warm-up epochs of '{name}' leave none "
+                        f"of lightning.Trainer's {epochs} epochs (max_epochs) to the schedule"
+                    )
             return epochs
         endless = [
             name
