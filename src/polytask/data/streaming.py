@@ -28,14 +28,16 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``; row groups without a training row are not read.
-* **Under torchrun** the first pass is shared (:func:`read_first_pass`): each process reads
-  its share of the row groups (:func:`first_pass_shares`), the parts are gathered and combined
-  in file order on every process (the moments folded chunk by chunk by position), so every
-  process fits the statistics one process would, bit for bit, and raises the same error (that
-  of the earliest row group). The second pass is made by every process, so every process
-  holds the same validation and test rows. While training, each process reads only its own
-  row groups (:func:`deal_row_groups`) and yields its part of each global batch
-  (:func:`step_rows`: the same number of steps on every process).
+* **Under torchrun** both passes are shared (:func:`shared_pass`): each process reads its
+  share of the row groups, the parts are gathered, and every process raises the same error,
+  that of the earliest row group. The first pass's parts (:func:`read_first_pass`, shares
+  :func:`first_pass_shares`) are combined in file order (the moments folded chunk by chunk by
+  position), so every process fits the statistics one process would, bit for bit; the second
+  pass's (:func:`read_second_pass`, shares :func:`second_pass_shares`: the encoded inputs of
+  each process's validation and test rows) are put back in file order, so every process holds
+  the validation and test rows of one process, bit for bit. While training, each process
+  reads only its own row groups (:func:`deal_row_groups`) and yields its part of each global
+  batch (:func:`step_rows`: the same number of steps on every process).
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
