@@ -455,11 +455,10 @@ def shared_pass(
     and the parts are gathered by one collective; one process reads every share itself, with
     none. Errors are agreed on before anything else: every process raises that of the
     earliest row group, the one a single process reading the groups in file order meets."""
-    size = processes.size if processes is not None else 1
-    if processes is None or size <= 1:
+    if processes is None or processes.size <= 1:
         parts = [read(deal_row_groups(rows, 1)[0])]
     else:
-        parts = processes.gather(read(deal_row_groups(rows, size)[processes.rank]))
+        parts = processes.gather(read(deal_row_groups(rows, processes.size)[processes.rank]))
     errors = [part.error for part in parts if part.error is not None]
     if errors:
         raise min(errors, key=lambda error: error[0])[1]
