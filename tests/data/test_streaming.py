@@ -4,6 +4,7 @@ row out once per epoch, a run that trains end to end, and clear errors for bad i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -384,13 +385,14 @@ class _Threads:
         self.values: list[bytes] = [b""] * size
         self.barrier = threading.Barrier(size, timeout=60)  # a hang fails the test
 
-    def run(self, config, reads: dict) -> list:
+    def run(self, config, *reads: dict) -> list:
         """:func:`prepare_data` in every simulated process: its result or its error; the row
-        groups each one's first pass read in ``reads[rank]``."""
+        groups each one's passes read in ``reads[rank]`` (each of ``reads`` emptied first)."""
         results: list = [None] * self.size
 
         def run(rank: int) -> None:
-            reads[rank] = []
+            for found in reads:
+                found[rank] = []
             try:
                 results[rank] = prepare_data(config, _Process(rank, self.size, self))
             except Exception as exc:
@@ -420,26 +422,43 @@ class _Process:
         return found
 
 
-def _recording_first_pass_reads(monkeypatch) -> dict:
-    """The row groups each thread's first passes read (those read with every column): by
-    rank for the threads of :class:`_Threads`, else under -1."""
-    reads: dict[int, list[int]] = {-1: []}
+def _recording_reads(monkeypatch) -> tuple[dict, dict]:
+    """The row groups each thread's first passes read (those read with every column) and
+    those its second passes read (with the feature columns only), chunk by chunk: by rank for
+    the threads of :class:`_Threads`, else under -1."""
+    first: dict[int, list[int]] = {-1: []}
+    second: dict[int, list[int]] = {-1: []}
     chunks = ParquetStream.chunks
 
     def recording(self, columns, order=None):
         for number, chunk in chunks(self, columns, order):
-            if columns == self.columns:
-                name = threading.current_thread().name
-                reads[int(name[4:]) if name.startswith("rank") else -1].append(number)
+            name = threading.current_thread().name
+            reads = first if columns == self.columns else second
+            reads.setdefault(int(name[4:]) if name.startswith("rank") else -1, []).append(number)
             yield number, chunk
 
     monkeypatch.setattr(ParquetStream, "chunks", recording)
-    return reads
+    return first, second
+
+
+def _same_rows(ours: MultiTaskData, theirs: MultiTaskData) -> None:
+    """Two datasets hold the same inputs, targets and masks, bit for bit, in the same order."""
+    for mine, other in ((ours.inputs, theirs.inputs), (ours.targets, theirs.targets)):
+        assert list(mine) == list(other)
+        for key in mine:
+            a, b = mine[key], other[key]
+            assert (
+                a.dtype == b.dtype
+                and a.shape == b.shape
+                and a.numpy().tobytes() == b.numpy().tobytes()
+            )
+    assert list(ours.masks) == list(theirs.masks)
+    assert all(ours.masks[k].equal(theirs.masks[k]) for k in ours.masks)
 
 
 def _same_data(ours, theirs) -> None:
-    """Two prepared streamed tables hold the same fitted statistics, tasks, split codes and
-    encoded labels, bit for bit."""
+    """Two prepared streamed tables hold the same fitted statistics, tasks, split codes,
+    encoded labels and validation and test rows, bit for bit."""
     assert ours.preprocessor.to_dict() == theirs.preprocessor.to_dict()  # floats exactly
     assert [t.to_dict() for t in ours.tasks] == [t.to_dict() for t in theirs.tasks]
     a, b = ours.streamed, theirs.streamed
@@ -447,9 +466,8 @@ def _same_data(ours, theirs) -> None:
     assert a.train_counts == b.train_counts and a.dtypes == b.dtypes
     for name in a.targets:
         assert a.targets[name].equal(b.targets[name]) and a.masks[name].equal(b.masks[name])
-    for split in ("validation", "test"):
-        x, y = getattr(ours, split), getattr(theirs, split)
-        assert all(x.inputs[k].equal(y.inputs[k]) for k in ("numeric", "categorical"))
+    _same_rows(ours.validation, theirs.validation)
+    _same_rows(ours.test, theirs.test)
 
 
 def test_processes_read_shares_of_the_first_pass_and_end_equal_to_one(
@@ -460,7 +478,7 @@ def test_processes_read_shares_of_the_first_pass_and_end_equal_to_one(
     with the statistics, splits and labels of one process, bit for bit (chunks of 23 rows:
     several per row group, whose moments are folded in file order; a median sample of 40)."""
     monkeypatch.setattr(streaming, "READ_ROWS", 23)
-    reads = _recording_first_pass_reads(monkeypatch)
+    reads, _ = _recording_reads(monkeypatch)
     frame = _frame(seed=7)
     path = _write(frame, tmp_path, row_group=100)
     config = parse_config(_config(path, split={"key": "id"}))
@@ -497,6 +515,61 @@ def test_processes_read_shares_of_the_first_pass_and_end_equal_to_one(
     assert "task 'spend' has no labels at all" in str(errors[0])
 
 
+def test_processes_read_shares_of_the_second_pass_and_end_equal_to_one(tmp_path, monkeypatch):
+    """Three processes (threads here; two gloo processes in the slow test below): each
+    process's second pass encodes only its share of the row groups that hold validation or
+    test rows (a group without one is read by none), the parts travel as arrays of their
+    rows, and every process ends with the validation and test rows of one process, bit for
+    bit (inputs, targets, masks, row order). A value too large to standardise in a test row
+    of a group of process 1 (and in a later group of process 0) gives every process the
+    line one process gives."""
+    monkeypatch.setattr(streaming, "READ_ROWS", 23)
+    _, reads = _recording_reads(monkeypatch)
+    frame = _frame(seed=8)
+    frame.loc[400:499, "split"] = "train"  # row group 4: no validation or test row
+    path = _write(frame, tmp_path, row_group=100)
+    config = parse_config(_config(path, split={"column": "split"}))
+    one = prepare_data(config)
+    assert one.streamed is not None
+    held_out = [g for g, n in enumerate(one.streamed.held_out_rows()) if n]
+    assert held_out == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert reads[-1] == sorted(reads[-1]) and set(reads[-1]) == set(held_out)
+    assert len(reads[-1]) == 5 * len(held_out)  # 5 chunks of at most 23 rows a group
+    threads = _Threads(3)
+    found = threads.run(config, reads)
+    shares = streaming.second_pass_shares(one.streamed, 3)
+    width = sum(t.shape[1] * t.element_size() for t in one.test.inputs.values())
+    for rank, data in enumerate(found):
+        assert sorted(set(reads[rank])) == shares[rank]  # its share only,
+        assert len(reads[rank]) == 5 * len(shares[rank])  # each group once
+        _same_data(data, one)
+        rows = sum(one.streamed.held_out_rows()[g] for g in shares[rank])
+        assert len(threads.values[rank]) < rows * width + 1_000  # the last gather: its rows
+    dealt = [g for share in shares for g in share]
+    assert sorted(dealt) == held_out and dealt != held_out  # (the premise: shares interleave)
+    assert min(len(s) for s in shares) >= 2
+
+    bad = frame.copy()  # errors in a row group of process 1, then in a later one of process 0
+    early = shares[1][0]
+    late = next(g for g in shares[0] if g > early)
+    tests = np.flatnonzero(frame["split"] == "test")
+    row = tests[tests >= early * 100][1]
+    bad.loc[row, "x1"] = 1e300
+    bad.loc[tests[tests >= late * 100][0], "x2"] = -1e300
+    config = parse_config(
+        _config(_write(bad, tmp_path / "bad", row_group=100), split={"column": "split"})
+    )
+    with pytest.raises(DataError) as alone:
+        prepare_data(config)
+    assert f"(test rows): numeric feature 'x1' row {row + 1} holds 1e+300, too large" in str(
+        alone.value
+    )
+    errors = _Threads(3).run(config, reads)
+    assert [type(e) for e in errors] == [DataError] * 3
+    assert [str(e) for e in errors] == [str(alone.value)] * 3  # the same line on every one
+    assert late in reads[0] and early in reads[1]  # each met its own error
+
+
 def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Tensor]:
     """One step of a tiny model on the ``rows`` of ten fixed rows (a process's rows of the
     global batch when ``sharded``); the losses it reports and the parameters after it. Task
@@ -523,10 +596,21 @@ def _uneven_step(rows: slice, sharded: bool) -> tuple[dict[str, float], torch.Te
     )
 
 
+def _digest(data: MultiTaskData) -> str:
+    """A fingerprint of every tensor of ``data``: name, dtype, shape and bytes, in order."""
+    digest = hashlib.sha256()
+    for kind in (data.inputs, data.targets, data.masks):
+        for name, tensor in kind.items():
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _streaming_worker(rank: int, size: int, folder: str) -> None:
     """One process of a streamed run under two gloo processes: records the row groups its
-    first pass read and those it read while training, the rows of each of its steps, its
-    feature statistics and its result; then the error a bad table gives it."""
+    first and second passes read and those it read while training, the rows of each of its
+    steps, its feature statistics, validation and test rows and its result; then the errors
+    two bad tables give it (one found by the first pass, one by the second)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     store = f"file://{folder}/store"
@@ -534,13 +618,16 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
     read: list[tuple[str, int, int]] = []
     chunks, step, prepare = ParquetStream.chunks, Trainer.step, experiment.prepare_data
     passes: list[int] = []  # the row groups the first passes read, chunk by chunk
-    found: dict = {"read": read, "steps": [], "sharded": set()}
+    second: list[int] = []  # and those the second passes read
+    found: dict = {"read": read, "steps": [], "sharded": set(), "preparing": False}
 
     def recording(self, columns, order=None):  # the first pass reads every column
         for number, chunk in chunks(self, columns, order):
             if columns == self.columns:
                 passes.append(number)
-            elif order is not None:  # epochs read in a given order, the evaluation pass not
+            elif found["preparing"]:  # the second pass: while preparing, the features only
+                second.append(number)
+            else:
                 read.append((Path(chunk.path).name, chunk.start, len(chunk.table)))
             yield number, chunk
 
@@ -550,8 +637,11 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
         return step(self, batch)
 
     def preparing(config, processes):
+        found["preparing"] = True
         data = prepare(config, processes)
-        found["first_pass"] = passes.copy()
+        found["preparing"] = False
+        found["first_pass"], found["second_pass"] = passes.copy(), second.copy()
+        found["held_out"] = [_digest(data.validation), _digest(data.test)]
         found["features"] = json.dumps(data.preprocessor.to_dict(), sort_keys=True)
         found["group_train_rows"] = data.streamed.group_train_rows()
         found["train_counts"] = data.streamed.train_counts
@@ -577,6 +667,13 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
         except DataError as exc:
             found["error"] = str(exc)
         found["bad_pass"] = passes[len(found["first_pass"]) :]
+        bad = parse_config(json.loads((Path(folder) / "bad_held_out.json").read_text()))
+        found["preparing"] = True
+        try:
+            prepare(bad, world())
+        except DataError as exc:
+            found["held_out_error"] = str(exc)
+        found["bad_second_pass"] = second[len(found["second_pass"]) :]
     finally:
         shutdown()
     (Path(folder) / f"rank{rank}.json").write_text(
@@ -587,12 +684,13 @@ def _streaming_worker(rank: int, size: int, folder: str) -> None:
 @pytest.mark.slow
 def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     """``data.streaming`` under two gloo processes, three files of uneven sizes: each process's
-    first pass reads only its share of the row groups, and both end with the statistics and
-    per-group training rows of one process, bit for bit; each process reads only its own row
-    groups while training (together every training row group, once per epoch), both take the
-    same number of steps, every step's rows sum to at most the batch size, the run ends with
-    finite metrics, and rank 0 alone wrote it. A bad value in a row group of process 1's share
-    (and another in a later group of process 0's) gives both the line one process gives."""
+    first and second passes read only its share of the row groups, and both end with the
+    statistics, per-group training rows and validation and test rows of one process, bit for
+    bit; each process reads only its own row groups while training (together every training
+    row group, once per epoch), both take the same number of steps, every step's rows sum to
+    at most the batch size, the run ends with finite metrics, and rank 0 alone wrote it. A
+    bad value in a row group of process 1's share (and another in a later group of process
+    0's) gives both the line one process gives: in the first pass, and in the second."""
     raw = _config(_three_files(tmp_path / "parts"), split={"key": "id"}, shuffle_buffer=64)
     raw["training"].update(epochs=2, batch_size=40)
     raw["output_dir"] = str(tmp_path / "runs")
@@ -611,13 +709,24 @@ def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     where = f"{Path(stream.groups[early].path).name}: numeric feature 'x1' row"
     with pytest.raises(DataError, match=f"{where} {stream.starts[early] + 8} holds an") as alone:
         prepare_data(parse_config(bad_raw))
+    data = prepare_data(parse_config(raw))
+    assert data.streamed is not None
+    held = streaming.second_pass_shares(data.streamed, 2)
+    assert held[0][-1] > held[1][0]  # an error in a group of process 1, a later one of 0's
+    bad = _frame(660, seed=6)  # too large to standardise, in test rows: the second pass's
+    for group, column in ((held[1][0], "x1"), (held[0][-1], "x2")):
+        row = offsets[Path(stream.groups[group].path).name] + stream.starts[group]
+        row += int(np.flatnonzero(data.streamed.codes[group] == streaming.TEST)[0])
+        bad.loc[row, column] = 1e300
+    bad_raw = _config(_three_files(tmp_path / "bad_held_out", bad), split={"key": "id"})
+    (tmp_path / "bad_held_out.json").write_text(json.dumps(bad_raw))
+    with pytest.raises(DataError, match="numeric feature 'x1' row .* too large") as held_alone:
+        prepare_data(parse_config(bad_raw))
     # forked: the processes start with what this one imported (spawning re-imports it all)
     mp.start_processes(
         _streaming_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork"
     )
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    data = prepare_data(parse_config(raw))
-    assert data.streamed is not None
     train = data.streamed.train_rows
     steps = 2 * math.ceil(train / 40)
     assert len(first["steps"]) == len(second["steps"]) == steps
@@ -642,6 +751,19 @@ def test_two_processes_stream_disjoint_shards_in_step(tmp_path):
     assert first["error"] == second["error"] == str(alone.value)
     assert set(first["bad_pass"]) <= set(shares[0]) and late in first["bad_pass"]
     assert set(second["bad_pass"]) <= set(shares[1]) and early in second["bad_pass"]
+    assert sorted(set(first["second_pass"])) == held[0]  # its share only, each group once
+    assert sorted(set(second["second_pass"])) == held[1]
+    assert len(first["second_pass"]) == len(held[0])
+    assert len(second["second_pass"]) == len(held[1])
+    assert sorted(held[0] + held[1]) == [
+        g for g, n in enumerate(data.streamed.held_out_rows()) if n
+    ]
+    assert min(len(h) for h in held) >= 3
+    expected = [_digest(data.validation), _digest(data.test)]
+    assert first["held_out"] == second["held_out"] == expected
+    assert first["held_out_error"] == second["held_out_error"] == str(held_alone.value)
+    assert held[0][-1] in first["bad_second_pass"]  # each met its own error
+    assert held[1][0] in second["bad_second_pass"]
     values = [v for task in first["test"].values() for v in task.values()]
     assert values and all(math.isfinite(v) for v in values)
     assert first["test"] == second["test"]

@@ -37,6 +37,7 @@ from polytask.data.streaming import (
     StreamedTable,
     check_streamable,
     read_first_pass,
+    read_second_pass,
 )
 from polytask.data.tables import check_not_empty, read_table
 from polytask.errors import ConfigError, DataError, did_you_mean
@@ -134,8 +135,9 @@ def prepare_data(config: Config, processes: Processes | None = None) -> Prepared
     """Read, split, infer features, fit tasks and encoders, encode every split (streamed
     data: see :mod:`polytask.data.streaming`). ``processes``: those of a ``torchrun`` job,
     every one calling this function; each then reads only its share of a streamed table's
-    first pass (:func:`~polytask.data.streaming.read_first_pass`); the result is the same on
-    every process, and equal to that of one."""
+    two passes (:func:`~polytask.data.streaming.read_first_pass`,
+    :func:`~polytask.data.streaming.read_second_pass`); the result is the same on every
+    process, and equal to that of one."""
     if config.data.streaming:
         return _prepare_streamed(config, processes)
     split = config.data.split
@@ -206,9 +208,9 @@ def _check_fractions(split: SplitConfig) -> None:
 
 
 def _prepare_streamed(config: Config, processes: Processes | None) -> PreparedData:
-    """:func:`prepare_data` for ``data.streaming``: one pass to split, check and summarise
-    (over several ``processes``, each reads its share of it), one to encode the validation
-    and test rows; the training rows stay on disk."""
+    """:func:`prepare_data` for ``data.streaming``: one pass to split, check and summarise,
+    one to encode the validation and test rows (over several ``processes``, each reads its
+    share of each); the training rows stay on disk."""
     check_streamable(config)
     split = config.data.split
     if split.column is None:
@@ -281,15 +283,13 @@ def _prepare_streamed(config: Config, processes: Processes | None) -> PreparedDa
         train_counts=train_counts,
         shuffle_buffer=config.data.shuffle_buffer or DEFAULT_SHUFFLE_BUFFER,
     )
-    parts: dict[int, list[MultiTaskData]] = {VALIDATION: [], TEST: []}
-    for code, rows in streamed.encoded((VALIDATION, TEST)):
-        parts[code].append(rows)
+    held_out = read_second_pass(streamed, processes)
     return PreparedData(
         tasks=tasks,
         preprocessor=encoder,
         train={},
-        validation=MultiTaskData.concat(parts[VALIDATION]),
-        test=MultiTaskData.concat(parts[TEST]),
+        validation=held_out[VALIDATION],
+        test=held_out[TEST],
         streamed=streamed,
     )
 

@@ -28,14 +28,16 @@ recursively, read in sorted path order as one table). It is read in record batch
   ``data.shuffle_buffer`` rows (default :data:`DEFAULT_SHUFFLE_BUFFER`). An epoch is
   ``ceil(training rows / batch size)`` steps, every training row once, reproducible given
   ``(seed, epoch)``; row groups without a training row are not read.
-* **Under torchrun** the first pass is shared (:func:`read_first_pass`): each process reads
-  its share of the row groups (:func:`first_pass_shares`), the parts are gathered and combined
-  in file order on every process (the moments folded chunk by chunk by position), so every
-  process fits the statistics one process would, bit for bit, and raises the same error (that
-  of the earliest row group). The second pass is made by every process, so every process
-  holds the same validation and test rows. While training, each process reads only its own
-  row groups (:func:`deal_row_groups`) and yields its part of each global batch
-  (:func:`step_rows`: the same number of steps on every process).
+* **Under torchrun** both passes are shared (:func:`shared_pass`): each process reads its
+  share of the row groups, the parts are gathered, and every process raises the same error,
+  that of the earliest row group. The first pass's parts (:func:`read_first_pass`, shares
+  :func:`first_pass_shares`) are combined in file order (the moments folded chunk by chunk by
+  position), so every process fits the statistics one process would, bit for bit; the second
+  pass's (:func:`read_second_pass`, shares :func:`second_pass_shares`: the encoded inputs of
+  each process's validation and test rows) are put back in file order, so every process holds
+  the validation and test rows of one process, bit for bit. While training, each process
+  reads only its own row groups (:func:`deal_row_groups`) and yields its part of each global
+  batch (:func:`step_rows`: the same number of steps on every process).
 
 Not streamed: built-in datasets, CSV files, ``features.text`` and per-task ``data`` tables
 (each a clear error).
@@ -51,7 +53,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -80,6 +82,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 TRAIN, VALIDATION, TEST, CARVABLE = 0, 1, 2, 3
 """Split codes; ``CARVABLE``: a ``train`` row of a split column, moved to validation when the
 column names no validation row and the row's hash says so."""
+HELD_OUT = (VALIDATION, TEST)
+"""The split codes of the rows held in memory (encoded by the second pass)."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +436,35 @@ class Processes(Protocol):
     def gather(self, value: Any) -> list[Any]: ...
 
 
+class Part(Protocol):
+    """What one process's share of a pass gathered: ``error`` is the first error it met and
+    its row group's number (the share was read no further), or None."""
+
+    error: tuple[int, PolytaskError] | None
+
+
+P = TypeVar("P", bound=Part)
+
+
+def shared_pass(
+    read: Callable[[list[int]], P], rows: list[int], processes: Processes | None
+) -> list[P]:
+    """The parts of a pass over row groups, one per process in rank order, on every process.
+    Each process reads (``read``, row group numbers ascending) only its share of the groups,
+    dealt by their ``rows`` (:func:`deal_row_groups`: a group without rows is read by none),
+    and the parts are gathered by one collective; one process reads every share itself, with
+    none. Errors are agreed on before anything else: every process raises that of the
+    earliest row group, the one a single process reading the groups in file order meets."""
+    if processes is None or processes.size <= 1:
+        parts = [read(deal_row_groups(rows, 1)[0])]
+    else:
+        parts = processes.gather(read(deal_row_groups(rows, processes.size)[processes.rank]))
+    errors = [part.error for part in parts if part.error is not None]
+    if errors:
+        raise min(errors, key=lambda error: error[0])[1]
+    return parts
+
+
 @dataclass
 class FirstPass:
     """What the first pass gathered from the row groups it read. Per row group (by number):
@@ -456,10 +489,6 @@ class FirstPass:
             summary.combine(other.summaries[code])
         if other.error is not None and (self.error is None or other.error[0] < self.error[0]):
             self.error = other.error
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error[1]
 
     def group_codes(self, groups: int) -> list[list[np.ndarray]]:
         """Each of the ``groups`` row groups' chunk codes (none for a group not read)."""
@@ -511,8 +540,8 @@ def first_pass(
     code (:func:`split_codes`), its ``labels`` columns, which of the ``integers`` columns
     hold a missing value, and the summary of the encoder's features over the training rows
     (and the rows a split column may carve). A :class:`~polytask.errors.PolytaskError` (a
-    bad value, key or split name; an unreadable group) ends the pass and is kept in it, for
-    :meth:`FirstPass.raise_error`, so processes reading parts of a table agree on it first."""
+    bad value, key or split name; an unreadable group) ends the pass and is kept in it, so
+    that processes reading parts of a table agree on it first (:func:`shared_pass`)."""
     numeric, categorical = list(encoder.numeric), list(encoder.categorical)
     found = FirstPass(
         {}, {}, set(), {code: SummaryBuilder(numeric, categorical) for code in (TRAIN, CARVABLE)}
@@ -549,18 +578,17 @@ def read_first_pass(
 ) -> FirstPass:
     """The :func:`first_pass` over every row group, raising its error. Over several
     ``processes``, each reads only its share of the row groups (:func:`first_pass_shares`)
-    and the parts are gathered and combined in rank order on every process: every process
-    ends with the same pass, equal to that of one process (moments folded chunk by chunk in
-    file order), and raises the same error, that of the earliest row group."""
-    if processes is None or processes.size <= 1:
-        found = first_pass(stream, split, encoder, labels, integers)
-    else:
-        mine = first_pass_shares(stream, processes.size)[processes.rank]
-        parts = processes.gather(first_pass(stream, split, encoder, labels, integers, mine))
-        found = parts[0]
-        for part in parts[1:]:
-            found.combine(part)
-    found.raise_error()
+    and the parts are gathered and combined in rank order on every process
+    (:func:`shared_pass`): every process ends with the same pass, equal to that of one
+    process (moments folded chunk by chunk in file order), or raises the same error, that of
+    the earliest row group."""
+
+    def read(groups: list[int]) -> FirstPass:
+        return first_pass(stream, split, encoder, labels, integers, groups)
+
+    found, *others = shared_pass(read, stream.sizes, processes)
+    for part in others:
+        found.combine(part)
     return found
 
 
@@ -607,11 +635,16 @@ class StreamedTable:
         rows (:class:`StreamingBatches`)."""
         return StreamingBatches(self, batch_size, rank, size)
 
-    def encoded(
+    def held_out_rows(self) -> list[int]:
+        """The validation and test rows of each row group."""
+        return [int(np.isin(c, HELD_OUT).sum()) for c in self.codes]
+
+    def encoded_inputs(
         self, codes: tuple[int, ...], order: list[int] | None = None
-    ) -> Iterator[tuple[int, MultiTaskData]]:
-        """``(code, rows)``: the rows of the splits ``codes``, encoded chunk by chunk (row
-        groups in ``order``)."""
+    ) -> Iterator[tuple[int, int, Tensor, Any]]:
+        """``(row group, code, rows, inputs)``: the rows of the splits ``codes`` (their
+        numbers in the table) and their model inputs, encoded chunk by chunk (row groups in
+        ``order``; a chunk's rows of each code in turn)."""
         for number, chunk in self.stream.chunks(self.columns, order):
             offset = chunk.start - self.stream.starts[number]
             found = self.codes[number][offset : offset + len(chunk.table)]
@@ -624,15 +657,106 @@ class StreamedTable:
                 frame.index = pd.Index(chunk.start + rows)
                 inputs = self.transform(frame, f"{chunk.path} ({SPLITS[code]} rows)")
                 index = torch.from_numpy(self._first_rows[number] + offset + rows)
-                yield (
-                    code,
-                    MultiTaskData(
-                        inputs,
-                        {name: t[index] for name, t in self.targets.items()},
-                        {name: m[index] for name, m in self.masks.items()},
-                    ),
-                )
+                yield number, code, index, inputs
             release_memory()
+
+    def encoded(
+        self, codes: tuple[int, ...], order: list[int] | None = None
+    ) -> Iterator[tuple[int, MultiTaskData]]:
+        """``(code, rows)``: the rows of the splits ``codes``, encoded chunk by chunk (row
+        groups in ``order``), with their targets and masks."""
+        for _, code, index, inputs in self.encoded_inputs(codes, order):
+            yield code, self.labelled(inputs, index)
+
+    def labelled(self, inputs: Any, index: Tensor) -> MultiTaskData:
+        """The rows ``index`` (numbers in the table) of model ``inputs``, with their targets
+        and masks."""
+        return MultiTaskData(
+            inputs,
+            {name: t[index] for name, t in self.targets.items()},
+            {name: m[index] for name, m in self.masks.items()},
+        )
+
+
+@dataclass
+class SecondPass:
+    """What the second pass encoded of the row groups it read, per split code (``VALIDATION``,
+    ``TEST``): each chunk's row group and rows of the code, in file order, and the model
+    inputs of those rows, chunks concatenated (NumPy arrays by input name: they travel
+    between processes compactly); and the first error met, with its row group's number (the
+    pass read no further). Targets and masks are not read: every process holds them."""
+
+    chunks: dict[int, list[tuple[int, int]]]
+    inputs: dict[int, dict[str, np.ndarray]]
+    error: tuple[int, PolytaskError] | None = None
+
+
+def second_pass(table: StreamedTable, groups: list[int]) -> SecondPass:
+    """Encode the validation and test rows of the row ``groups`` (ascending). A
+    :class:`~polytask.errors.PolytaskError` (a value too large to standardise; an unreadable
+    group) ends the pass and is kept in it (:func:`shared_pass`)."""
+    found = SecondPass({code: [] for code in HELD_OUT}, {})
+    pieces: dict[int, list[Mapping[str, Tensor]]] = {code: [] for code in HELD_OUT}
+    for number in groups:
+        try:
+            for _, code, rows, inputs in table.encoded_inputs(HELD_OUT, [number]):
+                found.chunks[code].append((number, len(rows)))
+                pieces[code].append(inputs)
+        except PolytaskError as exc:
+            found.error = (number, exc)
+            break
+    for code, parts in pieces.items():
+        if parts:
+            found.inputs[code] = {
+                name: np.concatenate([part[name].numpy() for part in parts]) for name in parts[0]
+            }
+    return found
+
+
+def read_second_pass(
+    table: StreamedTable, processes: Processes | None = None
+) -> dict[int, MultiTaskData]:
+    """The validation and test rows (by split code) of ``table``, encoded by a
+    :func:`second_pass` over the row groups that hold them, in file order, raising its
+    error. Over several ``processes``, each encodes only its share of those groups
+    (:func:`second_pass_shares`); the parts are gathered and put back in file order on
+    every process (:func:`shared_pass`): every process ends with the rows of one process,
+    bit for bit, or raises the same error, that of the earliest row group. Each split needs
+    a row (:func:`~polytask.data.prepare.prepare_data` checks it first)."""
+    parts = shared_pass(lambda groups: second_pass(table, groups), table.held_out_rows(), processes)
+    every = np.concatenate(table.codes) if table.codes else np.empty(0, np.int8)
+    found = {}
+    for code in HELD_OUT:
+        pieces = []  # (row group, part, first row in the part's inputs, rows)
+        for p, part in enumerate(parts):
+            start = 0
+            for number, rows in part.chunks[code]:
+                pieces.append((number, p, start, rows))
+                start += rows
+        pieces.sort(key=lambda piece: piece[0])  # stable: a group's chunks stay in order
+        index = torch.from_numpy(np.flatnonzero(every == code))
+        encoded = sum(rows for *_, rows in pieces)
+        if encoded != len(index):
+            raise DataError(
+                f"{table.stream.source}: {len(index)} {SPLITS[code]} rows in the first pass, "
+                f"{encoded} in the second; the table changed while it was read"
+            )
+        if not pieces:
+            raise ValueError(f"no {SPLITS[code]} row to encode (checked before the pass)")
+        inputs = {
+            name: torch.from_numpy(
+                np.concatenate([parts[p].inputs[code][name][s : s + n] for _, p, s, n in pieces])
+            )
+            for name in parts[pieces[0][1]].inputs[code]
+        }
+        found[code] = table.labelled(inputs, index)
+    return found
+
+
+def second_pass_shares(table: StreamedTable, size: int) -> list[list[int]]:
+    """The row groups each of ``size`` processes reads in the second pass: dealt by their
+    validation and test rows (:func:`deal_row_groups`; a group without one is read by none)."""
+    return deal_row_groups(table.held_out_rows(), size)
 
 
 def release_memory() -> None:
