@@ -452,6 +452,7 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
 
 
 DDP_METHODS = {  # a loss weighting with parameters; Gramians in features and params mode;
+    "equal": {},  # its loss values summed with the gradients (one collective a step)
     "uncertainty": {},  # DB-MTL's own collectives (its per-task gradient averages)
     "mgda": {"mode": "features"},
     "pcgrad": {"mode": "params", "seed": 1},

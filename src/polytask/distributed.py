@@ -163,20 +163,24 @@ def global_value(local: Tensor, total: Tensor) -> Tensor:
     return local + (total - local.detach())
 
 
-def sum_gradients(parameters: Iterable[Tensor]) -> None:
+def sum_gradients(parameters: Iterable[Tensor], extra: Tensor | None = None) -> Tensor | None:
     """Sum ``.grad`` over ranks for ``parameters`` with one collective. A parameter with no
     gradient on any rank keeps ``None`` (so an optimizer leaves it, as in one process); one
-    with a gradient on some rank gets the sum, counting the others' as zeros."""
+    with a gradient on some rank gets the sum, counting the others' as zeros. ``extra`` (a
+    1-d tensor, such as loss values) is summed in the same collective and returned (as is in
+    one process; ``None`` without one)."""
     if world().size <= 1:
-        return
+        return extra
     params = [p for p in parameters if p.requires_grad]
+    tail = [] if extra is None else [extra.detach().reshape(-1)]
     if not params:
-        return
+        return None if extra is None else all_reduce_sum(tail[0].clone())
     like = next((p.grad for p in params if p.grad is not None), params[0])
     parts = [
         (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(like.dtype)
         for p in params
     ]
+    parts += [t.to(device=like.device, dtype=like.dtype) for t in tail]
     flags = torch.tensor(
         [float(p.grad is not None) for p in params], dtype=like.dtype, device=like.device
     )
@@ -192,6 +196,9 @@ def sum_gradients(parameters: Iterable[Tensor]) -> None:
             else:
                 p.grad.copy_(grad)
         start += size
+    if extra is None:
+        return None
+    return flat[start : start + extra.numel()].to(extra.dtype)
 
 
 def shard_rows(rows: int, rank: int, size: int) -> Tensor:

@@ -101,6 +101,8 @@ from polytask.training.step import (
     labelled_counts,
     masked_losses,
     shard,
+    skip_unless_finite,
+    sums_losses_late,
 )
 from polytask.training.trainer import (
     TrainingDiverged,
@@ -327,7 +329,10 @@ class MultiTaskModule(L.LightningModule):
             torch.manual_seed(epoch_seed(self.seed, self.current_epoch + 1, world().rank))
         batch = step.batch
         outputs, representation = self.model.forward_with_representation(batch.inputs)
-        losses = global_losses(masked_losses(outputs, batch, self.tasks, step.labelled))
+        losses = masked_losses(outputs, batch, self.tasks, step.labelled)
+        late = sums_losses_late(self.balancer, observed=False)  # then summed with the gradients
+        if not late:
+            losses = global_losses(losses)
         optimizer: Any = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         scaler = self._scaler()
@@ -343,7 +348,10 @@ class MultiTaskModule(L.LightningModule):
                 weights = dict.fromkeys(losses, 0.0)
                 first = optimizer.param_groups[0]["params"][0]
                 first.grad = torch.full_like(first, math.inf)
-            finish_gradients(self.model, scale)
+            totals = finish_gradients(self.model, scale, losses if late else None)
+            if totals is not None:
+                losses = totals
+                weights = skip_unless_finite(totals, weights, self.model, self.balancer)
         optimizer.step()  # clipping: on_before_optimizer_step, after any unscaling
         self._steps += 1
         for name, loss in losses.items():  # kept on the device: read back once per epoch

@@ -110,9 +110,18 @@ def flat(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
-def train(method: str, steps: int = STEPS) -> torch.Tensor:
+def train(
+    method: str, steps: int = STEPS, batches: list[MultiTaskData] | None = None
+) -> torch.Tensor:
     """The model's parameters, then the balancer's own, flattened, after ``steps`` steps of
-    ``method`` on the global batches."""
+    ``method`` on the global batches (``batches``; default :func:`global_batches`)."""
+    return _trained(method, steps, batches)[0]
+
+
+def _trained(
+    method: str, steps: int = STEPS, batches: list[MultiTaskData] | None = None
+) -> tuple[torch.Tensor, list[dict[str, float]], list[dict[str, float]]]:
+    """:func:`train`'s parameters, and each step's losses and weights."""
     name, options = METHODS[method]
     model = tiny_model()
     balancer = build_balancer(name, [t.name for t in TASKS], **options)
@@ -121,9 +130,45 @@ def train(method: str, steps: int = STEPS) -> torch.Tensor:
     optimizer = torch.optim.SGD([*model.parameters(), *extra], lr=0.1, momentum=0.5)
     trainer = Trainer(model, TASKS, optimizer=optimizer, balancer=balancer)
     model.train()
-    for data in global_batches()[:steps]:
-        trainer.step(data.batch(slice(None)))
-    return flat([*model.parameters(), *extra])
+    losses, weights = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the skipped step of inf_batches
+        for data in (batches or global_batches())[:steps]:
+            loss, weight = trainer.step(data.batch(slice(None)))
+            losses.append({k: float(v) for k, v in loss.items()})
+            weights.append(weight)
+    return flat([*model.parameters(), *extra]), losses, weights
+
+
+INF_STEP = 5
+
+
+def inf_batches() -> list[MultiTaskData]:
+    """:func:`global_batches` with an infinite target of task 'r' on one row of the second
+    process (rows ``1::2``) at step ``INF_STEP``: that process alone sees a loss that is not
+    finite; one process skips the step, and so must both."""
+    batches = global_batches()
+    batches[INF_STEP].targets["r"][1] = math.inf
+    return batches
+
+
+def collectives_per_step(method: str) -> int:
+    """The all-reduces one ``Trainer.step`` of ``method`` makes (after the first step)."""
+    counted: list[int] = []
+    original = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return original(*args, **kwargs)
+
+    dist.all_reduce = counting
+    try:
+        _trained(method, steps=1)
+        counted.clear()
+        _trained(method, steps=2)
+    finally:
+        dist.all_reduce = original
+    return len(counted) // 2
 
 
 def affinity() -> torch.Tensor:
@@ -211,6 +256,9 @@ def _worker(rank: int, size: int, store: str, out: str) -> None:
     try:
         results = {method: train(method) for method in METHODS}
         results["skipped"] = [skipped_step(name, mode) for name, mode in SKIPPED]
+        for method in INF_METHODS:
+            results[f"{method}-inf"] = _trained(method, batches=inf_batches())
+        results["collectives"] = {m: collectives_per_step(m) for m in COLLECTIVES}
         results["affinity"] = affinity()
         results["fit"] = fit(epochs=2, checkpoint_dir=folder / "checkpoint")
         # dropout (its masks differ by process): 2 epochs straight, and 1 then resumed
@@ -254,6 +302,35 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(method, two_
     start = flat(list(tiny_model().parameters()))
     assert (alone[: start.numel()] - start).abs().max() > 1e-2  # the parameters did move
     torch.testing.assert_close(first, alone, atol=1e-5, rtol=0)
+
+
+INF_METHODS = ["equal", "uw", "mgda-features"]
+#: All-reduces per step: the loss values (not for equal weights: they are summed with the
+#: gradients), a features-mode Gramian, the gradients.
+COLLECTIVES = {"equal": 1, "uw": 2, "mgda-features": 3}
+
+
+@pytest.mark.parametrize("method", INF_METHODS)
+def test_a_loss_not_finite_on_one_process_skips_the_step_on_every_process(method, two_processes):
+    """A loss infinite on the second process's rows alone skips the step on both, as one
+    process skips it: the same parameters after the twenty steps, weights 0 at that step."""
+    alone, alone_losses, alone_weights = _trained(method, batches=inf_batches())
+    assert alone_weights[INF_STEP] == dict.fromkeys(alone_weights[INF_STEP], 0.0)
+    assert math.isinf(alone_losses[INF_STEP]["r"])
+    first, second = (results[f"{method}-inf"] for results in two_processes[0])
+    assert torch.equal(first[0], second[0])
+    for params, losses, weights in (first, second):
+        assert weights[INF_STEP] == alone_weights[INF_STEP]
+        assert not math.isfinite(losses[INF_STEP]["r"])
+        assert losses[INF_STEP + 1] == pytest.approx(alone_losses[INF_STEP + 1], abs=1e-5)
+        torch.testing.assert_close(params, alone, atol=1e-5, rtol=0)
+
+
+def test_equal_weights_sum_the_losses_with_the_gradients(two_processes):
+    """One collective a step for equal weights (the loss values travel with the gradients),
+    two for a method that reads the loss values, three for a features-mode Gramian method."""
+    first, second = (results["collectives"] for results in two_processes[0])
+    assert first == second == COLLECTIVES
 
 
 def test_rows_are_split_disjointly_and_a_rank_without_rows_is_an_error():

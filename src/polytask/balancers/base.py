@@ -186,6 +186,13 @@ class Balancer(ABC):
     #: equals one process on the same global batches: true of every method that reads only
     #: loss values, a Gramian (summed over processes by the engine) or GradNorm's norms.
     data_parallel: bool = True
+    #: Whether, under data-parallel training, :meth:`backward` needs the global loss values
+    #: (each loss carrying the sum over the processes). ``False`` only for a method whose
+    #: weights and state do not depend on the values and whose backward makes no collective:
+    #: it is then handed each process's own values and the trainer sums them with the
+    #: gradients (one collective fewer), skipping the step on every process when a global
+    #: value is not finite (:func:`polytask.training.step.skip_unless_finite`).
+    needs_global_losses: ClassVar[bool] = True
     #: Whether :meth:`step` checks the losses itself (``check_finite("loss", ...)``, before it
     #: writes a gradient or changes its state), so that the check shares the step's one host
     #: synchronisation with what the method reads back anyway (the Gramian); otherwise

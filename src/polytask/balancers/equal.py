@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -16,6 +17,8 @@ from polytask.balancers.registry import register_balancer
 class EqualWeights(LossWeighting):
     """Σᵢ Lᵢ: every task present in the batch gets weight 1 (the usual 'EW' baseline)."""
 
+    needs_global_losses: ClassVar[bool] = False  # constant weights, no state
+
     def factors(self, names: Sequence[str], values: Tensor) -> Tensor:
         return torch.ones(len(names))
 
@@ -27,6 +30,8 @@ class EqualWeights(LossWeighting):
 @register_balancer("fixed")
 class FixedWeights(LossWeighting):
     """Σᵢ wᵢ·Lᵢ with constant weights given per task name (missing names weigh 1)."""
+
+    needs_global_losses: ClassVar[bool] = False  # constant weights, no state
 
     def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | None = None):
         super().__init__(task_names)

@@ -6,16 +6,21 @@ Under data-parallel training (:mod:`polytask.distributed`) a step works on this 
 ``rank::world_size`` of the global batch (:func:`shard`); a task's loss is its local sum over
 the *global* labelled count (:func:`labelled_counts`), carrying the global value
 (:func:`global_losses`); after the balancer's backward the model's gradients are summed over
-the processes (:func:`finish_gradients`). In one process every collective is a no-op.
+the processes (:func:`finish_gradients`). A balancer that does not read the global loss values
+(equal weights) gets each process's own, and those are summed with the gradients instead
+(:func:`sums_losses_late`, :func:`skip_unless_finite`): one collective a step. In one process
+every collective is a no-op.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from polytask.balancers.base import Balancer
 from polytask.data.dataset import Batch, take
 from polytask.distributed import all_reduce_sum, global_value, shard_rows, sum_gradients, world
 from polytask.models.base import MultiTaskModel
@@ -78,13 +83,58 @@ def global_losses(losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def finish_gradients(model: MultiTaskModel, scale: Tensor | None = None) -> None:
+def sums_losses_late(balancer: Balancer, observed: bool) -> bool:
+    """Whether a data-parallel step hands ``balancer`` each process's own loss values and sums
+    them with the model's gradients after its backward (:func:`finish_gradients`: one
+    collective a step instead of two) rather than before it (:func:`global_losses`): when the
+    balancer does not read the global values (:attr:`Balancer.needs_global_losses`) and no
+    observer looks at the step (``observed``)."""
+    return world().size > 1 and not balancer.needs_global_losses and not observed
+
+
+def finish_gradients(
+    model: MultiTaskModel, scale: Tensor | None = None, late: Mapping[str, Tensor] | None = None
+) -> dict[str, Tensor] | None:
     """After the balancer's backward: add the gradient of the model's regularisation penalty
     (times the loss ``scale`` when there is one; by the main process alone, as the gradients
     are summed next), then sum the model's gradients over the processes. A balancer's own
     parameters are left alone: their objective reads the global loss values, so every
-    process already holds their full gradient."""
+    process already holds their full gradient. ``late``: this process's loss values, not
+    summed before the backward (:func:`sums_losses_late`); summed in the same collective and
+    returned (detached), for :func:`skip_unless_finite`."""
     penalty = model.regularization()
     if penalty is not None and world().is_main:
         (penalty if scale is None else penalty * scale).backward()
-    sum_gradients(model.parameters())
+    if late is None:
+        sum_gradients(model.parameters())
+        return None
+    values = [v.detach().reshape(()).float() for v in late.values()]
+    totals = sum_gradients(model.parameters(), torch.stack(values) if values else None)
+    return {} if totals is None else dict(zip(late, totals, strict=True))
+
+
+def skip_unless_finite(
+    totals: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    model: MultiTaskModel,
+    balancer: Balancer,
+) -> dict[str, float]:
+    """The step's weights, after losses summed late (:func:`finish_gradients`); when a global
+    loss is not finite, the step is skipped on every process, as one process skips it
+    (:meth:`Balancer.backward`): every gradient cleared, the weights 0, a warning naming the
+    tasks (unless this process's balancer skipped already, having seen its own part). One
+    host synchronisation."""
+    names = list(totals)
+    if not names or bool(torch.isfinite(torch.stack(list(totals.values()))).all()):
+        return dict(weights)
+    for parameter in [*model.parameters(), *balancer.parameters()]:
+        parameter.grad = None
+    if any(weights.values()):
+        bad = [n for n, v in totals.items() if not bool(torch.isfinite(v))]
+        warnings.warn(
+            f"{balancer.name}: non-finite loss for task(s) {', '.join(map(repr, bad))}; "
+            "skipping this step (gradients cleared, no update)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return dict.fromkeys(weights, 0.0)

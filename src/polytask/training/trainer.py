@@ -112,6 +112,8 @@ from polytask.training.step import (
     labelled_counts,
     masked_losses,
     shard,
+    skip_unless_finite,
+    sums_losses_late,
 )
 
 
@@ -267,7 +269,11 @@ class Trainer:
         with self.precision.autocast():
             outputs, representation = self.model.forward_with_representation(batch.inputs)
             losses = masked_losses(outputs, batch, self.tasks, labelled)
-        losses = global_losses(losses)  # every rank sees the global values: one collective
+        # every rank sees the global values (one collective), unless they are summed late,
+        # with the gradients (equal weights: one collective in all)
+        late = sums_losses_late(self.balancer, bool(self.observers))
+        if not late:
+            losses = global_losses(losses)
         view = StepView(
             batch, losses, self._shared, representation, self.model, self.tasks,
             self.optimizer, self.balancer,
@@ -288,7 +294,9 @@ class Trainer:
             weights, overflow = dict.fromkeys(losses, 0.0), True
         for observer in self.observers:
             observer.after_backward(view)
-        finish_gradients(self.model, scale)  # the penalty; the sum over the processes
+        totals = finish_gradients(self.model, scale, losses if late else None)  # the sums
+        if totals is not None:
+            losses, weights = totals, skip_unless_finite(totals, weights, self.model, self.balancer)
         if self.scaler is not None:
             if overflow:  # the scaler finds it as it would any non-finite gradient
                 first = self.optimizer.param_groups[0]["params"][0]
