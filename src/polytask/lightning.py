@@ -341,7 +341,7 @@ class MultiTaskModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             try:
                 weights = self.balancer.backward(
-                    losses, shared_params=self._shared, features=representation,
+                    losses, shared_params=self._shared, features=representation, summed=not late,
                     **({} if scale is None else {"grad_scale": scale}),
                 )  # fmt: skip
             except GradientOverflow:  # the plugin's scaler skips the step, lowers the scale

@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from polytask.balancers import build_balancer
+from polytask.balancers import BALANCERS, build_balancer
 from polytask.balancers.dwa import DynamicWeightAverage
 from polytask.balancers.imtl import IMTLG
 from polytask.config import parse_config
@@ -211,3 +211,20 @@ def test_scaled_losses_match_the_methods_own_backward(inner):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-10)
         for p, q in zip(own.parameters(), hook.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(BALANCERS))
+def test_only_a_method_that_does_not_need_the_global_losses_takes_each_process_part(name):
+    """``summed=False`` (each process's own loss values, data-parallel training) is refused by
+    a method that reads the global values; wrapped methods (``update_every``) read them."""
+    balancer = build_balancer(name, ["a", "b"])
+    wrapped = build_balancer("mgda", ["a", "b"], update_every=2)
+    assert wrapped.needs_global_losses
+    w = torch.ones(2, requires_grad=True)
+    losses = {"a": (w**2).sum(), "b": w.sum()}
+    options = {"shared_params": [w], "features": w.reshape(1, 2), "summed": False}
+    if balancer.needs_global_losses:
+        with pytest.raises(ValueError, match="needs the global loss values"):
+            balancer.backward(losses, **options)
+    else:  # in one process the parts are the global values: a step as usual
+        assert set(balancer.backward(losses, **options)) == {"a", "b"}

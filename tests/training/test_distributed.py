@@ -304,10 +304,11 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(method, two_
     torch.testing.assert_close(first, alone, atol=1e-5, rtol=0)
 
 
-INF_METHODS = ["equal", "uw", "mgda-features"]
-#: All-reduces per step: the loss values (not for equal weights: they are summed with the
-#: gradients), a features-mode Gramian, the gradients.
-COLLECTIVES = {"equal": 1, "uw": 2, "mgda-features": 3}
+INF_METHODS = ["equal", "uw", "mgda-features", "upgrad-params"]
+#: All-reduces per step: the gradients (equal weights: the loss values with them); a method
+#: reading loss values adds theirs before its backward; a Gramian method sums the loss values
+#: with its T×T Gramian (features) or its T×P gradient blocks (params).
+COLLECTIVES = {"equal": 1, "uw": 2, "mgda-features": 2, "upgrad-params": 2}
 
 
 @pytest.mark.parametrize("method", INF_METHODS)
@@ -328,7 +329,8 @@ def test_a_loss_not_finite_on_one_process_skips_the_step_on_every_process(method
 
 def test_equal_weights_sum_the_losses_with_the_gradients(two_processes):
     """One collective a step for equal weights (the loss values travel with the gradients),
-    two for a method that reads the loss values, three for a features-mode Gramian method."""
+    two for a method that reads the loss values and for a Gramian method (its Gramian or
+    gradient blocks carry the loss values)."""
     first, second = (results["collectives"] for results in two_processes[0])
     assert first == second == COLLECTIVES
 

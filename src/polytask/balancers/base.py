@@ -156,7 +156,8 @@ class Step(NamedTuple):
     objective of detached losses (its own parameters') by it; and ``host_values``, the
     losses copied to the host by :meth:`Balancer.backward`'s check (``None`` when the method
     checks them itself): what a method computes its weights from without another device
-    synchronisation."""
+    synchronisation; ``summed``: whether the values are the global ones under data-parallel
+    training (``False``: each process's own part, :meth:`Balancer.backward`)."""
 
     names: list[str]
     losses: list[Tensor]
@@ -165,6 +166,7 @@ class Step(NamedTuple):
     features: Tensor | None
     scale: Tensor | float = 1.0
     host_values: Tensor | None = None
+    summed: bool = True
 
 
 class Balancer(ABC):
@@ -187,11 +189,12 @@ class Balancer(ABC):
     #: loss values, a Gramian (summed over processes by the engine) or GradNorm's norms.
     data_parallel: bool = True
     #: Whether, under data-parallel training, :meth:`backward` needs the global loss values
-    #: (each loss carrying the sum over the processes). ``False`` only for a method whose
-    #: weights and state do not depend on the values and whose backward makes no collective:
-    #: it is then handed each process's own values and the trainer sums them with the
-    #: gradients (one collective fewer), skipping the step on every process when a global
-    #: value is not finite (:func:`polytask.training.step.skip_unless_finite`).
+    #: (each loss carrying the sum over the processes). ``False`` for a method that is handed
+    #: each process's own values (``summed=False``) and either reads none (equal weights: no
+    #: state, no collective) or sums them itself in a collective it makes anyway (a Gramian
+    #: method, before its loss check); the trainer sums them with the gradients too (one
+    #: collective fewer a step), skipping the step on every process when a global value is
+    #: not finite (:func:`polytask.training.step.skip_unless_finite`).
     needs_global_losses: ClassVar[bool] = True
     #: Whether :meth:`step` checks the losses itself (``check_finite("loss", ...)``, before it
     #: writes a gradient or changes its state), so that the check shares the step's one host
@@ -211,6 +214,7 @@ class Balancer(ABC):
         shared_params: Iterable[torch.nn.Parameter] | None = None,
         features: Tensor | None = None,
         grad_scale: Tensor | float | None = None,
+        summed: bool = True,
     ) -> dict[str, float]:
         """Backpropagate the balanced loss into ``.grad`` and return the weight of each task.
 
@@ -221,7 +225,11 @@ class Balancer(ABC):
 
         ``grad_scale``: a GradScaler's loss scale (module docstring); the written gradients
         are that many times the true ones, and an overflow raises :class:`GradientOverflow`.
+        ``summed=False`` (data-parallel training, a method whose :attr:`needs_global_losses`
+        is false): the losses' values are this process's parts, not the global ones.
         """
+        if not summed and self.needs_global_losses:
+            raise ValueError(f"{self.name} needs the global loss values (summed=True)")
         names = self.present(losses)
         if not names:
             return {}
@@ -237,7 +245,7 @@ class Balancer(ABC):
             if not self.defers_loss_check or self.nonnegative_losses:
                 host = stacked.detach().cpu()  # the step's host synchronisation
                 check_finite("loss", names, host, self.nonnegative_losses)
-            weights = self.step(Step(names, values, stacked, params, features, scale, host))
+            weights = self.step(Step(names, values, stacked, params, features, scale, host, summed))
         except SkipStep as skip:
             for leaf in [*graph_leaves(values), *(params or ()), *self.parameters()]:
                 leaf.grad = None

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from polytask.balancers.base import graph_leaves, unscaled
-from polytask.distributed import all_reduce_blocks, all_reduce_sum, world
+from polytask.distributed import all_reduce_blocks, world
 
 Mode = Literal["features", "params"]
 """The inputs a Gramian is taken over: the shared features or the shared parameters."""
@@ -322,10 +322,13 @@ class GramianEngine:
         shared_params: Sequence[Tensor] | None,
         features: Tensor | None,
         scale: Tensor | float = 1.0,
+        summed_with: Tensor | None = None,
     ) -> tuple[Tensor, HeldGradients | None]:
         """The float64 T×T Gramian of the true task gradients in ``mode`` (those taken under a
         loss ``scale`` divided by it, :func:`gramian_of`), and the held gradients (still
-        scaled: they are what the update writes).
+        scaled: they are what the update writes). ``summed_with``: a 1-d tensor (each
+        process's loss values) summed over the processes, in place, in the same collective
+        as the Gramian's or the gradient blocks'.
 
         Under ``torchrun`` (:mod:`polytask.distributed`; ``losses``: each process's part of
         the global losses) this is the Gramian of the global batch on every process:
@@ -337,11 +340,15 @@ class GramianEngine:
         distributed = world().size > 1
         hold = False if distributed else None
         blocks, held = self.gradients(losses, shared_params, features, hold)
+        extra = [summed_with] if distributed and summed_with is not None else []
         if distributed and self.mode == "params":
-            blocks = all_reduce_blocks(blocks)
+            summed = all_reduce_blocks([*blocks, *extra])
+            blocks, extra = summed[: len(blocks)], summed[len(blocks) :]
         gramian = gramian_of(blocks, scale)
         if distributed and self.mode == "features":
-            gramian = all_reduce_sum(gramian)
+            gramian, *extra = all_reduce_blocks([gramian, *extra])
+        if summed_with is not None and extra:
+            summed_with.copy_(extra[0])
         return gramian, held
 
     @staticmethod

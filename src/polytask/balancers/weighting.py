@@ -76,14 +76,22 @@ class GramianBalancer(Balancer):
 
     #: The losses are checked here, on the host copy made with the Gramian's (below).
     defers_loss_check: ClassVar[bool] = True
+    #: Handed each process's own loss values under data-parallel training, it sums them in
+    #: the engine's collective, before its loss check (the same on every process).
+    needs_global_losses: ClassVar[bool] = False
 
     def step(self, step: Step) -> Tensor:
+        values = step.values.detach().clone()  # each process's own: summed by the engine
         gramian, held = self.engine.gramian(
-            step.losses, step.shared_params, step.features, step.scale
+            step.losses,
+            step.shared_params,
+            step.features,
+            step.scale,
+            summed_with=None if step.summed else values,
         )  # per-task gradients by autograd.grad: nothing written yet, whatever the losses
         count = len(step.names)
         # the step's one host synchronisation: the losses and the T×T Gramian, together
-        host = torch.cat([step.values.detach().to(gramian).reshape(-1), gramian.reshape(-1)])
+        host = torch.cat([values.to(gramian).reshape(-1), gramian.reshape(-1)])
         host = host.cpu()
         check_finite("loss", step.names, host[:count])
         gramian = host[count:].reshape(count, count)

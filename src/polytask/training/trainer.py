@@ -287,7 +287,7 @@ class Trainer:
         overflow = False
         try:
             weights = self.balancer.backward(
-                losses, shared_params=self._shared, features=representation,
+                losses, shared_params=self._shared, features=representation, summed=not late,
                 **({} if scale is None else {"grad_scale": scale}),
             )  # fmt: skip
         except GradientOverflow:
