@@ -366,19 +366,18 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     assert rates["shared"] == 1e-2 and rates["body_mass"] < 1e-2
 
 
-def test_a_plateau_schedule_needs_validation(data):
+@pytest.mark.parametrize(
+    ("schedules", "message"),
+    [
+        (PLATEAU_SCHEDULES, "a plateau learning-rate schedule needs validation data"),
+        (EPOCH_SCHEDULES, "the 1 warm-up epochs of 'shared' leave none of"),  # 1 epoch
+    ],
+)
+def test_a_schedule_that_cannot_run_is_an_error(data, schedules, message):
     names = [t.name for t in data.tasks]
     model = build_network(penguins().model, data.preprocessor, data.tasks)
-    module = MultiTaskModule(model, data.tasks, EqualWeights(names), lr_schedules=PLATEAU_SCHEDULES)
-    with pytest.raises(ValueError, match="a plateau learning-rate schedule needs validation data"):
-        fit(module, MultiTaskDataModule(data, batch_size=BATCH), epochs=1, limit_val_batches=0)
-
-
-def test_a_warm_up_as_long_as_the_training_is_an_error(data):
-    names = [t.name for t in data.tasks]
-    model = build_network(penguins().model, data.preprocessor, data.tasks)
-    module = MultiTaskModule(model, data.tasks, EqualWeights(names), lr_schedules=EPOCH_SCHEDULES)
-    with pytest.raises(ValueError, match="the 1 warm-up epochs of 'shared' leave none of"):
+    module = MultiTaskModule(model, data.tasks, EqualWeights(names), lr_schedules=schedules)
+    with pytest.raises(ValueError, match=message):
         fit(module, MultiTaskDataModule(data, batch_size=BATCH), epochs=1, limit_val_batches=0)
 
 
