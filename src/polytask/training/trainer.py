@@ -255,8 +255,9 @@ class Trainer:
         Under ``torchrun`` (:mod:`polytask.distributed`) ``batch`` is the global batch: this
         process keeps its rows ``rank::world_size`` (unless ``batch.sharded``: it already holds
         this process's rows only, as streamed data do), each task's loss is its local sum over the
-        global labelled count with the global value, and the model's gradients are summed over
-        the processes after the backward (:mod:`polytask.training.step`)."""
+        global labelled count with the global value (or, for a balancer that does not read it,
+        summed with the gradients), and the model's gradients are summed over the processes
+        after the backward (:mod:`polytask.training.step`)."""
         here = world()
         names = [t.name for t in self.tasks]
         # labels counted before the batch moves: on the host, so no device synchronisation;
