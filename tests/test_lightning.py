@@ -366,6 +366,69 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     assert rates["shared"] == 1e-2 and rates["body_mass"] < 1e-2
 
 
+class EpochLogs(L.Callback):
+    """The values logged at each epoch's end (read when the next epoch, or the fit, starts)."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.callback_metrics:
+            self.logs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    def on_train_end(self, trainer, module):
+        self.on_train_epoch_start(trainer, module)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("dwa", {}), ("pcgrad", {"seed": 5})], ids=["dwa", "pcgrad"]
+)
+def test_a_checkpoint_taken_mid_epoch_resumes_exactly(data, tmp_path, method, options):
+    """A checkpoint after step 3 of epoch 2 (``every_n_train_steps``): the resumed run, in a
+    fresh module and trainer with the random state disturbed, continues with batch 4 of epoch
+    2, the dropout masks it would have drawn and the epoch's losses and weights so far, and
+    ends as the uninterrupted run: parameters, balancer state, learning rates, and the values
+    logged for epochs 2 and 3 (DWA's weights, from epoch 3 on, read epoch 2's mean losses)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    names = [t.name for t in data.tasks]
+    per_epoch = math.ceil(len(data.train["shared"]) / BATCH)
+    assert per_epoch > 4
+
+    def run(callbacks=(), resume=None):
+        torch.manual_seed(0)
+        model = build_network(penguins(dropout=0.3).model, data.preprocessor, data.tasks)
+        module = MultiTaskModule(
+            model, data.tasks, build_balancer(method, names, **options), lr=1e-2, seed=3,
+            lr_schedules=EPOCH_SCHEDULES,
+        )  # fmt: skip
+        logs = EpochLogs()
+        options_ = {"enable_checkpointing": bool(callbacks), "callbacks": [*callbacks, logs]}
+        torch.rand(5)  # the random state a resumed run starts from is not the saving run's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(max_epochs=3, **{**QUIET, **options_}).fit(
+                module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3),
+                ckpt_path=resume,
+            )  # fmt: skip
+        return module, logs.logs
+
+    step = per_epoch + 3  # epoch 2, batch 3
+    saving = ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=step)
+    straight, logs = run([saving])
+    resumed, resumed_logs = run(resume=tmp_path / f"step={step}.ckpt")
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state, expected = flat(resumed.balancer.state_dict()), flat(straight.balancer.state_dict())
+    assert state.keys() == expected.keys() and all(same(state[k], expected[k]) for k in state)
+    rates = learning_rates(straight.trainer.optimizers[0])
+    assert learning_rates(resumed.trainer.optimizers[0]) == rates and rates["species"] < 1e-2
+    assert resumed.trainer.global_step == straight.trainer.global_step == 3 * per_epoch
+    assert len(logs) == 3 and resumed_logs == logs[1:]  # epochs 2 and 3, every value alike
+    if method == "dwa":  # its weights moved in epoch 3
+        assert len({logs[2][f"train/weight/{name}"] for name in names}) == len(names)
+
+
 @pytest.mark.parametrize(
     ("schedules", "message"),
     [

@@ -50,6 +50,7 @@ Validation and test run in float32, as the Trainer's.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -81,7 +82,7 @@ from polytask.config import (
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import BatchSource
-from polytask.distributed import broadcast_object, shard_rows, world
+from polytask.distributed import all_gather_object, broadcast_object, shard_rows, world
 from polytask.errors import ConfigError
 from polytask.evaluation.delta_m import Scores, metric_directions
 from polytask.inference import EVAL_BATCH_SIZE, Evaluation, evaluate_outputs
@@ -236,6 +237,8 @@ class MultiTaskModule(L.LightningModule):
         self._reference: Scores | None = self.reference  # the validation score's reference
         self._reference_loss: dict[str, float] | None = None
         self._rule: Any = None  # the score's rule, chosen at the first validation
+        self._resumed_epoch: dict[str, Any] | None = None  # the epoch so far, from a checkpoint
+        self._resumed_rng: dict[str, Tensor] | None = None  # set at the first step after it
 
     def forward(self, inputs: Any) -> dict[str, Tensor]:
         """The model's raw output per task."""
@@ -311,6 +314,15 @@ class MultiTaskModule(L.LightningModule):
             assert self._schedules is not None
             self._schedules.load_state_dict(self._resumed_schedules)
             self._resumed_schedules = None
+        if self._resumed_epoch is not None:  # on the device; a new epoch starts afresh
+            state, self._resumed_epoch = self._resumed_epoch, None
+            self._losses = {
+                n: [v.to(self.device) for v in kept] for n, kept in state["losses"].items()
+            }
+            self._loss_steps = {n: list(steps) for n, steps in state["loss_steps"].items()}
+            self._weights = {n: list(weights) for n, weights in state["weights"].items()}
+            self._steps = state["steps"]
+            self._lr = dict(state["lr"])
 
     def on_train_epoch_start(self) -> None:
         self._losses = {t.name: [] for t in self.tasks}
@@ -327,6 +339,9 @@ class MultiTaskModule(L.LightningModule):
             step = ShardedBatch.local(step)
         if batch_idx == 0:  # dropout draws as the Trainer's (after the loader's own draw)
             torch.manual_seed(epoch_seed(self.seed, self.current_epoch + 1, world().rank))
+        elif self._resumed_rng is not None:  # resumed mid-epoch: the draws continue
+            _set_rng_state(self._resumed_rng, self.device)
+        self._resumed_rng = None
         batch = step.batch
         outputs, representation = self.model.forward_with_representation(batch.inputs)
         losses = masked_losses(outputs, batch, self.tasks, step.labelled)
@@ -525,6 +540,15 @@ class MultiTaskModule(L.LightningModule):
             "schedules": schedules or {},
             "reference": self._reference,
             "reference_loss": self._reference_loss,
+            "epoch": {  # the epoch so far, for a checkpoint taken mid-epoch
+                "losses": {n: [v.cpu() for v in kept] for n, kept in self._losses.items()},
+                "loss_steps": self._loss_steps,
+                "weights": self._weights,
+                "steps": self._steps,
+                "lr": self._lr,
+            },
+            # the dropout draws continue from here: every process's state (each draws its own)
+            "rng": all_gather_object(_rng_state(self.device)),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -537,6 +561,18 @@ class MultiTaskModule(L.LightningModule):
         if state.get("reference") is not None:
             self._reference = state["reference"]
         self._reference_loss = state.get("reference_loss")
+        self._resumed_epoch = state.get("epoch")
+        states, here = state.get("rng"), world()
+        self._resumed_rng = None
+        if states is not None and len(states) == here.size:
+            self._resumed_rng = states[here.rank]
+        elif states is not None:
+            warnings.warn(
+                f"the checkpoint holds the random states of {len(states)} process(es), not "
+                f"{here.size}: resumed mid-epoch, the epoch's dropout masks are drawn afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _scaler(self) -> torch.amp.GradScaler | None:
         """The precision plugin's gradient scaler (``16-mixed``), if any."""
@@ -545,22 +581,49 @@ class MultiTaskModule(L.LightningModule):
         return getattr(self.trainer.precision_plugin, "scaler", None)
 
 
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    """The random states that dropout on ``device`` draws from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 class BatchStream(IterableDataset):
     """The global batches of a polytask :class:`BatchSource`, epoch by epoch, each cut to this
     process's rows (:class:`ShardedBatch`): every process iterates the same global batches
     (Lightning leaves an iterable dataset unsharded). A pass draws the Trainer's batches of
     ``source.epoch(seed, e)``, where ``e`` (from 1) is what ``epoch()`` returns when the pass
     starts (:class:`MultiTaskDataModule`: the Lightning trainer's epoch, restored on resume);
-    without ``epoch``, the passes count 1, 2, …"""
+    without ``epoch``, the passes count 1, 2, …
+
+    Its position is a state (:meth:`state_dict`): the pass's epoch and the batches of it
+    trained so far, ``trained()`` (:class:`MultiTaskDataModule`: the Lightning trainer's count;
+    without ``trained``, the batches yielded). After :meth:`load_state_dict`, a pass of that
+    epoch continues with the next batch."""
 
     def __init__(
-        self, source: BatchSource, seed: int = 0, epoch: Callable[[], int] | None = None
+        self,
+        source: BatchSource,
+        seed: int = 0,
+        epoch: Callable[[], int] | None = None,
+        trained: Callable[[], int] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.seed = seed
         self.epoch = epoch
+        self.trained = trained
         self._passes = 0
+        self._pass_epoch = 0  # the current pass's
+        self._yielded = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches trained) to continue
 
     def __iter__(self) -> Iterator[ShardedBatch]:
         self._passes += 1
@@ -568,7 +631,36 @@ class BatchStream(IterableDataset):
         rows, here = smallest_batch(self.source), world()
         if here.size > 1 and rows is not None:  # refused before the first step, not mid-epoch
             shard_rows(rows, here.rank, here.size)
-        return (ShardedBatch.of(batch) for batch in self.source.epoch(self.seed, epoch))
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == epoch else 0
+        self._pass_epoch, self._yielded = epoch, skip
+        batches = itertools.islice(self.source.epoch(self.seed, epoch), skip, None)
+        return (self._yield(batch) for batch in batches)
+
+    def _yield(self, batch: Batch) -> ShardedBatch:
+        self._yielded += 1
+        return ShardedBatch.of(batch)
+
+    def state_dict(self) -> dict[str, int]:
+        """The current pass's epoch and the batches of it trained so far."""
+        trained = self.trained() if self.trained is not None else self._yielded
+        return {"epoch": self._pass_epoch, "batches": trained}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """The next pass, if of ``state["epoch"]``, skips the ``state["batches"]`` trained."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+
+class _ResumableLoader(DataLoader):
+    """A loader of a :class:`BatchStream` whose position Lightning checkpoints and restores
+    (its ``_Stateful`` loaders: the fit loop's ``combined_loader`` state, loaded when a fit
+    resumes mid-epoch)."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.dataset.load_state_dict(state)
 
 
 class _OrderedBatches(IterableDataset):
@@ -616,7 +708,8 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         source = self.data.train_source(self.batch_size, self.sampler, self.temperature)
-        return DataLoader(BatchStream(source, self.seed, self._epoch), batch_size=None)
+        stream = BatchStream(source, self.seed, self._epoch, self._trained)
+        return _ResumableLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._ordered(self.data.validation)
@@ -634,6 +727,15 @@ class MultiTaskDataModule(L.LightningDataModule):
         if self.trainer is None:
             return 1
         return self.trainer.fit_loop.epoch_progress.current.processed + 1
+
+    def _trained(self) -> int:
+        """The batches of the current epoch trained so far: the training loop's processed
+        batches, not the loader's, which Lightning's fetcher draws one batch ahead. (When a
+        checkpoint is taken after a step, ``on_train_batch_end``, and when it is restored,
+        before the loop counts that step completed, both are the steps taken.)"""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _ordered(self, data: MultiTaskData) -> DataLoader:
         return DataLoader(_OrderedBatches(data, self.eval_batch_size), batch_size=None)
