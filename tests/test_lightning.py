@@ -89,11 +89,11 @@ def data():
     return prepare_data(penguins())
 
 
-def fit(module, datamodule, epochs=2, **options):
+def fit(module, datamodule, epochs=2, ckpt_path=None, **options):
     trainer = L.Trainer(max_epochs=epochs, **{**QUIET, **options})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's own notices
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -278,6 +278,20 @@ class RateLog(L.Callback):
         self.rates.append(learning_rates(trainer.optimizers[0]))
 
 
+class EpochLogs(L.Callback):
+    """The values logged at each epoch's end (read when the next epoch, or the fit, starts)."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.callback_metrics:
+            self.logs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    def on_train_end(self, trainer, module):
+        self.on_train_epoch_start(trainer, module)
+
+
 @pytest.mark.parametrize(
     "schedules", [EPOCH_SCHEDULES, PLATEAU_SCHEDULES], ids=["epoch", "plateau"]
 )
@@ -324,7 +338,8 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     """DWA's epoch update and the schedules' step are in a checkpoint taken at the end of the
     epoch's validation (``ModelCheckpoint`` with ``save_on_train_epoch_end=False``) as in one
     taken at the end of the epoch: a run resumed from epoch 2's ends as the uninterrupted one,
-    and the epoch-2 end is not done twice."""
+    and the epoch-2 end is not done twice; resumed after epoch 2's validation, it logs the
+    epoch's training values at the epoch's end, as the uninterrupted run."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     names = [t.name for t in data.tasks]
@@ -343,20 +358,21 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
         module = MultiTaskModule(
             model, data.tasks, balancer, lr=1e-2, seed=3, lr_schedules=schedules
         )
-        options = {**QUIET, "enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
+        logs = EpochLogs()
+        options = {"enable_checkpointing": bool(callbacks), "callbacks": [*callbacks, logs]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            L.Trainer(max_epochs=3, **options).fit(
+            L.Trainer(max_epochs=3, **{**QUIET, **options}).fit(
                 module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3),
                 ckpt_path=resume,
             )  # fmt: skip
-        return module, ends
+        return module, ends, logs.logs
 
     saving = ModelCheckpoint(
         tmp_path, "{epoch}", save_top_k=-1, save_on_train_epoch_end=on_train_epoch_end
     )
-    straight, ends = run([saving])
-    resumed, resumed_ends = run(resume=tmp_path / "epoch=1.ckpt")
+    straight, ends, logs = run([saving])
+    resumed, resumed_ends, resumed_logs = run(resume=tmp_path / "epoch=1.ckpt")
     for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert resumed.balancer.state_dict() == straight.balancer.state_dict()
@@ -364,20 +380,10 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     rates = learning_rates(straight.trainer.optimizers[0])
     assert learning_rates(resumed.trainer.optimizers[0]) == rates
     assert rates["shared"] == 1e-2 and rates["body_mass"] < 1e-2
-
-
-class EpochLogs(L.Callback):
-    """The values logged at each epoch's end (read when the next epoch, or the fit, starts)."""
-
-    def __init__(self):
-        self.logs = []
-
-    def on_train_epoch_start(self, trainer, module):
-        if trainer.callback_metrics:
-            self.logs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    def on_train_end(self, trainer, module):
-        self.on_train_epoch_start(trainer, module)
+    assert len(logs) == 3 and resumed_logs[-1] == logs[2]
+    if not on_train_epoch_end:  # epoch 2's training values (its validation ran before)
+        train = {k: v for k, v in logs[1].items() if k.startswith("train/")}
+        assert len(resumed_logs) == 2 and resumed_logs[0] == train
 
 
 @pytest.mark.parametrize(
@@ -427,6 +433,20 @@ def test_a_checkpoint_taken_mid_epoch_resumes_exactly(data, tmp_path, method, op
     assert len(logs) == 3 and resumed_logs == logs[1:]  # epochs 2 and 3, every value alike
     if method == "dwa":  # its weights moved in epoch 3
         assert len({logs[2][f"train/weight/{name}"] for name in names}) == len(names)
+
+
+def test_a_checkpoint_taken_after_an_epochs_last_step_is_refused(data, tmp_path):
+    """Taken after the epoch's last step, before its end (validation, ``on_train_epoch_end``),
+    a checkpoint would resume past that end, which Lightning never runs: refused."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    per_epoch = math.ceil(len(data.train["shared"]) / BATCH)
+    saving = ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=per_epoch)
+    module, datamodule = from_config(penguins(dropout=0.0))
+    fit(module, datamodule, epochs=1, callbacks=[saving], enable_checkpointing=True)
+    module, datamodule = from_config(penguins(dropout=0.0))
+    with pytest.raises(ValueError, match="after the last step of epoch 1, before the epoch's end"):
+        fit(module, datamodule, ckpt_path=tmp_path / f"step={per_epoch}.ckpt")
 
 
 @pytest.mark.parametrize(

@@ -310,6 +310,14 @@ class MultiTaskModule(L.LightningModule):
                     p.data = p.data.to(self.device)
 
     def on_train_start(self) -> None:
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop.restarted_on_train_batch_end and loop.batch_progress.is_last_batch:
+            raise ValueError(
+                f"this checkpoint was taken after the last step of epoch {self.current_epoch}, "
+                "before the epoch's end: Lightning would resume it without that end (its "
+                "validation and on_train_epoch_end); resume from a checkpoint taken at the "
+                "epoch's end or mid-epoch"
+            )
         if self._resumed_schedules is not None:  # after the optimizer's restored rates
             assert self._schedules is not None
             self._schedules.load_state_dict(self._resumed_schedules)
@@ -323,6 +331,7 @@ class MultiTaskModule(L.LightningModule):
             self._weights = {n: list(weights) for n, weights in state["weights"].items()}
             self._steps = state["steps"]
             self._lr = dict(state["lr"])
+            self._epoch_log = dict(state["log"])
 
     def on_train_epoch_start(self) -> None:
         self._losses = {t.name: [] for t in self.tasks}
@@ -388,7 +397,7 @@ class MultiTaskModule(L.LightningModule):
         self._end_training_epoch()  # unless the last step did (an epoch cut short: max_steps)
         if self._scheduled_epoch != self.current_epoch:  # no validation followed the epoch
             self._step_schedules(None)
-        for name, value in self._epoch_log.items():  # none when the epoch ended before a resume
+        for name, value in self._epoch_log.items():  # restored if it ended before a resume
             self._log(name, value)
         self._epoch_log = {}
 
@@ -546,6 +555,7 @@ class MultiTaskModule(L.LightningModule):
                 "weights": self._weights,
                 "steps": self._steps,
                 "lr": self._lr,
+                "log": self._epoch_log,  # the values the epoch's end logs, once ended
             },
             # the dropout draws continue from here: every process's state (each draws its own)
             "rng": all_gather_object(_rng_state(self.device)),
