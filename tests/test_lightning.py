@@ -574,30 +574,7 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
 
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    root = SRC.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "WORLD_SIZE": "2",
-        "NODE_RANK": "0",
-    }
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path)],
-            cwd=root,
-            env={**env, "LOCAL_RANK": str(r), "RANK": str(r)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
-    for process in ranks:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err[-3000:]
+    _on_two_processes(script, str(tmp_path))
     for method, options in DDP_METHODS.items():
         saved = [load_file(tmp_path / f"{method}.{r}.safetensors") for r in (0, 1)]
         assert saved[0].keys() == saved[1].keys()
@@ -618,6 +595,82 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
             torch.testing.assert_close(
                 saved[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
             )
+
+
+DDP_RESUME_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import save_file
+import torch
+from polytask.lightning import from_config
+from tests.test_lightning import QUIET, penguins
+
+out, run, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+module, datamodule = from_config(penguins("dwa", dropout=0.3))
+saving = [ModelCheckpoint(out, "{step}", save_top_k=-1, every_n_train_steps=step)]
+callbacks = saving if run == "straight" else []
+resume = None if run == "straight" else f"{out}/step={step}.ckpt"
+torch.manual_seed(len(run))  # the resumed run's random state is not the saving run's
+trainer = L.Trainer(
+    max_epochs=3, **{**QUIET, "devices": 2, "strategy": "ddp", "callbacks": callbacks,
+    "enable_checkpointing": bool(callbacks)},
+)
+trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
+tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
+save_file(tensors, f"{out}/{run}.{trainer.global_rank}.safetensors")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_resumes_a_checkpoint_taken_mid_epoch_exactly(data, tmp_path):
+    """On 2 processes, each drawing its own dropout masks: resumed from a checkpoint after
+    step 3 of epoch 2 (which holds every process's random state), each process ends with the
+    parameters and logged values of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "resume.py"
+    script.write_text(DDP_RESUME_SCRIPT)
+    step = str(math.ceil(len(data.train["shared"]) / BATCH) + 3)
+    for run in ("straight", "resumed"):
+        _on_two_processes(script, str(tmp_path), run, step)
+    for rank in (0, 1):
+        straight = load_file(tmp_path / f"straight.{rank}.safetensors")
+        resumed = load_file(tmp_path / f"resumed.{rank}.safetensors")
+        assert straight.keys() == resumed.keys()
+        for key, value in straight.items():
+            assert torch.equal(resumed[key], value), (rank, key)
+
+
+def _on_two_processes(script, *args: str) -> None:
+    """Run ``script`` with ``args`` on 2 CPU processes, started together as a launcher would
+    (``LOCAL_RANK`` set)."""
+    root = SRC.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=root,
+            env={**env, "LOCAL_RANK": str(r), "RANK": str(r)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    for process in ranks:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
 
 
 def _free_port() -> int:
