@@ -435,18 +435,34 @@ def test_a_checkpoint_taken_mid_epoch_resumes_exactly(data, tmp_path, method, op
         assert len({logs[2][f"train/weight/{name}"] for name in names}) == len(names)
 
 
-def test_a_checkpoint_taken_after_an_epochs_last_step_is_refused(data, tmp_path):
-    """Taken after the epoch's last step, before its end (validation, ``on_train_epoch_end``),
-    a checkpoint would resume past that end, which Lightning never runs: refused."""
+@pytest.mark.parametrize("users_loader", [False, True], ids=["after_last_step", "users_loader"])
+def test_a_checkpoint_that_cannot_resume_exactly_is_refused(data, tmp_path, users_loader):
+    """Taken after an epoch's last step, before its end (validation, ``on_train_epoch_end``),
+    a checkpoint would resume past that end, which Lightning never runs; taken mid-epoch with
+    a loader of the user's that keeps no position, the epoch would start again: refused."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     per_epoch = math.ceil(len(data.train["shared"]) / BATCH)
-    saving = ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=per_epoch)
-    module, datamodule = from_config(penguins(dropout=0.0))
-    fit(module, datamodule, epochs=1, callbacks=[saving], enable_checkpointing=True)
-    module, datamodule = from_config(penguins(dropout=0.0))
-    with pytest.raises(ValueError, match="after the last step of epoch 1, before the epoch's end"):
-        fit(module, datamodule, ckpt_path=tmp_path / f"step={per_epoch}.ckpt")
+    step = per_epoch + 2 if users_loader else per_epoch
+    batches = list(ShuffledBatches(data.train["shared"], BATCH).epoch(3, 1))
+
+    def run(callbacks=(), resume=None):
+        module, datamodule = from_config(penguins(dropout=0.0))
+        loader = DataLoader(batches, batch_size=None)
+        source = {"train_dataloaders": loader} if users_loader else {"datamodule": datamodule}
+        options = {"enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(max_epochs=2, **{**QUIET, **options}).fit(module, **source, ckpt_path=resume)
+
+    run([ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=step)])
+    message = (
+        "after step 2 of epoch 2, but the training loader cannot continue from there"
+        if users_loader
+        else "after the last step of epoch 1, before the epoch's end"
+    )
+    with pytest.raises(ValueError, match=message):
+        run(resume=tmp_path / f"step={step}.ckpt")
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,13 @@ epoch's validation metrics, or ``reference``). The epoch's own end (the balancer
 ``epoch_end``, as DWA's) runs after its last step, before that validation. Both are done once
 per epoch, and a checkpoint records which epoch they were done for, with the schedules' and
 the score's state, so resuming from a checkpoint taken at the end of an epoch (after
-validation or after ``on_train_epoch_end``) continues exactly.
+validation or after ``on_train_epoch_end``) continues exactly. So does one taken mid-epoch:
+:class:`MultiTaskDataModule`'s training loader is one Lightning checkpoints (the epoch and the
+batches trained), and the checkpoint holds the epoch's losses, weights, step count and rates so
+far and every process's random state, restored at the first step after the resume (dropout
+draws on). A checkpoint that cannot continue exactly is refused when the fit resumes: one
+taken after an epoch's last step, before its end (Lightning resumes it past that end), or
+mid-epoch with a loader that keeps no position.
 
 Precision: ``32-true`` and ``bf16-mixed`` (the balancer runs outside autocast, on float32
 losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
@@ -64,7 +70,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 try:
     import lightning as L
+    from lightning.fabric.utilities.types import _Stateful
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.combined_loader import CombinedLoader
 except ImportError:  # the extra is not installed
     raise ImportError(
         "polytask.lightning needs PyTorch Lightning: pip install 'polytask[lightning]'"
@@ -310,14 +318,7 @@ class MultiTaskModule(L.LightningModule):
                     p.data = p.data.to(self.device)
 
     def on_train_start(self) -> None:
-        loop = self.trainer.fit_loop.epoch_loop
-        if loop.restarted_on_train_batch_end and loop.batch_progress.is_last_batch:
-            raise ValueError(
-                f"this checkpoint was taken after the last step of epoch {self.current_epoch}, "
-                "before the epoch's end: Lightning would resume it without that end (its "
-                "validation and on_train_epoch_end); resume from a checkpoint taken at the "
-                "epoch's end or mid-epoch"
-            )
+        self._check_resumable()
         if self._resumed_schedules is not None:  # after the optimizer's restored rates
             assert self._schedules is not None
             self._schedules.load_state_dict(self._resumed_schedules)
@@ -332,6 +333,28 @@ class MultiTaskModule(L.LightningModule):
             self._steps = state["steps"]
             self._lr = dict(state["lr"])
             self._epoch_log = dict(state["log"])
+
+    def _check_resumable(self) -> None:
+        """Refuse what a resume from the checkpoint could not continue exactly."""
+        loop = self.trainer.fit_loop
+        progress = loop.epoch_loop.batch_progress
+        if loop.epoch_loop.restarted_on_train_batch_end and progress.is_last_batch:
+            raise ValueError(
+                f"this checkpoint was taken after the last step of epoch {self.current_epoch}, "
+                "before the epoch's end: Lightning would resume it without that end (its "
+                "validation and on_train_epoch_end); resume from a checkpoint taken at the "
+                "epoch's end or mid-epoch"
+            )
+        if loop.restarted_mid_epoch and progress.current.processed and not progress.is_last_batch:
+            loaders = CombinedLoader(self.trainer.train_dataloader).flattened
+            if not all(isinstance(loader, _Stateful) for loader in loaders):
+                raise ValueError(
+                    f"this checkpoint was taken after step {progress.current.processed} of epoch "
+                    f"{self.current_epoch + 1}, but the training loader cannot continue from "
+                    "there (it has no state_dict and load_state_dict): the epoch would draw its "
+                    "batches again; use MultiTaskDataModule's loader, or resume from a "
+                    "checkpoint taken at the end of an epoch"
+                )
 
     def on_train_epoch_start(self) -> None:
         self._losses = {t.name: [] for t in self.tasks}
