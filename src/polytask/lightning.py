@@ -335,17 +335,20 @@ class MultiTaskModule(L.LightningModule):
             self._epoch_log = dict(state["log"])
 
     def _check_resumable(self) -> None:
-        """Refuse what a resume from the checkpoint could not continue exactly."""
+        """Refuse what a resume from the checkpoint could not continue exactly (the restart
+        stages of Lightning 2.5 and later)."""
         loop = self.trainer.fit_loop
         progress = loop.epoch_loop.batch_progress
-        if loop.epoch_loop.restarted_on_train_batch_end and progress.is_last_batch:
+        after_step = getattr(loop.epoch_loop, "restarted_on_train_batch_end", False)
+        if after_step and progress.is_last_batch:
             raise ValueError(
                 f"this checkpoint was taken after the last step of epoch {self.current_epoch}, "
                 "before the epoch's end: Lightning would resume it without that end (its "
                 "validation and on_train_epoch_end); resume from a checkpoint taken at the "
                 "epoch's end or mid-epoch"
             )
-        if loop.restarted_mid_epoch and progress.current.processed and not progress.is_last_batch:
+        mid_epoch = getattr(loop, "restarted_mid_epoch", False)
+        if mid_epoch and progress.current.processed and not progress.is_last_batch:
             loaders = CombinedLoader(self.trainer.train_dataloader).flattened
             if not all(isinstance(loader, _Stateful) for loader in loaders):
                 raise ValueError(
@@ -690,9 +693,11 @@ class _ResumableLoader(DataLoader):
     resumes mid-epoch)."""
 
     def state_dict(self) -> dict[str, int]:
+        assert isinstance(self.dataset, BatchStream)
         return self.dataset.state_dict()
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
+        assert isinstance(self.dataset, BatchStream)
         self.dataset.load_state_dict(state)
 
 
