@@ -89,11 +89,11 @@ def data():
     return prepare_data(penguins())
 
 
-def fit(module, datamodule, epochs=2, **options):
+def fit(module, datamodule, epochs=2, ckpt_path=None, **options):
     trainer = L.Trainer(max_epochs=epochs, **{**QUIET, **options})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's own notices
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -278,6 +278,20 @@ class RateLog(L.Callback):
         self.rates.append(learning_rates(trainer.optimizers[0]))
 
 
+class EpochLogs(L.Callback):
+    """The values logged at each epoch's end (read when the next epoch, or the fit, starts)."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.callback_metrics:
+            self.logs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    def on_train_end(self, trainer, module):
+        self.on_train_epoch_start(trainer, module)
+
+
 @pytest.mark.parametrize(
     "schedules", [EPOCH_SCHEDULES, PLATEAU_SCHEDULES], ids=["epoch", "plateau"]
 )
@@ -324,7 +338,8 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     """DWA's epoch update and the schedules' step are in a checkpoint taken at the end of the
     epoch's validation (``ModelCheckpoint`` with ``save_on_train_epoch_end=False``) as in one
     taken at the end of the epoch: a run resumed from epoch 2's ends as the uninterrupted one,
-    and the epoch-2 end is not done twice."""
+    and the epoch-2 end is not done twice; resumed after epoch 2's validation, it logs the
+    epoch's training values at the epoch's end, as the uninterrupted run."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     names = [t.name for t in data.tasks]
@@ -343,20 +358,21 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
         module = MultiTaskModule(
             model, data.tasks, balancer, lr=1e-2, seed=3, lr_schedules=schedules
         )
-        options = {**QUIET, "enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
+        logs = EpochLogs()
+        options = {"enable_checkpointing": bool(callbacks), "callbacks": [*callbacks, logs]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            L.Trainer(max_epochs=3, **options).fit(
+            L.Trainer(max_epochs=3, **{**QUIET, **options}).fit(
                 module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3),
                 ckpt_path=resume,
             )  # fmt: skip
-        return module, ends
+        return module, ends, logs.logs
 
     saving = ModelCheckpoint(
         tmp_path, "{epoch}", save_top_k=-1, save_on_train_epoch_end=on_train_epoch_end
     )
-    straight, ends = run([saving])
-    resumed, resumed_ends = run(resume=tmp_path / "epoch=1.ckpt")
+    straight, ends, logs = run([saving])
+    resumed, resumed_ends, resumed_logs = run(resume=tmp_path / "epoch=1.ckpt")
     for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert resumed.balancer.state_dict() == straight.balancer.state_dict()
@@ -364,6 +380,89 @@ def test_a_checkpoint_resumes_dwa_and_the_schedules_exactly(data, tmp_path, on_t
     rates = learning_rates(straight.trainer.optimizers[0])
     assert learning_rates(resumed.trainer.optimizers[0]) == rates
     assert rates["shared"] == 1e-2 and rates["body_mass"] < 1e-2
+    assert len(logs) == 3 and resumed_logs[-1] == logs[2]
+    if not on_train_epoch_end:  # epoch 2's training values (its validation ran before)
+        train = {k: v for k, v in logs[1].items() if k.startswith("train/")}
+        assert len(resumed_logs) == 2 and resumed_logs[0] == train
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("dwa", {}), ("pcgrad", {"seed": 5})], ids=["dwa", "pcgrad"]
+)
+def test_a_checkpoint_taken_mid_epoch_resumes_exactly(data, tmp_path, method, options):
+    """A checkpoint after step 3 of epoch 2 (``every_n_train_steps``): the resumed run, in a
+    fresh module and trainer with the random state disturbed, continues with batch 4 of epoch
+    2, the dropout masks it would have drawn and the epoch's losses and weights so far, and
+    ends as the uninterrupted run: parameters, balancer state, learning rates, and the values
+    logged for epochs 2 and 3 (DWA's weights, from epoch 3 on, read epoch 2's mean losses)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    names = [t.name for t in data.tasks]
+    per_epoch = math.ceil(len(data.train["shared"]) / BATCH)
+    assert per_epoch > 4
+
+    def run(callbacks=(), resume=None):
+        torch.manual_seed(0)
+        model = build_network(penguins(dropout=0.3).model, data.preprocessor, data.tasks)
+        module = MultiTaskModule(
+            model, data.tasks, build_balancer(method, names, **options), lr=1e-2, seed=3,
+            lr_schedules=EPOCH_SCHEDULES,
+        )  # fmt: skip
+        logs = EpochLogs()
+        options_ = {"enable_checkpointing": bool(callbacks), "callbacks": [*callbacks, logs]}
+        torch.rand(5)  # the random state a resumed run starts from is not the saving run's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(max_epochs=3, **{**QUIET, **options_}).fit(
+                module, datamodule=MultiTaskDataModule(data, batch_size=BATCH, seed=3),
+                ckpt_path=resume,
+            )  # fmt: skip
+        return module, logs.logs
+
+    step = per_epoch + 3  # epoch 2, batch 3
+    saving = ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=step)
+    straight, logs = run([saving])
+    resumed, resumed_logs = run(resume=tmp_path / f"step={step}.ckpt")
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state, expected = flat(resumed.balancer.state_dict()), flat(straight.balancer.state_dict())
+    assert state.keys() == expected.keys() and all(same(state[k], expected[k]) for k in state)
+    rates = learning_rates(straight.trainer.optimizers[0])
+    assert learning_rates(resumed.trainer.optimizers[0]) == rates and rates["species"] < 1e-2
+    assert resumed.trainer.global_step == straight.trainer.global_step == 3 * per_epoch
+    assert len(logs) == 3 and resumed_logs == logs[1:]  # epochs 2 and 3, every value alike
+    if method == "dwa":  # its weights moved in epoch 3
+        assert len({logs[2][f"train/weight/{name}"] for name in names}) == len(names)
+
+
+@pytest.mark.parametrize("users_loader", [False, True], ids=["after_last_step", "users_loader"])
+def test_a_checkpoint_that_cannot_resume_exactly_is_refused(data, tmp_path, users_loader):
+    """Taken after an epoch's last step, before its end (validation, ``on_train_epoch_end``),
+    a checkpoint would resume past that end, which Lightning never runs; taken mid-epoch with
+    a loader of the user's that keeps no position, the epoch would start again: refused."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    per_epoch = math.ceil(len(data.train["shared"]) / BATCH)
+    step = per_epoch + 2 if users_loader else per_epoch
+    batches = list(ShuffledBatches(data.train["shared"], BATCH).epoch(3, 1))
+
+    def run(callbacks=(), resume=None):
+        module, datamodule = from_config(penguins(dropout=0.0))
+        loader = DataLoader(batches, batch_size=None)
+        source = {"train_dataloaders": loader} if users_loader else {"datamodule": datamodule}
+        options = {"enable_checkpointing": bool(callbacks), "callbacks": list(callbacks)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(max_epochs=2, **{**QUIET, **options}).fit(module, **source, ckpt_path=resume)
+
+    run([ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=step)])
+    message = (
+        "after step 2 of epoch 2, but the training loader cannot continue from there"
+        if users_loader
+        else "after the last step of epoch 1, before the epoch's end"
+    )
+    with pytest.raises(ValueError, match=message):
+        run(resume=tmp_path / f"step={step}.ckpt")
 
 
 @pytest.mark.parametrize(
@@ -491,30 +590,7 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
 
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    root = SRC.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "WORLD_SIZE": "2",
-        "NODE_RANK": "0",
-    }
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path)],
-            cwd=root,
-            env={**env, "LOCAL_RANK": str(r), "RANK": str(r)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
-    for process in ranks:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err[-3000:]
+    _on_two_processes(script, str(tmp_path))
     for method, options in DDP_METHODS.items():
         saved = [load_file(tmp_path / f"{method}.{r}.safetensors") for r in (0, 1)]
         assert saved[0].keys() == saved[1].keys()
@@ -535,6 +611,82 @@ def test_ddp_on_two_processes_equals_one_process(tmp_path):
             torch.testing.assert_close(
                 saved[0][f"logged.{key}"], value.reshape(1), atol=1e-5, rtol=1e-5
             )
+
+
+DDP_RESUME_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import save_file
+import torch
+from polytask.lightning import from_config
+from tests.test_lightning import QUIET, penguins
+
+out, run, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+module, datamodule = from_config(penguins("dwa", dropout=0.3))
+saving = [ModelCheckpoint(out, "{step}", save_top_k=-1, every_n_train_steps=step)]
+callbacks = saving if run == "straight" else []
+resume = None if run == "straight" else f"{out}/step={step}.ckpt"
+torch.manual_seed(len(run))  # the resumed run's random state is not the saving run's
+trainer = L.Trainer(
+    max_epochs=3, **{**QUIET, "devices": 2, "strategy": "ddp", "callbacks": callbacks,
+    "enable_checkpointing": bool(callbacks)},
+)
+trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+tensors = {f"model.{k}": v.contiguous() for k, v in module.model.state_dict().items()}
+tensors |= {f"logged.{k}": v.reshape(1) for k, v in trainer.callback_metrics.items()}
+save_file(tensors, f"{out}/{run}.{trainer.global_rank}.safetensors")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_resumes_a_checkpoint_taken_mid_epoch_exactly(data, tmp_path):
+    """On 2 processes, each drawing its own dropout masks: resumed from a checkpoint after
+    step 3 of epoch 2 (which holds every process's random state), each process ends with the
+    parameters and logged values of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "resume.py"
+    script.write_text(DDP_RESUME_SCRIPT)
+    step = str(math.ceil(len(data.train["shared"]) / BATCH) + 3)
+    for run in ("straight", "resumed"):
+        _on_two_processes(script, str(tmp_path), run, step)
+    for rank in (0, 1):
+        straight = load_file(tmp_path / f"straight.{rank}.safetensors")
+        resumed = load_file(tmp_path / f"resumed.{rank}.safetensors")
+        assert straight.keys() == resumed.keys()
+        for key, value in straight.items():
+            assert torch.equal(resumed[key], value), (rank, key)
+
+
+def _on_two_processes(script, *args: str) -> None:
+    """Run ``script`` with ``args`` on 2 CPU processes, started together as a launcher would
+    (``LOCAL_RANK`` set)."""
+    root = SRC.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=root,
+            env={**env, "LOCAL_RANK": str(r), "RANK": str(r)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    for process in ranks:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
 
 
 def _free_port() -> int:

@@ -40,7 +40,13 @@ epoch's validation metrics, or ``reference``). The epoch's own end (the balancer
 ``epoch_end``, as DWA's) runs after its last step, before that validation. Both are done once
 per epoch, and a checkpoint records which epoch they were done for, with the schedules' and
 the score's state, so resuming from a checkpoint taken at the end of an epoch (after
-validation or after ``on_train_epoch_end``) continues exactly.
+validation or after ``on_train_epoch_end``) continues exactly. So does one taken mid-epoch:
+:class:`MultiTaskDataModule`'s training loader is one Lightning checkpoints (the epoch and the
+batches trained), and the checkpoint holds the epoch's losses, weights, step count and rates so
+far and every process's random state, restored at the first step after the resume (dropout
+draws on). A checkpoint that cannot continue exactly is refused when the fit resumes: one
+taken after an epoch's last step, before its end (Lightning resumes it past that end), or
+mid-epoch with a loader that keeps no position.
 
 Precision: ``32-true`` and ``bf16-mixed`` (the balancer runs outside autocast, on float32
 losses); ``16-mixed`` hands the precision plugin's loss scale to the balancer
@@ -50,6 +56,7 @@ Validation and test run in float32, as the Trainer's.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,7 +70,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 try:
     import lightning as L
+    from lightning.fabric.utilities.types import _Stateful
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.combined_loader import CombinedLoader
 except ImportError:  # the extra is not installed
     raise ImportError(
         "polytask.lightning needs PyTorch Lightning: pip install 'polytask[lightning]'"
@@ -81,7 +90,7 @@ from polytask.config import (
 from polytask.data.dataset import Batch, MultiTaskData
 from polytask.data.prepare import PreparedData, prepare_data
 from polytask.data.sampling import BatchSource
-from polytask.distributed import broadcast_object, shard_rows, world
+from polytask.distributed import all_gather_object, broadcast_object, shard_rows, world
 from polytask.errors import ConfigError
 from polytask.evaluation.delta_m import Scores, metric_directions
 from polytask.inference import EVAL_BATCH_SIZE, Evaluation, evaluate_outputs
@@ -236,6 +245,8 @@ class MultiTaskModule(L.LightningModule):
         self._reference: Scores | None = self.reference  # the validation score's reference
         self._reference_loss: dict[str, float] | None = None
         self._rule: Any = None  # the score's rule, chosen at the first validation
+        self._resumed_epoch: dict[str, Any] | None = None  # the epoch so far, from a checkpoint
+        self._resumed_rng: dict[str, Tensor] | None = None  # set at the first step after it
 
     def forward(self, inputs: Any) -> dict[str, Tensor]:
         """The model's raw output per task."""
@@ -307,10 +318,46 @@ class MultiTaskModule(L.LightningModule):
                     p.data = p.data.to(self.device)
 
     def on_train_start(self) -> None:
+        self._check_resumable()
         if self._resumed_schedules is not None:  # after the optimizer's restored rates
             assert self._schedules is not None
             self._schedules.load_state_dict(self._resumed_schedules)
             self._resumed_schedules = None
+        if self._resumed_epoch is not None:  # on the device; a new epoch starts afresh
+            state, self._resumed_epoch = self._resumed_epoch, None
+            self._losses = {
+                n: [v.to(self.device) for v in kept] for n, kept in state["losses"].items()
+            }
+            self._loss_steps = {n: list(steps) for n, steps in state["loss_steps"].items()}
+            self._weights = {n: list(weights) for n, weights in state["weights"].items()}
+            self._steps = state["steps"]
+            self._lr = dict(state["lr"])
+            self._epoch_log = dict(state["log"])
+
+    def _check_resumable(self) -> None:
+        """Refuse what a resume from the checkpoint could not continue exactly (the restart
+        stages of Lightning 2.5 and later)."""
+        loop = self.trainer.fit_loop
+        progress = loop.epoch_loop.batch_progress
+        after_step = getattr(loop.epoch_loop, "restarted_on_train_batch_end", False)
+        if after_step and progress.is_last_batch:
+            raise ValueError(
+                f"this checkpoint was taken after the last step of epoch {self.current_epoch}, "
+                "before the epoch's end: Lightning would resume it without that end (its "
+                "validation and on_train_epoch_end); resume from a checkpoint taken at the "
+                "epoch's end or mid-epoch"
+            )
+        mid_epoch = getattr(loop, "restarted_mid_epoch", False)
+        if mid_epoch and progress.current.processed and not progress.is_last_batch:
+            loaders = CombinedLoader(self.trainer.train_dataloader).flattened
+            if not all(isinstance(loader, _Stateful) for loader in loaders):
+                raise ValueError(
+                    f"this checkpoint was taken after step {progress.current.processed} of epoch "
+                    f"{self.current_epoch + 1}, but the training loader cannot continue from "
+                    "there (it has no state_dict and load_state_dict): the epoch would draw its "
+                    "batches again; use MultiTaskDataModule's loader, or resume from a "
+                    "checkpoint taken at the end of an epoch"
+                )
 
     def on_train_epoch_start(self) -> None:
         self._losses = {t.name: [] for t in self.tasks}
@@ -327,6 +374,9 @@ class MultiTaskModule(L.LightningModule):
             step = ShardedBatch.local(step)
         if batch_idx == 0:  # dropout draws as the Trainer's (after the loader's own draw)
             torch.manual_seed(epoch_seed(self.seed, self.current_epoch + 1, world().rank))
+        elif self._resumed_rng is not None:  # resumed mid-epoch: the draws continue
+            _set_rng_state(self._resumed_rng, self.device)
+        self._resumed_rng = None
         batch = step.batch
         outputs, representation = self.model.forward_with_representation(batch.inputs)
         losses = masked_losses(outputs, batch, self.tasks, step.labelled)
@@ -373,7 +423,7 @@ class MultiTaskModule(L.LightningModule):
         self._end_training_epoch()  # unless the last step did (an epoch cut short: max_steps)
         if self._scheduled_epoch != self.current_epoch:  # no validation followed the epoch
             self._step_schedules(None)
-        for name, value in self._epoch_log.items():  # none when the epoch ended before a resume
+        for name, value in self._epoch_log.items():  # restored if it ended before a resume
             self._log(name, value)
         self._epoch_log = {}
 
@@ -525,6 +575,16 @@ class MultiTaskModule(L.LightningModule):
             "schedules": schedules or {},
             "reference": self._reference,
             "reference_loss": self._reference_loss,
+            "epoch": {  # the epoch so far, for a checkpoint taken mid-epoch
+                "losses": {n: [v.cpu() for v in kept] for n, kept in self._losses.items()},
+                "loss_steps": self._loss_steps,
+                "weights": self._weights,
+                "steps": self._steps,
+                "lr": self._lr,
+                "log": self._epoch_log,  # the values the epoch's end logs, once ended
+            },
+            # the dropout draws continue from here: every process's state (each draws its own)
+            "rng": all_gather_object(_rng_state(self.device)),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -537,6 +597,18 @@ class MultiTaskModule(L.LightningModule):
         if state.get("reference") is not None:
             self._reference = state["reference"]
         self._reference_loss = state.get("reference_loss")
+        self._resumed_epoch = state.get("epoch")
+        states, here = state.get("rng"), world()
+        self._resumed_rng = None
+        if states is not None and len(states) == here.size:
+            self._resumed_rng = states[here.rank]
+        elif states is not None:
+            warnings.warn(
+                f"the checkpoint holds the random states of {len(states)} process(es), not "
+                f"{here.size}: resumed mid-epoch, the epoch's dropout masks are drawn afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _scaler(self) -> torch.amp.GradScaler | None:
         """The precision plugin's gradient scaler (``16-mixed``), if any."""
@@ -545,22 +617,49 @@ class MultiTaskModule(L.LightningModule):
         return getattr(self.trainer.precision_plugin, "scaler", None)
 
 
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    """The random states that dropout on ``device`` draws from."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 class BatchStream(IterableDataset):
     """The global batches of a polytask :class:`BatchSource`, epoch by epoch, each cut to this
     process's rows (:class:`ShardedBatch`): every process iterates the same global batches
     (Lightning leaves an iterable dataset unsharded). A pass draws the Trainer's batches of
     ``source.epoch(seed, e)``, where ``e`` (from 1) is what ``epoch()`` returns when the pass
     starts (:class:`MultiTaskDataModule`: the Lightning trainer's epoch, restored on resume);
-    without ``epoch``, the passes count 1, 2, …"""
+    without ``epoch``, the passes count 1, 2, …
+
+    Its position is a state (:meth:`state_dict`): the pass's epoch and the batches of it
+    trained so far, ``trained()`` (:class:`MultiTaskDataModule`: the Lightning trainer's count;
+    without ``trained``, the batches yielded). After :meth:`load_state_dict`, a pass of that
+    epoch continues with the next batch."""
 
     def __init__(
-        self, source: BatchSource, seed: int = 0, epoch: Callable[[], int] | None = None
+        self,
+        source: BatchSource,
+        seed: int = 0,
+        epoch: Callable[[], int] | None = None,
+        trained: Callable[[], int] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.seed = seed
         self.epoch = epoch
+        self.trained = trained
         self._passes = 0
+        self._pass_epoch = 0  # the current pass's
+        self._yielded = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches trained) to continue
 
     def __iter__(self) -> Iterator[ShardedBatch]:
         self._passes += 1
@@ -568,7 +667,38 @@ class BatchStream(IterableDataset):
         rows, here = smallest_batch(self.source), world()
         if here.size > 1 and rows is not None:  # refused before the first step, not mid-epoch
             shard_rows(rows, here.rank, here.size)
-        return (ShardedBatch.of(batch) for batch in self.source.epoch(self.seed, epoch))
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == epoch else 0
+        self._pass_epoch, self._yielded = epoch, skip
+        batches = itertools.islice(self.source.epoch(self.seed, epoch), skip, None)
+        return (self._yield(batch) for batch in batches)
+
+    def _yield(self, batch: Batch) -> ShardedBatch:
+        self._yielded += 1
+        return ShardedBatch.of(batch)
+
+    def state_dict(self) -> dict[str, int]:
+        """The current pass's epoch and the batches of it trained so far."""
+        trained = self.trained() if self.trained is not None else self._yielded
+        return {"epoch": self._pass_epoch, "batches": trained}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """The next pass, if of ``state["epoch"]``, skips the ``state["batches"]`` trained."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+
+class _ResumableLoader(DataLoader):
+    """A loader of a :class:`BatchStream` whose position Lightning checkpoints and restores
+    (its ``_Stateful`` loaders: the fit loop's ``combined_loader`` state, loaded when a fit
+    resumes mid-epoch)."""
+
+    def state_dict(self) -> dict[str, int]:
+        assert isinstance(self.dataset, BatchStream)
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        assert isinstance(self.dataset, BatchStream)
+        self.dataset.load_state_dict(state)
 
 
 class _OrderedBatches(IterableDataset):
@@ -616,7 +746,8 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         source = self.data.train_source(self.batch_size, self.sampler, self.temperature)
-        return DataLoader(BatchStream(source, self.seed, self._epoch), batch_size=None)
+        stream = BatchStream(source, self.seed, self._epoch, self._trained)
+        return _ResumableLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._ordered(self.data.validation)
@@ -634,6 +765,15 @@ class MultiTaskDataModule(L.LightningDataModule):
         if self.trainer is None:
             return 1
         return self.trainer.fit_loop.epoch_progress.current.processed + 1
+
+    def _trained(self) -> int:
+        """The batches of the current epoch trained so far: the training loop's processed
+        batches, not the loader's, which Lightning's fetcher draws one batch ahead. (When a
+        checkpoint is taken after a step, ``on_train_batch_end``, and when it is restored,
+        before the loop counts that step completed, both are the steps taken.)"""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _ordered(self, data: MultiTaskData) -> DataLoader:
         return DataLoader(_OrderedBatches(data, self.eval_batch_size), batch_size=None)
