@@ -37,7 +37,8 @@ def write_config(tmp_path: Path, rows: int, epochs: int, **auto) -> Path:
 
 
 def finished_and_running(database: Path) -> bool:
-    """Whether the study holds a finished trial and a running one that has reported an epoch.
+    """Whether the study holds a finished trial and a running one that has reported an epoch,
+    and both workers have taken a trial.
 
     Read with ``sqlite3`` (milliseconds, unlike ``optuna.load_study``) so that the moment is seen
     even on a busy machine; a locked or missing database reads as "not yet"."""
@@ -48,9 +49,12 @@ def finished_and_running(database: Path) -> bool:
                 "SELECT count(*) FROM trials WHERE state = 'RUNNING' AND trial_id IN "
                 "(SELECT trial_id FROM trial_intermediate_values)"
             ).fetchone()
+            workers = db.execute(
+                "SELECT count(DISTINCT value_json) FROM trial_user_attributes WHERE key = 'worker'"
+            ).fetchone()
     except sqlite3.Error:
         return False
-    return complete[0] > 0 and running[0] > 0
+    return complete[0] > 0 and running[0] > 0 and workers[0] >= 2
 
 
 def study_of(tmp_path: Path) -> optuna.Study:
